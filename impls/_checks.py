@@ -1,0 +1,49 @@
+"""Argument validation shared by every backend, so that all three reject bad input
+with the same exception type and the same message."""
+
+from __future__ import annotations
+
+import numbers
+
+SUPPORTED_FLOAT_DTYPES = ("float32", "float64")
+PADDINGS = ("same", "valid")
+
+
+def positive_int(value, *, op: str, name: str) -> int:
+    """`value` as an int, or a TypeError/ValueError that names `name` and what was expected."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{op}: argument '{name}' must be a positive integer, "
+            f"got {value!r} of type {type(value).__name__}"
+        )
+    if value < 1:
+        raise ValueError(f"{op}: argument '{name}' must be a positive integer, got {value}")
+    return int(value)
+
+
+def one_of(value, choices, *, op: str, name: str):
+    if value not in choices:
+        raise ValueError(f"{op}: argument '{name}' must be one of {choices}, got {value!r}")
+    return value
+
+
+def float_batch(shape, dtype_name: str, *, op: str, layout: str, name: str = "x") -> None:
+    """Check a batched image tensor given its shape (None for unknown dims) and dtype name."""
+    if len(shape) != len(layout):
+        raise ValueError(
+            f"{op}: argument '{name}' must be a {len(layout)}-D ({', '.join(layout)}) tensor, "
+            f"got {len(shape)}-D with shape {tuple(shape)}"
+        )
+    if dtype_name not in SUPPORTED_FLOAT_DTYPES:
+        raise TypeError(
+            f"{op}: argument '{name}' must have a floating dtype {SUPPORTED_FLOAT_DTYPES}, got {dtype_name}"
+        )
+    if any(dim == 0 for dim in shape):
+        raise ValueError(f"{op}: argument '{name}' must not be empty, got shape {tuple(shape)}")
+
+
+def channel_count(got, expected: int, *, op: str, layout: str, name: str = "x") -> None:
+    if got is not None and got != expected:
+        raise ValueError(
+            f"{op}: argument '{name}' must have {expected} channels (C in {layout}), got {got}"
+        )
