@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 SUPPORTED_FLOAT_DTYPES = ("float32", "float64")
 PADDINGS = ("same", "valid")
 
@@ -25,6 +27,22 @@ def one_of(value, choices, *, op: str, name: str):
     if value not in choices:
         raise ValueError(f"{op}: argument '{name}' must be one of {choices}, got {value!r}")
     return value
+
+
+def float_dtype(dtype, *, op: str, name: str = "dtype") -> str:
+    """Name of a supported floating dtype given as a string, NumPy, torch or TF dtype; None is float32."""
+    if dtype is None:
+        return "float32"
+    if type(dtype).__module__ == "torch":
+        text = str(dtype).removeprefix("torch.")
+    else:
+        try:
+            text = np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).name
+        except TypeError:
+            text = repr(dtype)
+    if text not in SUPPORTED_FLOAT_DTYPES:
+        raise TypeError(f"{op}: argument '{name}' must be one of {SUPPORTED_FLOAT_DTYPES}, got {text}")
+    return text
 
 
 def float_batch(shape, dtype_name: str, *, op: str, layout: str, name: str = "x") -> None:

@@ -87,7 +87,8 @@ class BilinearUpsample:
         padding: "same" crops f // 2 to give (H*f, W*f), as `upsample_bilinear`;
             "valid" keeps the full ((H-1)*f + k) output of Caffe's Deconvolution,
             to be cropped by the network (FCN's crop layers).
-        dtype: weight dtype, float32 when None.
+        dtype: weight dtype: "float32" (the default, None) or "float64", as a string or
+            the framework's dtype object.
 
     Weights: NumPy and TF hold `kernel` in HWOI (k, k, C_out, C_in); torch holds
     `weight` in IOHW (C_in, C_out, k, k). No bias, as in FCN.
@@ -99,7 +100,7 @@ class BilinearUpsample:
         self.factor = _checks.positive_int(factor, op=op, name="factor")
         self.padding = _checks.one_of(padding, _checks.PADDINGS, op=op, name="padding")
         self.trainable = bool(trainable)
-        dtype = np.dtype(dtype or "float32")
+        dtype = np.dtype(_checks.float_dtype(dtype, op=op))
         self.kernel = np.einsum("hw,oi->hwoi", bilinear_kernel(self.factor), np.eye(self.channels)).astype(dtype)
 
     def __call__(self, x):

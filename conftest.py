@@ -1,0 +1,148 @@
+"""The grid every test and benchmark runs on: backend x device x dtype.
+
+Options:
+    --backend numpy,torch,tf | all   which backends to run (default all)
+    --device cpu | cuda | all        where torch/TF run (default cpu); asking for
+                                     cuda on a machine without a GPU is an error,
+                                     'all' skips the CUDA points with a reason
+    --dtype float32,float64 | all    floating dtypes (default all)
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+# Must precede the first import of TensorFlow anywhere in the session.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import importlib  # noqa: E402
+import platform  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from impls import BACKENDS  # noqa: E402
+from impls.testing import Backend  # noqa: E402
+
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "float64")
+_FRAMEWORK_MODULE = {"numpy": "numpy", "torch": "torch", "tf": "tensorflow"}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("impls grid")
+    group.addoption("--backend", default="all", help="comma list of numpy,torch,tf or 'all' (default all)")
+    group.addoption("--device", default="cpu", choices=("cpu", "cuda", "all"), help="device of torch/TF (default cpu)")
+    group.addoption("--dtype", default="all", help="comma list of float32,float64 or 'all' (default all)")
+
+
+def _selection(config, option, universe):
+    value = config.getoption(option)
+    chosen = universe if value == "all" else tuple(v.strip() for v in value.split(","))
+    unknown = set(chosen) - set(universe)
+    if unknown:
+        raise pytest.UsageError(f"--{option}: unknown {sorted(unknown)}, expected a comma list of {universe} or 'all'")
+    return chosen
+
+
+def _devices(config):
+    return DEVICES if config.getoption("device") == "all" else (config.getoption("device"),)
+
+
+def _framework_available(name):
+    try:
+        importlib.import_module(_FRAMEWORK_MODULE[name])
+    except ImportError as error:
+        return False, f"{_FRAMEWORK_MODULE[name]} is not installed ({error})"
+    return True, ""
+
+
+def _cuda_available(name):
+    if name == "torch":
+        import torch
+
+        return torch.cuda.is_available(), "torch.cuda.is_available() is False"
+    if name == "tf":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU")), "TensorFlow sees no GPU (tensorflow-cpu build or no device)"
+    return False, "NumPy runs on the CPU only"
+
+
+def pytest_configure(config):
+    config.impls_backends = _selection(config, "backend", BACKENDS)
+    config.impls_dtypes = _selection(config, "dtype", DTYPES)
+    config.impls_devices = _devices(config)
+    _disable_tf32(config.impls_backends)
+    if config.getoption("device") == "cuda":
+        _assert_gpu_is_real(config.impls_backends)
+
+
+def _disable_tf32(backends):
+    """Parity needs IEEE float32 matmuls and convolutions in both frameworks."""
+    if "torch" in backends and _framework_available("torch")[0]:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    if "tf" in backends and _framework_available("tf")[0]:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def _assert_gpu_is_real(backends):
+    """--device cuda must not pass by skipping everything: the GPU has to exist and compute."""
+    if "torch" not in backends or not _framework_available("torch")[0]:
+        raise pytest.UsageError("--device cuda needs the torch backend to check the GPU (add --backend torch)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda was asked for, but torch.cuda.is_available() is False on this machine")
+    a = torch.arange(12.0).reshape(3, 4)
+    on_gpu = (a.cuda() @ a.T.cuda()).cpu()
+    if not torch.equal(on_gpu, a @ a.T):
+        raise pytest.UsageError(f"--device cuda: {torch.cuda.get_device_name()} computed a wrong 3x4 matmul")
+
+
+def pytest_report_header(config):
+    lines = [f"impls grid: backends={','.join(config.impls_backends)} devices={','.join(config.impls_devices)} "
+             f"dtypes={','.join(config.impls_dtypes)}; {platform.processor() or platform.machine()}"]
+    if "cuda" in config.impls_devices and _framework_available("torch")[0]:
+        import torch
+
+        if torch.cuda.is_available():
+            lines.append(f"GPU: {torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})")
+    return lines
+
+
+def pytest_generate_tests(metafunc):
+    config = metafunc.config
+    if "backend" in metafunc.fixturenames:
+        points = [Backend(name, device) for name in config.impls_backends for device in config.impls_devices
+                  if not (name == "numpy" and device != "cpu")]
+        metafunc.parametrize("backend", points, ids=str, indirect=True)
+    if "dtype" in metafunc.fixturenames:
+        metafunc.parametrize("dtype", [np.dtype(d) for d in config.impls_dtypes], ids=str)
+
+
+@pytest.fixture
+def backend(request):
+    """A point of the backend x device grid; skips with the reason where it cannot run."""
+    point = request.param
+    available, reason = _framework_available(point.name)
+    if not available:
+        pytest.skip(f"backend {point.name}: {reason}")
+    if point.device == "cuda":
+        available, reason = _cuda_available(point.name)
+        if not available:
+            pytest.skip(f"{point}: {reason}")
+    return point
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator seeded from the test's id: reproducible, different per test."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))

@@ -1,0 +1,113 @@
+"""Comparison helpers for ports between frameworks: one tolerance table, one assert_close,
+and the layout conversions between each backend's native layout and NumPy's NHWC.
+
+Used by the test-suite and the benchmarks, and meant for users checking their own ports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import numpy as np
+
+__all__ = ["TOLERANCES", "tolerance", "assert_close", "to_numpy", "Backend"]
+
+# (rtol, atol) per dtype, as torch.testing.assert_close. A test that needs looser
+# bounds passes rtol/atol explicitly, with a comment that says why.
+TOLERANCES = {
+    np.dtype("float16"): (1e-3, 1e-5),
+    np.dtype("float32"): (1.3e-6, 1e-5),
+    np.dtype("float64"): (1e-7, 1e-7),
+}
+
+
+def tolerance(dtype) -> tuple[float, float]:
+    """(rtol, atol) of the table for a dtype; exact (0, 0) for integer and boolean dtypes."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biu":
+        return 0.0, 0.0
+    try:
+        return TOLERANCES[dtype]
+    except KeyError:
+        raise TypeError(f"tolerance: no tolerance for dtype {dtype}; the table has {list(map(str, TOLERANCES))}") from None
+
+
+def to_numpy(value) -> np.ndarray:
+    """A NumPy copy of a NumPy array, torch tensor (any device, with grad) or TF tensor."""
+    if hasattr(value, "detach"):  # torch
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy"):  # tf eager tensor or variable
+        return value.numpy()
+    return np.asarray(value)
+
+
+def assert_close(actual, expected, *, rtol=None, atol=None, msg=""):
+    """Assert |actual - expected| <= atol + rtol * |expected| elementwise, shapes equal.
+
+    The tolerance is the table's entry for the lower precision of the two dtypes unless
+    given. The failure message says how many elements differ, the largest absolute and
+    relative differences, where, and the tolerance used.
+    """
+    actual, expected = to_numpy(actual), to_numpy(expected)
+    prefix = f"{msg}: " if msg else ""
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{prefix}shape mismatch: actual {actual.shape}, expected {expected.shape}")
+    coarser = min((actual.dtype, expected.dtype), key=lambda d: np.finfo(d).eps if d.kind == "f" else 1.0)
+    table_rtol, table_atol = tolerance(coarser)
+    rtol = table_rtol if rtol is None else rtol
+    atol = table_atol if atol is None else atol
+    a, e = actual.astype(np.float64), expected.astype(np.float64)
+    diff = np.abs(a - e)
+    bad = ~(diff <= atol + rtol * np.abs(e))  # NaN anywhere counts as a mismatch
+    if not bad.any():
+        return
+    where = np.unravel_index(np.nanargmax(np.where(bad, diff, -1.0)), diff.shape)
+    rel = diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny)
+    raise AssertionError(
+        f"{prefix}{int(bad.sum())} of {bad.size} elements differ beyond rtol={rtol:g}, atol={atol:g}; "
+        f"max |diff| {np.nanmax(diff):.3g} at {tuple(int(i) for i in where)} "
+        f"(actual {a[where]!r}, expected {e[where]!r}); max rel diff {np.nanmax(rel):.3g}"
+    )
+
+
+_LAYOUTS = {"numpy": "NHWC", "torch": "NCHW", "tf": "NHWC"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """One point of the backend x device grid, with conversions from and to NumPy NHWC."""
+
+    name: str
+    device: str = "cpu"
+
+    @property
+    def layout(self) -> str:
+        return _LAYOUTS[self.name]
+
+    @property
+    def module(self):
+        return importlib.import_module(f"impls.{self.name}")
+
+    def __str__(self):
+        return f"{self.name}-{self.device}"
+
+    def from_nhwc(self, array, *, requires_grad=False):
+        """A native-layout tensor of this backend holding NHWC `array`."""
+        array = np.asarray(array)
+        if self.name == "torch":
+            import torch
+
+            tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2))).to(self.device)
+            return tensor.requires_grad_(requires_grad)
+        if self.name == "tf":
+            import tensorflow as tf
+
+            with tf.device("/GPU:0" if self.device == "cuda" else "/CPU:0"):
+                return tf.constant(array)
+        return array.copy()
+
+    def to_nhwc(self, tensor) -> np.ndarray:
+        """NHWC NumPy copy of a native-layout tensor of this backend."""
+        array = to_numpy(tensor)
+        return array.transpose(0, 2, 3, 1) if self.layout == "NCHW" else array

@@ -1,0 +1,11 @@
+"""TensorFlow 2 backend: the same public names as `impls.numpy`, layout (N, H, W, C)."""
+
+import os
+
+# oneDNN reorders float reductions; parity runs need TF's plain kernels. Only
+# effective before TensorFlow is first imported.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from impls.tf.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear  # noqa: E402
+
+__all__ = ["bilinear_kernel", "upsample_bilinear", "BilinearUpsample"]

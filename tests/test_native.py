@@ -1,0 +1,44 @@
+"""The compiled extension impls._native: it imports, reports its CUDA build, and computes."""
+
+import numpy as np
+import pytest
+
+from impls import native
+from impls.numpy import bilinear_kernel
+from impls.testing import assert_close
+
+
+def test_smoke_extension_is_built():
+    assert native.available(), "impls._native did not import: the package was not built"
+
+
+def test_cardinality_cuda_queries_are_booleans():
+    assert isinstance(native.built_with_cuda(), bool)
+    assert isinstance(native.has_cuda(), bool)
+    assert not native.has_cuda() or native.built_with_cuda()
+
+
+@pytest.mark.parametrize("factor", range(1, 65))
+def test_feature_native_bilinear_kernel_equals_numpy(factor):
+    kernel = native.bilinear_kernel(factor)
+    assert isinstance(kernel, np.ndarray) and kernel.dtype == np.float64
+    assert_close(kernel, bilinear_kernel(factor), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("factor, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError)])
+def test_exception_native_bilinear_kernel_factor(factor, error):
+    with pytest.raises(error, match="argument 'factor' must be a positive integer"):
+        native.bilinear_kernel(factor)
+
+
+def test_exception_extension_checks_its_own_arguments():
+    """The C++ side rejects a bad factor even when called without the Python wrapper."""
+    with pytest.raises(ValueError, match="argument 'factor' must be a positive integer, got 0"):
+        native._module().bilinear_kernel(0)
+
+
+def test_feature_cuda_device_is_counted_when_present():
+    if not native.has_cuda():
+        pytest.skip("no CUDA device visible to impls._native (CPU-only build or machine)")
+    torch = pytest.importorskip("torch")
+    assert native._native.cuda_device_count() == torch.cuda.device_count()
