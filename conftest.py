@@ -67,7 +67,8 @@ def _cuda_available(name):
     if name == "tf":
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU")), "TensorFlow sees no GPU (tensorflow-cpu build or no device)"
+        reason = "TensorFlow sees no GPU (tensorflow-cpu build or no device)"
+        return bool(tf.config.list_physical_devices("GPU")), reason
     return False, "NumPy runs on the CPU only"
 
 

@@ -30,7 +30,8 @@ def tolerance(dtype) -> tuple[float, float]:
     try:
         return TOLERANCES[dtype]
     except KeyError:
-        raise TypeError(f"tolerance: no tolerance for dtype {dtype}; the table has {list(map(str, TOLERANCES))}") from None
+        known = [str(d) for d in TOLERANCES]
+        raise TypeError(f"tolerance: no tolerance for dtype {dtype}; the table has {known}") from None
 
 
 def to_numpy(value) -> np.ndarray:

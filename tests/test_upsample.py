@@ -72,8 +72,7 @@ class TestUpsampleBilinear:
     @pytest.mark.parametrize("factor", FACTORS)
     def test_feature_equals_scipy_zoom_everywhere(self, backend, dtype, factor, height, width, rng):
         x = _random_batch(rng, height, width, dtype)
-        out = backend.module.upsample_bilinear(backend.from_nhwc(x), factor)
-        got = backend.to_nhwc(out)
+        got = _upsample_nhwc(backend, x, factor)
         assert got.dtype == dtype
         assert_close(got, _zoom(x, factor).astype(dtype), msg=f"{backend} factor {factor}")
 
@@ -81,7 +80,7 @@ class TestUpsampleBilinear:
     @pytest.mark.parametrize("factor", range(2, 65))
     def test_feature_equals_skimage_rescale_away_from_border(self, backend, factor, height, width, rng):
         x = _random_batch(rng, height, width, np.float64)
-        got = backend.to_nhwc(backend.module.upsample_bilinear(backend.from_nhwc(x), factor))
+        got = _upsample_nhwc(backend, x, factor)
         expected = np.stack([_rescale(image, factor, mode="constant", cval=0) for image in x])
         inside = _away_from_border(got.shape, factor)
         assert_close(got[inside], expected[inside])
@@ -152,26 +151,24 @@ class TestUpsampleBilinear:
             # chooses; rounding grows like k * eps times the largest magnitude.
             size = 2 * factor - factor % 2
             atol = 4 * size * np.finfo(np.float32).eps * np.abs(expected).max()
-        assert_close(grad, expected.astype(dtype), atol=atol, msg="gradient vs strided convolution with the same kernel")
+        assert_close(grad, expected.astype(dtype), atol=atol, msg="gradient vs adjoint convolution")
         # <U x, g> = <x, U^T g>, summed in float64 from the framework's own numbers.
         assert_close(np.vdot(value, upstream), np.vdot(x.astype(np.float64), grad.astype(np.float64)),
                      rtol=1e-5 if dtype == np.float32 else 1e-10)
 
     def test_feature_torch_and_tf_agree(self, dtype, rng):
-        torch_backend, tf_backend = Backend("torch"), Backend("tf")
         pytest.importorskip("torch")
         pytest.importorskip("tensorflow")
         for factor in (2, 3, 8, 16, 32, 64):
             x = _random_batch(rng, 6, 9, dtype, batch=3, channels=5)
-            from_torch = torch_backend.to_nhwc(torch_backend.module.upsample_bilinear(torch_backend.from_nhwc(x), factor))
-            from_tf = tf_backend.to_nhwc(tf_backend.module.upsample_bilinear(tf_backend.from_nhwc(x), factor))
+            from_torch, from_tf = (_upsample_nhwc(Backend(name), x, factor) for name in ("torch", "tf"))
             assert_close(from_torch, from_tf, msg=f"factor {factor}")
 
     def test_feature_batch_images_are_independent(self, backend, rng):
         x = _random_batch(rng, 4, 3, np.float64, batch=3, channels=2)
-        whole = backend.to_nhwc(backend.module.upsample_bilinear(backend.from_nhwc(x), 4))
+        whole = _upsample_nhwc(backend, x, 4)
         for n in range(3):
-            alone = backend.to_nhwc(backend.module.upsample_bilinear(backend.from_nhwc(x[n:n + 1]), 4))
+            alone = _upsample_nhwc(backend, x[n:n + 1], 4)
             assert_close(whole[n:n + 1], alone, msg=f"image {n} of the batch")
 
     def test_smoke_inside_tf_function_with_unknown_shape(self, rng):
@@ -258,14 +255,15 @@ class TestBilinearUpsampleLayer:
         for padding in ("same", "valid"):
             numpy_layer = impls.numpy.BilinearUpsample(channels_in, factor, padding=padding, dtype=dtype.name)
             numpy_layer.kernel = kernel
-            torch_layer = impls.torch.BilinearUpsample(channels_in, factor, padding=padding, dtype=getattr(torch, dtype.name))
+            torch_layer = impls.torch.BilinearUpsample(channels_in, factor, padding=padding, dtype=dtype.name)
             with torch.no_grad():
                 torch_layer.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1)))
             tf_layer = impls.tf.BilinearUpsample(channels_in, factor, padding=padding, dtype=dtype.name)
             tf_layer.build(x.shape)
             tf_layer.kernel.assign(kernel)
             expected = numpy_layer(x)
-            assert_close(Backend("torch").to_nhwc(torch_layer(Backend("torch").from_nhwc(x))), expected, msg=f"torch {padding}")
+            from_torch = Backend("torch").to_nhwc(torch_layer(Backend("torch").from_nhwc(x)))
+            assert_close(from_torch, expected, msg=f"torch {padding}")
             assert_close(tf_layer(x), expected, msg=f"tf {padding}")
 
     def test_feature_trainable_flag_controls_learning(self, rng):
@@ -315,6 +313,11 @@ class TestBilinearUpsampleLayer:
         layer = backend.module.BilinearUpsample(3, 2)
         with pytest.raises(ValueError, match="argument 'x' must have 3 channels .* got 4"):
             layer(backend.from_nhwc(np.ones((1, 2, 2, 4), np.float32)))
+
+
+def _upsample_nhwc(backend, x, factor):
+    """upsample_bilinear of NHWC NumPy `x` through a backend, back as NHWC NumPy."""
+    return backend.to_nhwc(backend.module.upsample_bilinear(backend.from_nhwc(x), factor))
 
 
 def _native_tensor(backend, array):

@@ -15,7 +15,7 @@ from impls import _checks
 __all__ = ["bilinear_kernel", "upsample_bilinear", "BilinearUpsample"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bilinear_taps(factor: int) -> np.ndarray:
     size = 2 * factor - factor % 2
     # The centre sits on a tap for odd sizes and between two taps for even ones.

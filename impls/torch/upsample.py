@@ -54,4 +54,5 @@ class BilinearUpsample(nn.Module):
         return F.conv_transpose2d(x, self.weight, stride=self.factor, padding=crop)
 
     def extra_repr(self):
-        return f"channels={self.channels}, factor={self.factor}, padding={self.padding!r}, trainable={self.weight.requires_grad}"
+        return (f"channels={self.channels}, factor={self.factor}, padding={self.padding!r}, "
+                f"trainable={self.weight.requires_grad}")
