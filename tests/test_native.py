@@ -1,5 +1,7 @@
 """The compiled extension impls._native: it imports, reports its CUDA build, and computes."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,11 @@ def test_cardinality_cuda_queries_are_booleans():
     assert isinstance(native.built_with_cuda(), bool)
     assert isinstance(native.has_cuda(), bool)
     assert not native.has_cuda() or native.built_with_cuda()
+
+
+@pytest.mark.skipif(os.environ.get("IMPLS_EXPECT_CUDA_BUILD") != "1", reason="only the cuda-build tox env forces CUDA")
+def test_feature_forced_cuda_build_compiled_the_cuda_sources():
+    assert native.built_with_cuda(), "IMPLS_CUDA=ON was set but impls._native has no CUDA code"
 
 
 @pytest.mark.parametrize("factor", range(1, 65))
