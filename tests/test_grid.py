@@ -1,0 +1,43 @@
+"""The conftest grid: a GPU run cannot pass by skipping, and bad options are refused."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+def _pytest(*arguments):
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *arguments, "tests/test_grid.py"]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_exception_device_cuda_without_a_gpu_is_a_usage_error():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    run = _pytest("--device", "cuda", "-k", "nothing")
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "--device cuda was asked for, but torch.cuda.is_available() is False" in run.stderr
+
+
+def test_exception_unknown_backend_is_a_usage_error():
+    run = _pytest("--backend", "jax", "-k", "nothing")
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "--backend: unknown ['jax']" in run.stderr
+
+
+def test_cardinality_grid_points():
+    """Every selected backend x device point is generated; NumPy only on the CPU."""
+    run = _pytest("--backend", "numpy,torch", "--device", "all", "--dtype", "float64", "--collect-only",
+                  "-k", "grid_probe")
+    assert run.returncode == pytest.ExitCode.OK, run.stdout + run.stderr
+    probes = sorted(line.split("::")[-1] for line in run.stdout.splitlines() if "grid_probe" in line)
+    assert probes == ["test_grid_probe[numpy-cpu-float64]", "test_grid_probe[torch-cpu-float64]",
+                      "test_grid_probe[torch-cuda-float64]"]
+
+
+def test_grid_probe(backend, dtype):
+    assert backend.name in ("numpy", "torch", "tf") and dtype.kind == "f"
