@@ -4,17 +4,12 @@ are checked against, and the pure-NumPy mean field the benchmarks time."""
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from impls import _checks
+from impls._crf_args import check_crf_inputs, crf_parameters
 from impls.numpy.lattice import PermutohedralLattice
 
 __all__ = ["dense_crf"]
-
-NORMALIZATIONS = ("symmetric", "before", "after", "none")
-
 
 def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
               bilateral_compat=10, iterations=5, normalization="symmetric"):
@@ -50,7 +45,7 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
         labels sum to 1. Inputs are not modified.
     """
     unary, image = np.asarray(unary), np.asarray(image)
-    _check_crf_inputs(unary.shape, unary.dtype.name, image.shape, image.dtype.name, layout="NHWC")
+    check_crf_inputs(unary.shape, unary.dtype.name, image.shape, image.dtype.name, layout="NHWC")
     if not np.isfinite(unary).all():
         raise ValueError("dense_crf: argument 'unary' must be finite (no NaN or inf)")
     params = crf_parameters(unary.shape[-1], gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
@@ -139,63 +134,3 @@ def crf_features(image, params, dtype):
 
 def _is_zero(compat):
     return compat.ndim == 0 and compat == 0
-
-
-def crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat,
-                   iterations, normalization):
-    """The keyword arguments of dense_crf, validated and normalised (shared by every backend)."""
-    op = "dense_crf"
-    return {
-        "gaussian_sxy": _positive_tuple(gaussian_sxy, 2, op=op, name="gaussian_sxy"),
-        "bilateral_sxy": _positive_tuple(bilateral_sxy, 2, op=op, name="bilateral_sxy"),
-        "bilateral_srgb": _positive_tuple(bilateral_srgb, 3, op=op, name="bilateral_srgb"),
-        "gaussian_compat": _compat(gaussian_compat, labels, op=op, name="gaussian_compat"),
-        "bilateral_compat": _compat(bilateral_compat, labels, op=op, name="bilateral_compat"),
-        "iterations": _checks.positive_int(iterations, op=op, name="iterations"),
-        "normalization": _checks.one_of(normalization, NORMALIZATIONS, op=op, name="normalization"),
-    }
-
-
-def _positive_tuple(value, length, *, op, name):
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        value = (value,) * length
-    try:
-        value = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{op}: argument '{name}' must be a positive number or {length} of them, got {value!r}") from None
-    if len(value) != length or not all(np.isfinite(v) and v > 0 for v in value):
-        raise ValueError(f"{op}: argument '{name}' must be a positive number or {length} of them, got {value!r}")
-    return value
-
-
-def _compat(value, labels, *, op, name):
-    compat = np.asarray(value, dtype=np.float64)
-    expected = {0: (), 1: (labels,), 2: (labels, labels)}
-    if compat.ndim not in expected or compat.shape != expected[compat.ndim]:
-        raise ValueError(f"{op}: argument '{name}' must be a number, a ({labels},) vector or a ({labels}, {labels}) "
-                         f"matrix for {labels} labels, got shape {compat.shape}")
-    if not np.isfinite(compat).all():
-        raise ValueError(f"{op}: argument '{name}' must be finite")
-    return 0.5 * (compat + compat.T) if compat.ndim == 2 else compat
-
-
-def _check_crf_inputs(unary_shape, unary_dtype, image_shape, image_dtype, *, layout):
-    """Shape and dtype checks of dense_crf's tensors, in a backend's layout ("NHWC" or "NCHW")."""
-    op = "dense_crf"
-    _checks.float_batch(unary_shape, unary_dtype, op=op, layout=layout.replace("C", "L"), name="unary")
-    channel_axis = layout.index("C")
-    labels = unary_shape[channel_axis]
-    if labels is not None and labels < 2:
-        raise ValueError(f"{op}: argument 'unary' must have at least 2 labels (L), got {labels}")
-    if len(image_shape) != 4:
-        raise ValueError(f"{op}: argument 'image' must be a 4-D ({', '.join(layout)}) RGB tensor, "
-                         f"got shape {tuple(image_shape)}")
-    if image_dtype != "uint8":
-        raise TypeError(f"{op}: argument 'image' must be uint8 RGB (0-255), got {image_dtype}")
-    spatial = [i for i in range(4) if i != channel_axis]
-    expected = tuple(unary_shape[i] for i in spatial)
-    got = tuple(image_shape[i] for i in spatial)
-    if any(e is not None and g is not None and e != g for e, g in zip(expected, got, strict=True)):
-        raise ValueError(f"{op}: argument 'image' must have the unary's (N, H, W) = {expected}, got {got}")
-    if image_shape[channel_axis] is not None and image_shape[channel_axis] != 3:
-        raise ValueError(f"{op}: argument 'image' must have 3 colour channels, got {image_shape[channel_axis]}")

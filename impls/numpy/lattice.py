@@ -51,9 +51,8 @@ class PermutohedralLattice:
         # Entries in point order, so each vertex sums its points in the order pydensecrf does.
         self._splat = scipy.sparse.csr_matrix((self.weights.ravel(), (rows, cols)),
                                               shape=(self.num_vertices, self.num_points))
-        # pydensecrf's "magic" constant (the blur's gain), folded into the slicing weights as it does.
-        alpha = self.dtype.type(1.0 / (1.0 + 2.0 ** -self.dim))
-        self._slice_weights = self.weights * alpha
+        # Folded into the slicing weights, as pydensecrf does.
+        self._slice_weights = self.weights * self.dtype.type(slicing_alpha(self.dim))
 
     def filter(self, values, *, reverse=False):
         """Splat (P, C) `values`, blur, slice: (P, C). `reverse` blurs the directions in
@@ -137,16 +136,32 @@ def _check_pair(values, features, *, op):
     return values, features
 
 
+def elevation_scale(dim, dtype):
+    """(d,) diagonal of the elevation matrix E times the inverse std of the blur (Adams et
+    al. 2010, pp. 5-6), rounded as pydensecrf rounds it (inv_std_dev to `dtype` first)."""
+    inv_std_dev = np.float64(np.dtype(dtype).type(np.sqrt(2.0 / 3.0) * (dim + 1)))
+    return (1.0 / np.sqrt((np.arange(dim) + 1.0) * (np.arange(dim) + 2.0)) * inv_std_dev).astype(dtype)
+
+
+def canonical_simplex(dim):
+    """(d+1, d+1) int64: coordinate k of the vertex of remainder r of the canonical simplex."""
+    remainders = np.arange(dim + 1)
+    return np.where(remainders[None, :] <= dim - remainders[:, None], remainders[:, None],
+                    remainders[:, None] - (dim + 1))
+
+
+def slicing_alpha(dim):
+    """pydensecrf's "magic" constant: the gain of the blur over a unit Gaussian."""
+    return 1.0 / (1.0 + 2.0 ** -dim)
+
+
 def _enclosing_simplices(features):
     """(keys (P, d+1, d) int64, weights (P, d+1)): the lattice coordinates of the d+1
     vertices of each point's enclosing simplex (the last coordinate is implied by the
     zero sum) and its barycentric weights."""
     dtype = features.dtype.type
     num_points, dim = features.shape
-    # Rounded as pydensecrf rounds them: inv_std_dev to the working precision first.
-    inv_std_dev = np.float64(dtype(np.sqrt(2.0 / 3.0) * (dim + 1)))
-    scale = (1.0 / np.sqrt((np.arange(dim) + 1.0) * (np.arange(dim) + 2.0)) * inv_std_dev).astype(features.dtype)
-    scaled = features * scale
+    scaled = features * elevation_scale(dim, features.dtype)
     # Elevation y = E f: y_0 = sum_j c_j, y_j = sum_{m>=j} c_m - j c_{j-1}.
     tail_sums = np.concatenate([np.cumsum(scaled[:, ::-1], axis=1)[:, ::-1], np.zeros((num_points, 1), dtype)], axis=1)
     elevated = tail_sums.copy()
@@ -160,9 +175,7 @@ def _enclosing_simplices(features):
 
     # Rank of each coordinate in decreasing order of y - remainder0; ties by index.
     order = np.argsort(-(elevated - remainder0), axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(dim + 1)[None, :], axis=1)
-    rank += plane_offset[:, None]
+    rank = np.argsort(order, axis=1) + plane_offset[:, None]
     below, above = rank < 0, rank > dim
     rank[below] += dim + 1
     rank[above] -= dim + 1
@@ -178,10 +191,7 @@ def _enclosing_simplices(features):
     barycentric = plus - minus
     barycentric[:, 0] += dtype(1) + barycentric[:, dim + 1]
 
-    remainders = np.arange(dim + 1)
-    canonical = np.where(remainders[None, :] <= dim - remainders[:, None], remainders[:, None],
-                         remainders[:, None] - (dim + 1))
-    keys = remainder0[:, None, :dim].astype(np.int64) + canonical[:, rank[:, :dim]].transpose(1, 0, 2)
+    keys = remainder0[:, None, :dim].astype(np.int64) + canonical_simplex(dim)[:, rank[:, :dim]].transpose(1, 0, 2)
     return keys, barycentric[:, :dim + 1]
 
 

@@ -6,6 +6,12 @@ import os
 # effective before TensorFlow is first imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from impls.tf.crf import dense_crf  # noqa: E402
+from impls.tf.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter  # noqa: E402
 from impls.tf.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear  # noqa: E402
 
-__all__ = ["bilinear_kernel", "upsample_bilinear", "BilinearUpsample"]
+__all__ = [
+    "bilinear_kernel", "upsample_bilinear", "BilinearUpsample",
+    "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
+    "dense_crf",
+]

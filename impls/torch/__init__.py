@@ -1,5 +1,11 @@
 """PyTorch backend: the same public names as `impls.numpy`, layout (N, C, H, W)."""
 
+from impls.torch.crf import dense_crf
+from impls.torch.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter
 from impls.torch.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear
 
-__all__ = ["bilinear_kernel", "upsample_bilinear", "BilinearUpsample"]
+__all__ = [
+    "bilinear_kernel", "upsample_bilinear", "BilinearUpsample",
+    "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
+    "dense_crf",
+]

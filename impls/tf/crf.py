@@ -1,0 +1,98 @@
+"""Fully-connected CRF mean-field inference in TensorFlow 2, layout (N, H, W, L); each
+image gets its own lattices."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from impls._crf_args import check_crf_inputs, crf_parameters
+from impls._docs import same_doc_as
+from impls.numpy import crf as reference
+from impls.tf.lattice import PermutohedralLattice
+
+__all__ = ["dense_crf"]
+
+
+@same_doc_as(reference.dense_crf)
+def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
+              bilateral_compat=10, iterations=5, normalization="symmetric"):
+    unary, image = tf.convert_to_tensor(unary), tf.convert_to_tensor(image)
+    check_crf_inputs(tuple(unary.shape), unary.dtype.name, tuple(image.shape), image.dtype.name, layout="NHWC")
+    if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(unary))):
+        raise ValueError("dense_crf: argument 'unary' must be finite (no NaN or inf)")
+    labels = int(unary.shape[-1])
+    params = crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
+                            bilateral_compat, iterations, normalization)
+    shape = tf.shape(unary)
+
+    def one_image(pair):
+        single_unary, single_image = pair
+        terms = [PairwiseTerm(features, compat, params["normalization"])
+                 for features, compat in crf_features(single_image, params, unary.dtype)]
+        q = mean_field(tf.reshape(single_unary, [-1, labels]), terms, params["iterations"])
+        return tf.reshape(q, [shape[1], shape[2], labels])
+
+    return tf.map_fn(one_image, (unary, image), fn_output_signature=unary.dtype)
+
+
+class PairwiseTerm:
+    """One Gaussian kernel with its normalisation and compatibility (see impls.numpy.crf)."""
+
+    def __init__(self, features, compat, normalization):
+        self.lattice = PermutohedralLattice(features)
+        self.compat = compat
+        self.normalization = normalization
+        norm = tf.stop_gradient(self.lattice.filter(tf.ones([tf.shape(features)[0], 1], features.dtype))[:, 0])
+        wide = tf.cast(norm, tf.float64) + 1e-20
+        inverse = tf.math.rsqrt(wide) if normalization == "symmetric" else 1.0 / wide
+        self.scale = tf.cast(inverse, norm.dtype)[:, None]
+
+    def filter(self, q, *, transpose=False):
+        norm = self.normalization
+        scaled_before = norm == "symmetric" or (norm == "before" and not transpose) or (norm == "after" and transpose)
+        scaled_after = norm == "symmetric" or (norm == "before" and transpose) or (norm == "after" and not transpose)
+        values = q * self.scale if scaled_before else q
+        values = self.lattice.filter(values, reverse=transpose)
+        return values * self.scale if scaled_after else values
+
+    def message(self, q):
+        return apply_compat(self.compat, self.filter(q))
+
+
+def apply_compat(compat, filtered):
+    if compat.shape.rank == 0:
+        return -compat * filtered
+    if compat.shape.rank == 1:
+        return filtered * compat
+    return tf.matmul(filtered, compat, transpose_b=True)
+
+
+def mean_field(unary, terms, iterations):
+    q = tf.nn.softmax(-unary, axis=-1)
+    for _ in range(iterations):
+        logits = -unary
+        for term in terms:
+            logits = logits - term.message(q)
+        q = tf.nn.softmax(logits, axis=-1)
+    return q
+
+
+def crf_features(image, params, dtype):
+    """[(features (P, d), compat)] of one (H, W, 3) image, as impls.numpy.crf.crf_features."""
+    shape = tf.shape(image)
+    y, x = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing="ij")
+    positions = tf.cast(tf.stack([tf.reshape(x, [-1]), tf.reshape(y, [-1])], axis=1), dtype)
+    kernels = []
+    if not _is_zero(params["gaussian_compat"]):
+        sxy = tf.constant(params["gaussian_sxy"], dtype)
+        kernels.append((positions / sxy, tf.constant(params["gaussian_compat"], dtype)))
+    if not _is_zero(params["bilateral_compat"]):
+        colours = tf.cast(tf.reshape(image, [-1, 3]), dtype) / tf.constant(params["bilateral_srgb"], dtype)
+        spatial = positions / tf.constant(params["bilateral_sxy"], dtype)
+        kernels.append((tf.concat([spatial, colours], axis=1), tf.constant(params["bilateral_compat"], dtype)))
+    return kernels
+
+
+def _is_zero(compat):
+    return np.ndim(compat) == 0 and compat == 0
