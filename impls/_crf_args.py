@@ -33,10 +33,14 @@ def _positive_tuple(value, length, *, op, name):
     try:
         value = tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise TypeError(f"{op}: argument '{name}' must be a positive number or {length} of them, got {value!r}") from None
+        raise TypeError(f"{op}: argument '{name}' {_expected_positive(length)}, got {value!r}") from None
     if len(value) != length or not all(np.isfinite(v) and v > 0 for v in value):
-        raise ValueError(f"{op}: argument '{name}' must be a positive number or {length} of them, got {value!r}")
+        raise ValueError(f"{op}: argument '{name}' {_expected_positive(length)}, got {value!r}")
     return value
+
+
+def _expected_positive(length):
+    return f"must be a positive number or {length} of them"
 
 
 def _compat(value, labels, *, op, name):

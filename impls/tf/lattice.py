@@ -65,7 +65,8 @@ def gaussian_filter_exact(values, features):
 def _as_features(features, *, op):
     features = tf.convert_to_tensor(features)
     if features.shape.rank != 2 or features.shape[1] is None or features.shape[1] < 1:
-        raise ValueError(f"{op}: argument 'features' must be 2-D (P, d) with a known d >= 1, got shape {features.shape}")
+        raise ValueError(f"{op}: argument 'features' must be 2-D (P, d) with a known d >= 1, "
+                         f"got shape {features.shape}")
     if features.dtype not in (tf.float32, tf.float64):
         raise TypeError(f"{op}: argument 'features' must have a floating dtype ('float32', 'float64'), "
                         f"got {features.dtype.name}")

@@ -24,7 +24,8 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     if not torch.isfinite(unary).all():
         raise ValueError("dense_crf: argument 'unary' must be finite (no NaN or inf)")
     if image.device != unary.device:
-        raise ValueError(f"dense_crf: argument 'image' must be on the unary's device {unary.device}, got {image.device}")
+        raise ValueError(f"dense_crf: argument 'image' must be on the unary's device {unary.device}, "
+                         f"got {image.device}")
     batch, labels, height, width = unary.shape
     params = crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
                             bilateral_compat, iterations, normalization)
