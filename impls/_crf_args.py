@@ -30,6 +30,8 @@ def crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilater
 def _positive_tuple(value, length, *, op, name):
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         value = (value,) * length
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{op}: argument '{name}' {_expected_positive(length)}, got {value!r}")
     try:
         value = tuple(float(v) for v in value)
     except (TypeError, ValueError):

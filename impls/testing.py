@@ -112,3 +112,53 @@ class Backend:
         """NHWC NumPy copy of a native-layout tensor of this backend."""
         array = to_numpy(tensor)
         return array.transpose(0, 2, 3, 1) if self.layout == "NCHW" else array
+
+
+# Inputs of the dense-CRF tests and benchmarks: real images with unaries from a smooth
+# seeded random field (a stand-in for a CNN's coarse, blobby scores).
+
+CRF_EXAMPLES = ("im1", "im2", "im3")
+SKIMAGE_IMAGES = ("chelsea", "coffee")
+
+
+def crf_example(name):
+    """(image uint8 (H, W, 3), annotation uint8 (H, W, 3), pydensecrf's stored output uint8 (H, W, 3))
+    of pydensecrf's example `name` ("im1", "im2", "im3"), shipped in impls/data."""
+    import importlib.resources
+
+    import skimage.io
+
+    folder = importlib.resources.files("impls") / "data" / "pydensecrf-examples"
+    number = name.removeprefix("im")
+    read = [skimage.io.imread(folder / f"{stem}{number}.png")[..., :3] for stem in ("im", "anno", "out")]
+    return tuple(read)
+
+
+def crf_image(name, *, scale=1.0):
+    """A real RGB uint8 image by name: a pydensecrf example or a `skimage.data` image,
+    optionally rescaled (anti-aliased) by `scale`."""
+    if name in CRF_EXAMPLES:
+        image = crf_example(name)[0]
+    else:
+        import skimage.data
+
+        image = getattr(skimage.data, name)()[..., :3]
+    if scale != 1.0:
+        import skimage.transform
+
+        image = skimage.transform.rescale(image, scale, channel_axis=-1, anti_aliasing=True, preserve_range=True)
+        image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+def smooth_unary(height, width, labels=21, *, seed=0, smoothness=20.0, sharpness=30.0):
+    """(H, W, L) float32 negative log-probabilities of a smooth random field: per-label
+    white noise blurred with a Gaussian of `smoothness` pixels, scaled by `sharpness`,
+    softmaxed and clipped at 1e-5 as pydensecrf's unary_from_softmax does."""
+    import scipy.ndimage
+
+    field = np.random.default_rng(seed).standard_normal((height, width, labels))
+    field = scipy.ndimage.gaussian_filter(field, sigma=(smoothness, smoothness, 0)) * sharpness
+    probabilities = np.exp(field - field.max(axis=-1, keepdims=True))
+    probabilities /= probabilities.sum(axis=-1, keepdims=True)
+    return (-np.log(np.clip(probabilities, 1e-5, 1.0))).astype(np.float32)

@@ -1,0 +1,262 @@
+"""A drop-in for `pydensecrf.densecrf` (and, in `impls.densecrf.utils`, `pydensecrf.utils`).
+
+    import impls.densecrf as dcrf                     # was: import pydensecrf.densecrf as dcrf
+    from impls.densecrf.utils import unary_from_labels  # was: from pydensecrf.utils import ...
+
+Same classes, methods, argument names, constants and array layouts as pydensecrf:
+unaries and Q are (labels, pixels) float32, features (d, pixels), images (H, W, 3)
+uint8. Inference runs on the fastest engine present, in the order of `ENGINES`; the
+environment variable IMPLS_DENSECRF_ENGINE picks one by name, and `engine()` (or a
+CRF's `.engine` attribute) says which one is in use and why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from numbers import Number
+
+import numpy as np
+
+from impls.densecrf.utils import (
+    create_pairwise_bilateral,
+    create_pairwise_gaussian,
+    unary_from_labels,
+    unary_from_softmax,
+)
+
+__all__ = [
+    "DenseCRF", "DenseCRF2D", "engine", "ENGINES",
+    "CONST_KERNEL", "DIAG_KERNEL", "FULL_KERNEL",
+    "NO_NORMALIZATION", "NORMALIZE_BEFORE", "NORMALIZE_AFTER", "NORMALIZE_SYMMETRIC",
+    "unary_from_labels", "unary_from_softmax", "create_pairwise_gaussian", "create_pairwise_bilateral",
+]
+
+log = logging.getLogger(__name__)
+
+# pydensecrf's enum values.
+CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
+NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = 0, 1, 2, 3
+_NORMALIZATION_NAMES = {NO_NORMALIZATION: "none", NORMALIZE_BEFORE: "before", NORMALIZE_AFTER: "after",
+                        NORMALIZE_SYMMETRIC: "symmetric"}
+
+
+class _NumpyEngine:
+    name = "numpy"
+
+    def __init__(self):
+        from impls.numpy import crf
+
+        self._crf = crf
+
+    def term(self, features, compat, normalization):
+        return self._crf.PairwiseTerm(features, compat, normalization)
+
+    def array(self, values):
+        return values
+
+    def numpy(self, values):
+        return values
+
+    def softmax(self, logits):
+        return self._crf.softmax(logits)
+
+
+class _TorchEngine:
+    name = "torch"
+
+    def __init__(self):
+        import torch
+
+        from impls.torch import crf
+
+        self._torch, self._crf = torch, crf
+
+    def term(self, features, compat, normalization):
+        return self._crf.PairwiseTerm(self._torch.from_numpy(features), self._torch.from_numpy(compat), normalization)
+
+    def array(self, values):
+        return self._torch.from_numpy(values)
+
+    def numpy(self, values):
+        return values.numpy()
+
+    def softmax(self, logits):
+        return self._torch.softmax(logits, dim=-1)
+
+
+# Fastest first, as measured by bench/test_bench_crf.py on the CPU.
+ENGINES = {"torch": _TorchEngine, "numpy": _NumpyEngine}
+_ENGINE_MODULES = {"torch": "torch", "numpy": "numpy"}
+
+
+def engine() -> tuple[str, str]:
+    """(name, reason) of the engine new CRFs use."""
+    forced = os.environ.get("IMPLS_DENSECRF_ENGINE")
+    if forced:
+        if forced not in ENGINES:
+            raise ValueError(f"IMPLS_DENSECRF_ENGINE must be one of {tuple(ENGINES)}, got {forced!r}")
+        return forced, "chosen by IMPLS_DENSECRF_ENGINE"
+    missing = []
+    for name in ENGINES:
+        try:
+            importlib.import_module(_ENGINE_MODULES[name])
+        except ImportError:
+            missing.append(name)
+            continue
+        reason = "the fastest engine present" + (f" ({', '.join(missing)} not installed)" if missing else "")
+        return name, reason
+    raise ImportError("impls.densecrf: no engine available")
+
+
+class DenseCRF:
+    """Fully-connected CRF over `nvar` variables with `nlabels` labels (pydensecrf.densecrf.DenseCRF)."""
+
+    def __init__(self, nvar, nlabels):
+        self._nvar = _positive(nvar, "nvar")
+        self._nlabel = _positive(nlabels, "nlabels")
+        if self._nlabel < 2:
+            raise ValueError(f"DenseCRF: argument 'nlabels' must be at least 2, got {nlabels}")
+        self.engine, reason = engine()
+        log.info("impls.densecrf: using the %s engine (%s)", self.engine, reason)
+        self._engine = ENGINES[self.engine]()
+        self._unary = None
+        self._terms = []
+
+    def setUnaryEnergy(self, u, f=None):  # noqa: N802 (pydensecrf's name)
+        """Set the unary: u (nlabels, nvar) float32, negative log-probabilities."""
+        if f is not None:
+            raise NotImplementedError("setUnaryEnergy: the learned LogisticUnary (argument 'f') is not supported")
+        u = _float32_matrix(u, "u", (self._nlabel, self._nvar), op="setUnaryEnergy")
+        if not np.isfinite(u).all():
+            raise ValueError("setUnaryEnergy: argument 'u' must be finite (no NaN or inf)")
+        self._unary = self._engine.array(np.ascontiguousarray(u.T))
+
+    def addPairwiseEnergy(self, features, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
+        """Add a Gaussian kernel on `features` (d, nvar) float32, already scaled by their std."""
+        features = _float32_matrix(features, "features", (None, self._nvar), op="addPairwiseEnergy")
+        if not np.isfinite(features).all():
+            raise ValueError("addPairwiseEnergy: argument 'features' must be finite")
+        self._add_term(features.T, compat, kernel, normalization)
+
+    def _add_term(self, features, compat, kernel, normalization):
+        if kernel not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
+            raise ValueError(f"argument 'kernel' must be CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel!r}")
+        if normalization not in _NORMALIZATION_NAMES:
+            raise ValueError(f"argument 'normalization' must be one of NO_NORMALIZATION, NORMALIZE_BEFORE, "
+                             f"NORMALIZE_AFTER, NORMALIZE_SYMMETRIC, got {normalization!r}")
+        # The kernel type only matters for learning its parameters, which this port does not do.
+        self._terms.append(self._engine.term(np.ascontiguousarray(features, np.float32),
+                                             _compatibility(compat, self._nlabel), _NORMALIZATION_NAMES[normalization]))
+
+    def inference(self, niter):
+        """Q (nlabels, nvar) float32 after `niter` mean-field iterations."""
+        niter = _non_negative(niter, "niter")
+        q = self._engine.softmax(-self._require_unary())
+        for _ in range(niter):
+            q = self._step(q)
+        return np.ascontiguousarray(self._engine.numpy(q).T)
+
+    def startInference(self):  # noqa: N802
+        """(Q, tmp1, tmp2) to pass to stepInference; Q = softmax(-unary)."""
+        q = self._engine.numpy(self._engine.softmax(-self._require_unary()))
+        return np.ascontiguousarray(q.T), np.empty(0, np.float32), np.empty(0, np.float32)
+
+    def stepInference(self, Q, tmp1=None, tmp2=None):  # noqa: N802, N803
+        """One mean-field iteration, updating Q in place as pydensecrf does."""
+        Q_array = _float32_matrix(Q, "Q", (self._nlabel, self._nvar), op="stepInference")  # noqa: N806
+        q = self._step(self._engine.array(np.ascontiguousarray(Q_array.T)))
+        Q[...] = self._engine.numpy(q).T
+
+    def klDivergence(self, Q):  # noqa: N802, N803
+        """KL(Q || P) up to P's normaliser, as pydensecrf computes it."""
+        Q = _float32_matrix(Q, "Q", (self._nlabel, self._nvar), op="klDivergence")  # noqa: N806
+        q = self._engine.array(np.ascontiguousarray(Q.T))
+        kl = float(np.sum(Q.astype(np.float64) * np.log(np.maximum(Q, np.float32(1e-20)))))
+        kl += float(np.sum(self._engine.numpy(self._require_unary()).astype(np.float64) * Q.T))
+        for term in self._terms:
+            kl += float(np.sum(self._engine.numpy(q * term.message(q)), dtype=np.float64))
+        return kl
+
+    def _step(self, q):
+        logits = -self._require_unary()
+        for term in self._terms:
+            logits = logits - term.message(q)
+        return self._engine.softmax(logits)
+
+    def _require_unary(self):
+        if self._unary is None:
+            raise RuntimeError("DenseCRF: call setUnaryEnergy before inference")
+        return self._unary
+
+
+class DenseCRF2D(DenseCRF):
+    """Fully-connected CRF on a w x h image (pydensecrf.densecrf.DenseCRF2D)."""
+
+    def __init__(self, w, h, nlabels):
+        self._w, self._h = _positive(w, "w"), _positive(h, "h")
+        super().__init__(self._w * self._h, nlabels)
+        y, x = np.meshgrid(np.arange(self._h, dtype=np.float32), np.arange(self._w, dtype=np.float32), indexing="ij")
+        self._positions = np.stack([x.ravel(), y.ravel()], axis=1)
+
+    def addPairwiseGaussian(self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
+        """Smoothness kernel on (x / sx, y / sy)."""
+        sxy = _stds(sxy, 2, "sxy")
+        self._add_term(self._positions / sxy, compat, kernel, normalization)
+
+    def addPairwiseBilateral(self, sxy, srgb, rgbim, compat, kernel=DIAG_KERNEL,  # noqa: N802
+                             normalization=NORMALIZE_SYMMETRIC):
+        """Appearance kernel on (x / sx, y / sy, r / sr, g / sg, b / sb) of an (h, w, 3) uint8 image."""
+        sxy, srgb = _stds(sxy, 2, "sxy"), _stds(srgb, 3, "srgb")
+        rgbim = np.asarray(rgbim)
+        if rgbim.dtype != np.uint8:
+            raise TypeError(f"addPairwiseBilateral: argument 'rgbim' must be uint8, got {rgbim.dtype}")
+        if rgbim.shape != (self._h, self._w, 3):
+            raise ValueError(f"addPairwiseBilateral: argument 'rgbim' must have shape {(self._h, self._w, 3)}, "
+                             f"got {rgbim.shape}")
+        colours = rgbim.reshape(-1, 3).astype(np.float32) / srgb
+        self._add_term(np.concatenate([self._positions / sxy[:2], colours], axis=1), compat, kernel, normalization)
+
+
+def _positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"argument '{name}' must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _non_negative(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"argument '{name}' must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _stds(value, length, name):
+    values = (value,) * length if isinstance(value, Number) else tuple(value)
+    if len(values) != length or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"argument '{name}' must be a positive number or {length} of them, got {value!r}")
+    return np.asarray(values, np.float32)
+
+
+def _float32_matrix(value, name, shape, *, op):
+    array = np.asarray(value)
+    if array.dtype != np.float32:
+        raise TypeError(f"{op}: argument '{name}' must be float32 (as pydensecrf), got {array.dtype}")
+    if array.ndim != 2 or any(want is not None and got != want for want, got in zip(shape, array.shape, strict=True)):
+        want = tuple("?" if s is None else s for s in shape)
+        raise ValueError(f"{op}: argument '{name}' must have shape {want}, got {array.shape}")
+    return array
+
+
+def _compatibility(compat, labels):
+    """pydensecrf's compat forms as one float32 array: () Potts, (L,) diagonal, (L, L) matrix (symmetrised)."""
+    array = np.asarray(compat, np.float32)
+    if array.ndim == 2:
+        if array.shape != (labels, labels):
+            raise ValueError(f"argument 'compat' must be ({labels}, {labels}) as a matrix, got {array.shape}")
+        return (0.5 * (array + array.T)).astype(np.float32)
+    if array.ndim == 1 and array.shape != (labels,):
+        raise ValueError(f"argument 'compat' must have {labels} entries as a vector, got {array.shape}")
+    if array.ndim > 2:
+        raise ValueError("argument 'compat' of dimension > 2 is not meaningful")
+    return array
