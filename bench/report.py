@@ -3,7 +3,7 @@
     python bench/report.py bench/results/benchmark.json --output bench/results/report.md
 
 One table per benchmark group: median and interquartile range per backend, and the
-speedup against the NumPy reference measured in the same run.
+speedups against the NumPy reference and against pydensecrf, measured in the same run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pathlib
 import sys
 from collections import defaultdict
 
-REFERENCE_BACKEND = "numpy"
+BASELINES = ("numpy", "pydensecrf")
 
 
 def load(path) -> dict:
@@ -40,9 +40,13 @@ def rows_by_group(results: dict) -> dict[str, list[dict]]:
     return dict(groups)
 
 
-def _speedups(rows):
-    reference = next((r["median_ms"] for r in rows if r["backend"] == REFERENCE_BACKEND and r["device"] == "cpu"), None)
+def _speedups(rows, baseline):
+    reference = next((r["median_ms"] for r in rows if r["backend"] == baseline and r["device"] == "cpu"), None)
     return [reference / r["median_ms"] if reference else None for r in rows]
+
+
+def _ratio(speedup):
+    return "n/a" if speedup is None else f"{speedup:.2f}x"
 
 
 def render(results: dict) -> str:
@@ -59,14 +63,17 @@ def render(results: dict) -> str:
         f"- Python {machine.get('python_version', '?')}; {libraries}",
         "",
         "Times are per call, in milliseconds: median and interquartile range (IQR) over the rounds. "
-        f"Speedup is the {REFERENCE_BACKEND} reference's median over the row's median, from the same run.",
+        "A speedup is the baseline's median over the row's median, both from this run; n/a where the "
+        "baseline did not run in that case.",
     ]
     for group, rows in rows_by_group(results).items():
-        lines += ["", f"## {group}", "", "| backend | device | median (ms) | IQR (ms) | rounds | speedup vs numpy |",
-                  "| --- | --- | ---: | ---: | ---: | ---: |"]
-        for row, speedup in zip(rows, _speedups(rows), strict=True):
+        lines += ["", f"## {group}", "",
+                  "| backend | device | median (ms) | IQR (ms) | rounds | speedup vs numpy | speedup vs pydensecrf |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        speedups = zip(*(_speedups(rows, baseline) for baseline in BASELINES), strict=True)
+        for row, (vs_numpy, vs_pydensecrf) in zip(rows, speedups, strict=True):
             lines.append(f"| {row['backend']} | {row['device']} | {row['median_ms']:.3f} | {row['iqr_ms']:.3f} | "
-                         f"{row['rounds']} | {'n/a' if speedup is None else f'{speedup:.2f}x'} |")
+                         f"{row['rounds']} | {_ratio(vs_numpy)} | {_ratio(vs_pydensecrf)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,12 +33,13 @@ def test_feature_report_tables_hold_the_json_numbers():
     markdown = report.render(results)
     table = _table(markdown, "upsample_bilinear fcn32s-final 16x12x21 x32")
     assert table == [
-        ["numpy", "cpu", "18.000", "0.400", "20", "1.00x"],
-        ["torch", "cpu", "3.000", "0.500", "20", "6.00x"],
-        ["tf", "cpu", "45.000", "3.600", "20", "0.40x"],
+        ["numpy", "cpu", "18.000", "0.400", "20", "1.00x", "2.00x"],
+        ["torch", "cpu", "3.000", "0.500", "20", "6.00x", "12.00x"],
+        ["tf", "cpu", "45.000", "3.600", "20", "0.40x", "0.80x"],
+        ["pydensecrf", "cpu", "36.000", "1.000", "5", "0.50x", "1.00x"],
     ]
-    # A group without the NumPy reference has no speedup rather than a made-up one.
-    assert _table(markdown, "only torch") == [["torch", "cuda", "0.250", "0.010", "7", "n/a"]]
+    # A group without a baseline has no speedup rather than a made-up one.
+    assert _table(markdown, "only torch") == [["torch", "cuda", "0.250", "0.010", "7", "n/a", "n/a"]]
     assert "Example CPU @ 2.0GHz, 2 cores; GPU: none" in markdown
     assert re.search(r"numpy 2\.4\.6, torch 2\.13\.0\+cpu\n", markdown)
 

@@ -107,7 +107,8 @@ def test_feature_matches_pydensecrf_for_every_normalization_and_compat(backend, 
     theirs = pydensecrf_marginals(image, unary, (5,), **options)[5]
     max_difference = MAX_Q_DIFFERENCE_UNNORMALIZED if normalization == "none" else MAX_Q_DIFFERENCE
     ours = run_backend(backend, image, unary, iterations=5, **options)
-    assert_matches_pydensecrf(ours, theirs, max_difference=max_difference, what=f"{backend} {name} {normalization} {form}")
+    what = f"{backend} {name} {normalization} {form}"
+    assert_matches_pydensecrf(ours, theirs, max_difference=max_difference, what=what)
 
 
 def test_feature_backends_agree_with_each_other(rng):

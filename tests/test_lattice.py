@@ -39,7 +39,8 @@ def test_feature_approximates_the_exact_gaussian_filter(backend, dim, box, max_r
     exact = _filter(backend, values, features, exact=True)
     raw = np.linalg.norm(approx - exact) / np.linalg.norm(exact)
     ones = np.ones((300, 1))
-    normalized = np.abs(approx / _filter(backend, ones, features) - exact / _filter(backend, ones, features, exact=True))
+    normalized = np.abs(approx / _filter(backend, ones, features)
+                        - exact / _filter(backend, ones, features, exact=True))
     assert raw < max_raw, f"raw relative error {raw:.3f}"
     assert normalized.max() < max_normalized, f"normalised max error {normalized.max():.4f}"
 

@@ -86,8 +86,9 @@ class _TorchEngine:
         return self._torch.softmax(logits, dim=-1)
 
 
-# Fastest first, as measured by bench/test_bench_crf.py on the CPU.
-ENGINES = {"torch": _TorchEngine, "numpy": _NumpyEngine}
+# Fastest first, as measured by bench/test_bench_crf.py on 2 CPU cores: 300x400 pixels,
+# 21 labels, 10 iterations, median of 5: numpy 1.15 s, torch 1.38 s (pydensecrf: 0.39 s).
+ENGINES = {"numpy": _NumpyEngine, "torch": _TorchEngine}
 _ENGINE_MODULES = {"torch": "torch", "numpy": "numpy"}
 
 
