@@ -1,17 +1,28 @@
-// The one bindings file of impls._native.
+// The one bindings file of impls._native. Arrays arrive through nanobind's ndarray
+// (DLPack / buffer protocol: NumPy arrays, CPU torch tensors) without copies; results are
+// new NumPy arrays that torch.from_numpy wraps without copies. The Python wrapper
+// impls/native.py checks arguments first and gives the user-facing messages; the C++
+// side checks again and raises ValueError instead of crashing.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "impls_native.h"
+#include "lattice/lattice.h"
 
 namespace nb = nanobind;
 
 namespace {
 
 using HostMatrix = nb::ndarray<nb::numpy, double, nb::ndim<2>>;
+using FloatMatrixIn = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using FloatMatrixInOut = nb::ndarray<float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using FloatVectorIn = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using FloatMatrixOut = nb::ndarray<nb::numpy, float, nb::ndim<2>>;
 
 HostMatrix bilinear_kernel_array(int factor) {
   const std::size_t size = impls::bilinear_kernel_size(factor);
@@ -22,13 +33,105 @@ HostMatrix bilinear_kernel_array(int factor) {
   return HostMatrix(data, {size, size}, owner);
 }
 
+FloatMatrixOut new_matrix(std::size_t rows, std::size_t cols, float **data) {
+  *data = new float[rows * cols];
+  nb::capsule owner(*data, [](void *p) noexcept { delete[] static_cast<float *>(p); });
+  return FloatMatrixOut(*data, {rows, cols}, owner);
+}
+
+void require_rows(const char *what, std::size_t got, std::size_t expected) {
+  if (got != expected)
+    throw std::invalid_argument(std::string(what) + " must have " + std::to_string(expected) + " rows (points), got " +
+                                std::to_string(got));
+}
+
 }  // namespace
 
 NB_MODULE(_native, m) {
-  m.doc() = "Compiled core of impls (C++ and CUDA).";
+  m.doc() = "Compiled core of impls: the permutohedral lattice and dense-CRF mean field (C++, CUDA).";
   m.def("bilinear_kernel", &bilinear_kernel_array, nb::arg("factor"),
         "The FCN bilinear kernel (k x k float64, k = 2f - f % 2), computed in C++.");
   m.def("built_with_cuda", &impls::built_with_cuda, "True when CMake compiled the CUDA sources.");
   m.def("cuda_device_count", &impls::cuda_device_count,
         "CUDA devices visible to the runtime; 0 without CUDA support or a driver.");
+
+  nb::class_<impls::LatticeCPU>(m, "LatticeCPU", "Permutohedral lattice of (P, d) float32 features, on the CPU.")
+      .def(
+          "__init__",
+          [](impls::LatticeCPU *self, FloatMatrixIn features) {
+            const float *data = features.data();
+            const int points = static_cast<int>(features.shape(0)), dim = static_cast<int>(features.shape(1));
+            nb::gil_scoped_release release;
+            new (self) impls::LatticeCPU(data, points, dim);
+          },
+          nb::arg("features"))
+      .def(
+          "filter",
+          [](const impls::LatticeCPU &self, FloatMatrixIn values, bool reverse) {
+            require_rows("values", values.shape(0), self.num_points());
+            float *out;
+            auto result = new_matrix(values.shape(0), values.shape(1), &out);
+            const float *in = values.data();
+            const int channels = static_cast<int>(values.shape(1));
+            {
+              nb::gil_scoped_release release;
+              self.filter(in, out, channels, reverse);
+            }
+            return result;
+          },
+          nb::arg("values"), nb::arg("reverse") = false)
+      .def_prop_ro("num_points", &impls::LatticeCPU::num_points)
+      .def_prop_ro("dim", &impls::LatticeCPU::dim)
+      .def_prop_ro("num_vertices", &impls::LatticeCPU::num_vertices)
+      .def_prop_ro("weights", [](const impls::LatticeCPU &self) {
+        float *out;
+        auto result = new_matrix(self.num_points(), self.dim() + 1, &out);
+        std::copy(self.weights().begin(), self.weights().end(), out);
+        return result;
+      });
+
+  nb::class_<impls::DenseCrfCPU>(m, "DenseCrfCPU", "Dense-CRF mean field over (P, L) float32 unaries, on the CPU.")
+      .def(
+          "__init__",
+          [](impls::DenseCrfCPU *self, FloatMatrixIn unary) {
+            const float *data = unary.data();
+            const int points = static_cast<int>(unary.shape(0)), labels = static_cast<int>(unary.shape(1));
+            nb::gil_scoped_release release;
+            new (self) impls::DenseCrfCPU(data, points, labels);
+          },
+          nb::arg("unary"))
+      .def(
+          "add_kernel",
+          [](impls::DenseCrfCPU &self, FloatMatrixIn features, int kind, FloatVectorIn compat, int normalization) {
+            require_rows("features", features.shape(0), self.num_points());
+            if (kind < 0 || kind > 2) throw std::invalid_argument("compatibility kind must be 0, 1 or 2");
+            if (normalization < 0 || normalization > 3) throw std::invalid_argument("normalization must be 0..3");
+            impls::Compatibility compatibility{kind, std::vector<float>(compat.data(), compat.data() + compat.shape(0))};
+            const float *data = features.data();
+            const int dim = static_cast<int>(features.shape(1));
+            nb::gil_scoped_release release;
+            self.add_kernel(data, dim, std::move(compatibility), static_cast<impls::Normalization>(normalization));
+          },
+          nb::arg("features"), nb::arg("kind"), nb::arg("compat"), nb::arg("normalization"))
+      .def(
+          "inference",
+          [](const impls::DenseCrfCPU &self, int iterations) {
+            float *q;
+            auto result = new_matrix(self.num_points(), self.num_labels(), &q);
+            nb::gil_scoped_release release;
+            self.inference(iterations, q);
+            return result;
+          },
+          nb::arg("iterations"))
+      .def(
+          "step",
+          [](const impls::DenseCrfCPU &self, FloatMatrixInOut q) {
+            require_rows("q", q.shape(0), self.num_points());
+            if (q.shape(1) != static_cast<std::size_t>(self.num_labels()))
+              throw std::invalid_argument("q must have one column per label");
+            float *data = q.data();
+            nb::gil_scoped_release release;
+            self.step(data);
+          },
+          nb::arg("q"));
 }

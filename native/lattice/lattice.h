@@ -1,0 +1,105 @@
+// The permutohedral lattice and dense-CRF mean field: declarations shared by the CPU
+// and CUDA implementations and the bindings. Same algorithm and float32 operation order
+// as impls/numpy/lattice.py (itself pydensecrf's), so results agree to float32 rounding.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace impls {
+
+// Channels are processed in blocks of kLanes floats; rows are padded to a multiple.
+constexpr int kLanes = 8;
+inline int padded_channels(int channels) { return (channels + kLanes - 1) / kLanes * kLanes; }
+
+// Round to nearest, halves to even (as nearbyint in the default rounding mode) for
+// |x| < 2^22, in plain float arithmetic that vectorises without SSE4.1. Correct only
+// without -ffast-math, which would fold (x + s) - s to x; the build never sets it.
+inline float round_half_even(float x) {
+  const float shifter = 12582912.0f;  // 1.5 * 2^23
+  return (x + shifter) - shifter;
+}
+
+enum class Normalization : int { none = 0, before = 1, after = 2, symmetric = 3 };
+
+// A lattice built once from (P, d) float32 features and reused for any number of filters.
+class LatticeCPU {
+ public:
+  LatticeCPU(const float *features, int num_points, int dim);
+  LatticeCPU(const LatticeCPU &) = delete;
+  LatticeCPU &operator=(const LatticeCPU &) = delete;
+
+  int num_points() const { return num_points_; }
+  int dim() const { return dim_; }
+  int num_vertices() const { return num_vertices_; }
+  const std::vector<int32_t> &vertices() const { return vertex_; }
+  const std::vector<float> &weights() const { return weight_; }
+
+  // out (P, C) = slice(blur(splat(in (P, C)))); `reverse` blurs the directions in the
+  // opposite order, which is the transposed filter. `in_scale` / `out_scale` (P) are
+  // optional per-point factors applied before splatting and after slicing.
+  void filter(const float *in, float *out, int channels, bool reverse, const float *in_scale = nullptr,
+              const float *out_scale = nullptr) const;
+  // The same on rows of `stride` floats, a multiple of kLanes (padding lanes stay zero).
+  void filter_padded(const float *in, float *out, int stride, bool reverse, const float *in_scale = nullptr,
+                     const float *out_scale = nullptr) const;
+
+ private:
+  template <int Width>
+  void splat(const float *in, float *lattice, const float *in_scale, int stride = 0) const;
+  template <int Width>
+  void slice(const float *lattice, float *out, const float *out_scale, int stride = 0) const;
+
+  int num_points_, dim_, num_vertices_ = 0;
+  std::vector<int32_t> vertex_;        // (P, d+1) vertex of each simplex corner
+  std::vector<float> weight_;          // (P, d+1) barycentric weights
+  std::vector<int32_t> neighbor_;      // (d+1, M, 2) blur neighbours, -1 when absent
+  mutable std::vector<float> buffer_a_, buffer_b_;  // (M+1, C) lattice values, row 0 stays zero
+  std::vector<int32_t> splat_offset_;  // (M+1) CSR rows: the corners that land on each vertex
+  std::vector<int32_t> splat_point_;   // (P*(d+1)) their points, ascending within a vertex
+  std::vector<float> splat_weight_;    // (P*(d+1)) their barycentric weights
+  mutable std::vector<float> padded_in_, padded_out_;  // (P, C padded) for callers with unpadded rows
+};
+
+// Label compatibility as pydensecrf: Potts (one value w: message -w*KQ), diagonal
+// (L values), or an (L, L) matrix (already symmetrised).
+struct Compatibility {
+  int kind;  // 0 Potts, 1 diagonal, 2 matrix
+  std::vector<float> values;
+};
+
+// Mean-field inference of the fully-connected CRF over P points and L labels, the
+// whole loop in native code; one lattice per kernel, built once.
+class DenseCrfCPU {
+ public:
+  DenseCrfCPU(const float *unary, int num_points, int num_labels);
+  DenseCrfCPU(const DenseCrfCPU &) = delete;
+  DenseCrfCPU &operator=(const DenseCrfCPU &) = delete;
+
+  void add_kernel(const float *features, int dim, Compatibility compat, Normalization normalization);
+  // q (P, L): on entry ignored by inference() (which starts from softmax(-unary)),
+  // used as the current marginals by step(); on exit the new marginals.
+  void inference(int iterations, float *q) const;
+  void step(float *q) const;
+  int num_points() const { return num_points_; }
+  int num_labels() const { return num_labels_; }
+
+ private:
+  struct Kernel {
+    std::unique_ptr<LatticeCPU> lattice;
+    Compatibility compat;
+    std::vector<float> in_scale, out_scale;  // empty when that side is not normalised
+  };
+  void update(const float *q_in, float *q_out) const;
+  void softmax_rows(const float *logits, float *q) const;
+  void pad(const float *rows, float *padded) const;
+  void unpad(const float *padded, float *rows) const;
+
+  int num_points_, num_labels_, stride_;
+  std::vector<float> unary_;  // (P, stride): labels padded to a multiple of kLanes with zeros
+  std::vector<Kernel> kernels_;
+  mutable std::vector<float> message_, logits_, q_a_, q_b_;
+};
+
+}  // namespace impls

@@ -1,0 +1,344 @@
+// CPU permutohedral lattice: per-point simplex search in parallel, one sequential pass
+// over a hash table to number the vertices, then splat as a gather (each vertex sums
+// its own corners, no atomics), blur and slice, all parallel over vertices or points.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "lattice/lattice.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace impls {
+namespace {
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// x (stride floats, a multiple of kLanes) times w, added to y: fixed-width blocks vectorise fully.
+inline void add_scaled(float *__restrict y, const float *__restrict x, float w, int stride) {
+  for (int c = 0; c < stride; c += kLanes) {
+    for (int k = 0; k < kLanes; ++k) y[c + k] += w * x[c + k];
+  }
+}
+
+inline void add_scaled_product(float *__restrict y, const float *__restrict x, float w, float s, int stride) {
+  for (int c = 0; c < stride; c += kLanes) {
+    for (int k = 0; k < kLanes; ++k) y[c + k] += w * (x[c + k] * s);
+  }
+}
+
+int thread_index() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// Open-addressing table from d-int keys to vertex ids; ids are given in insertion order.
+class KeyTable {
+ public:
+  KeyTable(int key_size, std::size_t expected) : key_size_(key_size) {
+    std::size_t capacity = 16;
+    while (capacity < 2 * expected) capacity <<= 1;
+    mask_ = capacity - 1;
+    slots_.assign(capacity, -1);
+    keys_.reserve(expected * key_size);
+  }
+
+  static uint64_t hash(const int32_t *key, int key_size) {
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < key_size; ++i) {
+      h ^= static_cast<uint32_t>(key[i]);
+      h *= 1099511628211ull;
+      h ^= h >> 29;
+    }
+    return h;
+  }
+
+  int32_t insert(const int32_t *key, uint64_t h) {
+    for (std::size_t slot = h & mask_;; slot = (slot + 1) & mask_) {
+      int32_t id = slots_[slot];
+      if (id < 0) {
+        id = static_cast<int32_t>(keys_.size() / key_size_);
+        keys_.insert(keys_.end(), key, key + key_size_);
+        slots_[slot] = id;
+        return id;
+      }
+      if (std::memcmp(&keys_[static_cast<std::size_t>(id) * key_size_], key, key_size_ * sizeof(int32_t)) == 0)
+        return id;
+    }
+  }
+
+  int32_t find(const int32_t *key) const {
+    for (std::size_t slot = hash(key, key_size_) & mask_;; slot = (slot + 1) & mask_) {
+      int32_t id = slots_[slot];
+      if (id < 0) return -1;
+      if (std::memcmp(&keys_[static_cast<std::size_t>(id) * key_size_], key, key_size_ * sizeof(int32_t)) == 0)
+        return id;
+    }
+  }
+
+  int32_t size() const { return static_cast<int32_t>(keys_.size() / key_size_); }
+  const int32_t *key(int32_t id) const { return &keys_[static_cast<std::size_t>(id) * key_size_]; }
+
+ private:
+  int key_size_;
+  std::size_t mask_;
+  std::vector<int32_t> slots_;
+  std::vector<int32_t> keys_;
+};
+
+// The enclosing simplex of one point: the d+1 vertex keys (d ints each) and weights.
+// Mirrors _enclosing_simplices in impls/numpy/lattice.py operation by operation.
+void enclosing_simplex(const float *f, int d, const float *scale, int32_t *keys, float *barycentric_out) {
+  float elevated[64], remainder0[64], barycentric[66];
+  int rank[64];
+  float tail = 0.0f;
+  float scaled[64];
+  for (int j = 0; j < d; ++j) scaled[j] = f[j] * scale[j];
+  elevated[d] = 0.0f;
+  for (int j = d; j > 0; --j) {
+    tail += scaled[j - 1];
+    elevated[j - 1] = tail;  // tail sum from j-1 to d-1
+  }
+  for (int j = 1; j <= d; ++j) elevated[j] -= static_cast<float>(j) * scaled[j - 1];
+
+  const float down = 1.0f / static_cast<float>(d + 1);
+  int offset = 0;
+  for (int i = 0; i <= d; ++i) {
+    float rounded = round_half_even(elevated[i] * down);
+    remainder0[i] = rounded * static_cast<float>(d + 1);
+    offset += static_cast<int>(rounded);
+  }
+  // Rank in decreasing order of elevated - remainder0, ties broken by index.
+  for (int i = 0; i <= d; ++i) rank[i] = 0;
+  for (int i = 0; i < d; ++i) {
+    float di = elevated[i] - remainder0[i];
+    for (int j = i + 1; j <= d; ++j) {
+      if (di < elevated[j] - remainder0[j])
+        ++rank[i];
+      else
+        ++rank[j];
+    }
+  }
+  for (int i = 0; i <= d; ++i) {
+    rank[i] += offset;
+    if (rank[i] < 0) {
+      rank[i] += d + 1;
+      remainder0[i] += static_cast<float>(d + 1);
+    } else if (rank[i] > d) {
+      rank[i] -= d + 1;
+      remainder0[i] -= static_cast<float>(d + 1);
+    }
+  }
+  for (int i = 0; i <= d + 1; ++i) barycentric[i] = 0.0f;
+  for (int i = 0; i <= d; ++i) {
+    float v = (elevated[i] - remainder0[i]) * down;
+    barycentric[d - rank[i]] += v;
+    barycentric[d - rank[i] + 1] -= v;
+  }
+  barycentric[0] += 1.0f + barycentric[d + 1];
+  for (int r = 0; r <= d; ++r) {
+    barycentric_out[r] = barycentric[r];
+    for (int i = 0; i < d; ++i) {
+      int corner = rank[i] <= d - r ? r : r - (d + 1);
+      keys[r * d + i] = static_cast<int32_t>(remainder0[i]) + corner;
+    }
+  }
+}
+
+}  // namespace
+
+LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_points_(num_points), dim_(dim) {
+  if (num_points < 1) throw std::invalid_argument("Lattice: features must have at least one point");
+  if (dim < 1 || dim > 63)
+    throw std::invalid_argument("Lattice: feature dimension d must be in [1, 63], got " + std::to_string(dim));
+  const int d = dim, corners = dim + 1;
+  const std::size_t total = static_cast<std::size_t>(num_points) * corners;
+
+  // Rounded as pydensecrf (inv_std_dev to float first), see elevation_scale in Python.
+  std::vector<float> scale(d);
+  const double inv_std_dev = static_cast<float>(std::sqrt(2.0 / 3.0) * (d + 1));
+  for (int i = 0; i < d; ++i) scale[i] = static_cast<float>(1.0 / std::sqrt((i + 1.0) * (i + 2.0)) * inv_std_dev);
+
+  for (std::size_t i = 0; i < static_cast<std::size_t>(num_points) * d; ++i) {
+    if (!std::isfinite(features[i])) throw std::invalid_argument("Lattice: features must be finite (no NaN or inf)");
+  }
+  std::vector<int32_t> keys(total * d);
+  std::vector<uint64_t> hashes(total);
+  weight_.resize(total);
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < num_points; ++p) {
+    enclosing_simplex(features + static_cast<std::size_t>(p) * d, d, scale.data(), &keys[p * corners * d],
+                      &weight_[static_cast<std::size_t>(p) * corners]);
+    for (int r = 0; r < corners; ++r)
+      hashes[static_cast<std::size_t>(p) * corners + r] = KeyTable::hash(&keys[(p * corners + r) * d], d);
+  }
+
+  KeyTable table(d, total);
+  vertex_.resize(total);
+  for (std::size_t i = 0; i < total; ++i) vertex_[i] = table.insert(&keys[i * d], hashes[i]);
+  num_vertices_ = table.size();
+
+  neighbor_.resize(static_cast<std::size_t>(corners) * num_vertices_ * 2);
+#pragma omp parallel for schedule(static)
+  for (int v = 0; v < num_vertices_; ++v) {
+    int32_t shifted[64];
+    const int32_t *key = table.key(v);
+    for (int direction = 0; direction < corners; ++direction) {
+      for (int side = 0; side < 2; ++side) {
+        const int step = side == 0 ? -1 : 1;
+        for (int i = 0; i < d; ++i) shifted[i] = key[i] + step;
+        if (direction < d) shifted[direction] = key[direction] - step * d;
+        neighbor_[(static_cast<std::size_t>(direction) * num_vertices_ + v) * 2 + side] = table.find(shifted);
+      }
+    }
+  }
+
+  // Counting sort of the corners by vertex, points ascending within a vertex: splatting
+  // becomes a gather that accumulates each vertex in registers (no atomics, no races).
+  splat_offset_.assign(num_vertices_ + 1, 0);
+  for (std::size_t i = 0; i < total; ++i) ++splat_offset_[vertex_[i] + 1];
+  for (int v = 0; v < num_vertices_; ++v) splat_offset_[v + 1] += splat_offset_[v];
+  splat_point_.resize(total);
+  splat_weight_.resize(total);
+  std::vector<int32_t> cursor(splat_offset_.begin(), splat_offset_.end() - 1);
+  for (std::size_t i = 0; i < total; ++i) {
+    const int32_t k = cursor[vertex_[i]]++;
+    splat_point_[k] = static_cast<int32_t>(i / corners);
+    splat_weight_[k] = weight_[i];
+  }
+}
+
+void LatticeCPU::filter(const float *in, float *out, int channels, bool reverse, const float *in_scale,
+                        const float *out_scale) const {
+  const int stride = padded_channels(channels);
+  if (stride == channels) {
+    filter_padded(in, out, stride, reverse, in_scale, out_scale);
+    return;
+  }
+  const std::size_t size = static_cast<std::size_t>(num_points_) * stride;
+  if (padded_in_.size() < size) {
+    padded_in_.assign(size, 0.0f);
+    padded_out_.assign(size, 0.0f);
+  }
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < num_points_; ++p)
+    std::copy(in + static_cast<std::size_t>(p) * channels, in + static_cast<std::size_t>(p + 1) * channels,
+              padded_in_.data() + static_cast<std::size_t>(p) * stride);
+  filter_padded(padded_in_.data(), padded_out_.data(), stride, reverse, in_scale, out_scale);
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < num_points_; ++p)
+    std::copy(padded_out_.data() + static_cast<std::size_t>(p) * stride,
+              padded_out_.data() + static_cast<std::size_t>(p) * stride + channels, out + static_cast<std::size_t>(p) * channels);
+}
+
+void LatticeCPU::filter_padded(const float *in, float *out, int stride, bool reverse, const float *in_scale,
+                               const float *out_scale) const {
+  const std::size_t lattice_size = (static_cast<std::size_t>(num_vertices_) + 1) * stride;
+  if (buffer_a_.size() < lattice_size) {
+    buffer_a_.assign(lattice_size, 0.0f);
+    buffer_b_.assign(lattice_size, 0.0f);
+  }
+  float *a = buffer_a_.data(), *b = buffer_b_.data();
+  std::fill(a, a + stride, 0.0f);
+  std::fill(b, b + stride, 0.0f);
+  switch (stride) {
+    case 8: splat<8>(in, a, in_scale); break;
+    case 16: splat<16>(in, a, in_scale); break;
+    case 24: splat<24>(in, a, in_scale); break;
+    case 32: splat<32>(in, a, in_scale); break;
+    default: splat<0>(in, a, in_scale, stride); break;
+  }
+  for (int step = 0; step <= dim_; ++step) {
+    const int direction = reverse ? dim_ - step : step;
+    const int32_t *pairs = &neighbor_[static_cast<std::size_t>(direction) * num_vertices_ * 2];
+#pragma omp parallel for schedule(static)
+    for (int v = 0; v < num_vertices_; ++v) {
+      const float *__restrict old_row = a + (static_cast<std::size_t>(v) + 1) * stride;
+      const float *__restrict before = a + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
+      const float *__restrict after = a + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
+      float *__restrict new_row = b + (static_cast<std::size_t>(v) + 1) * stride;
+      for (int c = 0; c < stride; c += kLanes) {
+        for (int k = 0; k < kLanes; ++k) new_row[c + k] = old_row[c + k] + 0.5f * (before[c + k] + after[c + k]);
+      }
+    }
+    std::swap(a, b);
+  }
+  switch (stride) {
+    case 8: slice<8>(a, out, out_scale); break;
+    case 16: slice<16>(a, out, out_scale); break;
+    case 24: slice<24>(a, out, out_scale); break;
+    case 32: slice<32>(a, out, out_scale); break;
+    default: slice<0>(a, out, out_scale, stride); break;
+  }
+}
+
+// Each vertex sums its corners' weighted values. Width > 0 is a compile-time row width
+// whose accumulators stay in registers (independent add chains); 0 is any width, in
+// blocks of kLanes.
+template <int Width>
+void LatticeCPU::splat(const float *in, float *lattice, const float *in_scale, int stride) const {
+  if (Width > 0) stride = Width;
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int v = 0; v < num_vertices_; ++v) {
+    float *__restrict row = lattice + (static_cast<std::size_t>(v) + 1) * stride;
+    const int first = splat_offset_[v], last = splat_offset_[v + 1];
+    for (int c0 = 0; c0 < stride; c0 += (Width > 0 ? Width : kLanes)) {
+      constexpr int Block = Width > 0 ? Width : kLanes;
+      float sum[Block] = {};
+      for (int k = first; k < last; ++k) {
+        const int point = splat_point_[k];
+        const float w = splat_weight_[k];
+        const float *__restrict value = in + static_cast<std::size_t>(point) * stride + c0;
+        if (in_scale) {
+          const float s = in_scale[point];
+          for (int c = 0; c < Block; ++c) sum[c] += w * (value[c] * s);
+        } else {
+          for (int c = 0; c < Block; ++c) sum[c] += w * value[c];
+        }
+      }
+      for (int c = 0; c < Block; ++c) row[c0 + c] = sum[c];
+    }
+  }
+}
+
+template <int Width>
+void LatticeCPU::slice(const float *lattice, float *out, const float *out_scale, int stride) const {
+  if (Width > 0) stride = Width;
+  const int corners = dim_ + 1;
+  const float alpha = static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_)));
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < num_points_; ++p) {
+    const std::size_t first = static_cast<std::size_t>(p) * corners;
+    float *__restrict target = out + static_cast<std::size_t>(p) * stride;
+    for (int c0 = 0; c0 < stride; c0 += (Width > 0 ? Width : kLanes)) {
+      constexpr int Block = Width > 0 ? Width : kLanes;
+      float sum[Block] = {};
+      for (int r = 0; r < corners; ++r) {
+        const float w = weight_[first + r] * alpha;
+        const float *__restrict row = lattice + (static_cast<std::size_t>(vertex_[first + r]) + 1) * stride + c0;
+        for (int c = 0; c < Block; ++c) sum[c] += w * row[c];
+      }
+      if (out_scale) {
+        const float s = out_scale[p];
+        for (int c = 0; c < Block; ++c) target[c0 + c] = sum[c] * s;
+      } else {
+        for (int c = 0; c < Block; ++c) target[c0 + c] = sum[c];
+      }
+    }
+  }
+}
+
+}  // namespace impls
