@@ -76,3 +76,18 @@ def check_crf_inputs(unary_shape, unary_dtype, image_shape, image_dtype, *, layo
         raise ValueError(f"{op}: argument 'image' must have the unary's (N, H, W) = {expected}, got {got}")
     if image_shape[channel_axis] is not None and image_shape[channel_axis] != 3:
         raise ValueError(f"{op}: argument 'image' must have 3 colour channels, got {image_shape[channel_axis]}")
+
+
+ENGINES = ("auto", "native", "framework")
+
+
+def choose_engine(engine, *, native_usable, why_not):
+    """"native" or "framework" for dense_crf's `engine` argument: "auto" takes the native
+    lattice when it can serve these inputs (`native_usable`), "native" insists on it."""
+    _checks.one_of(engine, ENGINES, op="dense_crf", name="engine")
+    if engine == "native" and not native_usable:
+        raise ValueError(f"dense_crf: engine='native' cannot serve these inputs: {why_not}")
+    if engine == "framework" or not native_usable:
+        return "framework"
+    return "native"
+

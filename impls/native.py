@@ -1,6 +1,14 @@
-"""Thin wrapper over the compiled extension `impls._native`."""
+"""Thin wrapper over the compiled extension `impls._native`: the permutohedral lattice and
+the dense-CRF mean field in C++ (OpenMP on the CPU).
+
+Inputs may be NumPy arrays or CPU torch/TF tensors (read without copies where they are
+already contiguous float32); results are NumPy arrays. A CUDA tensor handed to a build
+or machine without the CUDA lattice raises a ValueError that says so.
+"""
 
 from __future__ import annotations
+
+import numpy as np
 
 from impls import _checks
 
@@ -12,7 +20,9 @@ except ImportError as error:  # a source checkout that was never built
 else:
     _import_error = None
 
-__all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel"]
+__all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel", "Lattice", "DenseCrf"]
+
+NORMALIZATION_CODES = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
 
 
 def available() -> bool:
@@ -43,3 +53,122 @@ def bilinear_kernel(factor):
     """`impls.numpy.bilinear_kernel` computed in C++ (float64, (k, k))."""
     factor = _checks.positive_int(factor, op="bilinear_kernel", name="factor")
     return _module().bilinear_kernel(factor)
+
+
+def host_array(value, *, op, name):
+    """`value` as a NumPy array on the host: NumPy as is, CPU torch/TF tensors without a copy;
+    device tensors are refused with a message saying why."""
+    device = str(getattr(value, "device", "cpu"))
+    if "cuda" in device.lower() or "gpu" in device.lower():
+        raise ValueError(
+            f"{op}: argument '{name}' is on {device}, but the native CUDA lattice is not available "
+            f"(built_with_cuda()={built_with_cuda()}, has_cuda()={has_cuda()}); move it to the CPU "
+            f"or use the framework backend"
+        )
+    if hasattr(value, "detach"):
+        return value.detach().numpy()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        return value.numpy()
+    return np.asarray(value)
+
+
+def _float_matrix(value, *, op, name, dtypes=("float32",), columns=None):
+    array = host_array(value, op=op, name=name)
+    if array.ndim != 2:
+        raise ValueError(f"{op}: argument '{name}' must be 2-D, got shape {array.shape}")
+    if array.dtype.name not in dtypes:
+        raise TypeError(f"{op}: argument '{name}' must have dtype {' or '.join(dtypes)}, got {array.dtype.name}")
+    if array.shape[0] == 0 or (columns is None and array.shape[1] == 0):
+        raise ValueError(f"{op}: argument '{name}' must not be empty, got shape {array.shape}")
+    if columns is not None and array.shape[1] != columns:
+        raise ValueError(f"{op}: argument '{name}' must have {columns} columns, got {array.shape[1]}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{op}: argument '{name}' must be finite (no NaN or inf)")
+    return np.ascontiguousarray(array)
+
+
+class Lattice:
+    """The permutohedral lattice of (P, d) features, built once in C++ and reused for any
+    number of filters: the native counterpart of `impls.numpy.PermutohedralLattice`, equal
+    to it to float32 rounding. The lattice is built in float32 (as pydensecrf's); values
+    may be float32 or float64 and are filtered in their own precision."""
+
+    def __init__(self, features):
+        features = _float_matrix(features, op="Lattice", name="features", dtypes=("float32", "float64"))
+        if features.shape[1] > 63:
+            raise ValueError(f"Lattice: argument 'features' must have at most 63 dimensions, got {features.shape[1]}")
+        self._lattice = _module().LatticeCPU(features.astype(np.float32, copy=False))
+
+    @property
+    def num_points(self):
+        return self._lattice.num_points
+
+    @property
+    def dim(self):
+        return self._lattice.dim
+
+    @property
+    def num_vertices(self):
+        return self._lattice.num_vertices
+
+    @property
+    def weights(self):
+        """(P, d+1) barycentric weights of each point's simplex vertices."""
+        return self._lattice.weights
+
+    def filter(self, values, *, reverse=False):
+        """(P, C) values splatted, blurred and sliced; `reverse` applies the transposed filter."""
+        values = host_array(values, op="Lattice.filter", name="values")
+        if values.ndim != 2 or values.shape[0] != self.num_points:
+            raise ValueError(f"Lattice.filter: argument 'values' must have shape ({self.num_points}, C), "
+                             f"got {values.shape}")
+        if values.dtype.name not in ("float32", "float64"):
+            raise TypeError(f"Lattice.filter: argument 'values' must be float32 or float64, got {values.dtype.name}")
+        return self._lattice.filter(np.ascontiguousarray(values), bool(reverse))
+
+
+class DenseCrf:
+    """Mean-field inference of the dense CRF over (P, L) float32 unaries, the whole loop in
+    C++: one lattice per kernel, built once; no Python per iteration."""
+
+    def __init__(self, unary):
+        unary = _float_matrix(unary, op="DenseCrf", name="unary")
+        if unary.shape[1] < 2:
+            raise ValueError(f"DenseCrf: argument 'unary' must have at least 2 labels, got {unary.shape[1]}")
+        self.num_points, self.num_labels = unary.shape
+        self._crf = _module().DenseCrfCPU(unary)
+
+    def add_kernel(self, features, compat, normalization="symmetric"):
+        """Add a Gaussian kernel on (P, d) features with a pydensecrf compatibility (number:
+        Potts, (L,): diagonal, (L, L): matrix, symmetrised here) and normalisation."""
+        features = _float_matrix(features, op="DenseCrf.add_kernel", name="features", dtypes=("float32", "float64"))
+        if features.shape[0] != self.num_points:
+            raise ValueError(f"DenseCrf.add_kernel: argument 'features' must have {self.num_points} rows, "
+                             f"got {features.shape[0]}")
+        compat = np.asarray(compat, np.float64)
+        kinds = {(): 0, (self.num_labels,): 1, (self.num_labels, self.num_labels): 2}
+        if compat.shape not in kinds:
+            raise ValueError(f"DenseCrf.add_kernel: argument 'compat' must be a number, ({self.num_labels},) or "
+                             f"({self.num_labels}, {self.num_labels}), got shape {compat.shape}")
+        if compat.ndim == 2:
+            compat = 0.5 * (compat + compat.T)
+        if normalization not in NORMALIZATION_CODES:
+            raise ValueError(f"DenseCrf.add_kernel: argument 'normalization' must be one of "
+                             f"{tuple(NORMALIZATION_CODES)}, got {normalization!r}")
+        self._crf.add_kernel(features.astype(np.float32, copy=False), kinds[compat.shape],
+                             np.ascontiguousarray(compat.ravel(), np.float32), NORMALIZATION_CODES[normalization])
+
+    def inference(self, iterations):
+        """(P, L) marginals after `iterations` (>= 0) mean-field updates from softmax(-unary)."""
+        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+            raise ValueError(f"DenseCrf.inference: argument 'iterations' must be a non-negative integer, "
+                             f"got {iterations!r}")
+        return self._crf.inference(int(iterations))
+
+    def step(self, q):
+        """One mean-field update of (P, L) float32 marginals `q`, in place."""
+        if not isinstance(q, np.ndarray) or q.dtype != np.float32 or q.shape != (self.num_points, self.num_labels) \
+                or not q.flags.c_contiguous:
+            raise ValueError(f"DenseCrf.step: argument 'q' must be a C-contiguous float32 NumPy array of shape "
+                             f"({self.num_points}, {self.num_labels})")
+        self._crf.step(q)

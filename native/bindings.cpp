@@ -23,6 +23,8 @@ using FloatMatrixIn = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::de
 using FloatMatrixInOut = nb::ndarray<float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using FloatVectorIn = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using FloatMatrixOut = nb::ndarray<nb::numpy, float, nb::ndim<2>>;
+using DoubleMatrixIn = nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using DoubleMatrixOut = nb::ndarray<nb::numpy, double, nb::ndim<2>>;
 
 HostMatrix bilinear_kernel_array(int factor) {
   const std::size_t size = impls::bilinear_kernel_size(factor);
@@ -33,10 +35,27 @@ HostMatrix bilinear_kernel_array(int factor) {
   return HostMatrix(data, {size, size}, owner);
 }
 
-FloatMatrixOut new_matrix(std::size_t rows, std::size_t cols, float **data) {
-  *data = new float[rows * cols];
-  nb::capsule owner(*data, [](void *p) noexcept { delete[] static_cast<float *>(p); });
-  return FloatMatrixOut(*data, {rows, cols}, owner);
+template <typename T>
+nb::ndarray<nb::numpy, T, nb::ndim<2>> new_matrix(std::size_t rows, std::size_t cols, T **data) {
+  *data = new T[rows * cols];
+  nb::capsule owner(*data, [](void *p) noexcept { delete[] static_cast<T *>(p); });
+  return nb::ndarray<nb::numpy, T, nb::ndim<2>>(*data, {rows, cols}, owner);
+}
+
+template <typename T, typename In>
+auto filter_values(const impls::LatticeCPU &self, In values, bool reverse) {
+  if (values.shape(0) != static_cast<std::size_t>(self.num_points()))
+    throw std::invalid_argument("values must have " + std::to_string(self.num_points()) + " rows (points), got " +
+                                std::to_string(values.shape(0)));
+  T *out;
+  auto result = new_matrix<T>(values.shape(0), values.shape(1), &out);
+  const T *in = values.data();
+  const int channels = static_cast<int>(values.shape(1));
+  if (channels > 0) {
+    nb::gil_scoped_release release;
+    self.filter<T>(in, out, channels, reverse);
+  }
+  return result;
 }
 
 void require_rows(const char *what, std::size_t got, std::size_t expected) {
@@ -65,27 +84,16 @@ NB_MODULE(_native, m) {
             new (self) impls::LatticeCPU(data, points, dim);
           },
           nb::arg("features"))
-      .def(
-          "filter",
-          [](const impls::LatticeCPU &self, FloatMatrixIn values, bool reverse) {
-            require_rows("values", values.shape(0), self.num_points());
-            float *out;
-            auto result = new_matrix(values.shape(0), values.shape(1), &out);
-            const float *in = values.data();
-            const int channels = static_cast<int>(values.shape(1));
-            {
-              nb::gil_scoped_release release;
-              self.filter(in, out, channels, reverse);
-            }
-            return result;
-          },
-          nb::arg("values"), nb::arg("reverse") = false)
+      .def("filter", &filter_values<float, FloatMatrixIn>, nb::arg("values"), nb::arg("reverse") = false,
+           "Splat, blur and slice (P, C) float32 values; reverse=True is the transposed filter.")
+      .def("filter", &filter_values<double, DoubleMatrixIn>, nb::arg("values"), nb::arg("reverse") = false,
+           "The same in float64 (the lattice stays the float32 one).")
       .def_prop_ro("num_points", &impls::LatticeCPU::num_points)
       .def_prop_ro("dim", &impls::LatticeCPU::dim)
       .def_prop_ro("num_vertices", &impls::LatticeCPU::num_vertices)
       .def_prop_ro("weights", [](const impls::LatticeCPU &self) {
         float *out;
-        auto result = new_matrix(self.num_points(), self.dim() + 1, &out);
+        auto result = new_matrix<float>(self.num_points(), self.dim() + 1, &out);
         std::copy(self.weights().begin(), self.weights().end(), out);
         return result;
       });
@@ -117,7 +125,7 @@ NB_MODULE(_native, m) {
           "inference",
           [](const impls::DenseCrfCPU &self, int iterations) {
             float *q;
-            auto result = new_matrix(self.num_points(), self.num_labels(), &q);
+            auto result = new_matrix<float>(self.num_points(), self.num_labels(), &q);
             nb::gil_scoped_release release;
             self.inference(iterations, q);
             return result;

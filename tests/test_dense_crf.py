@@ -72,6 +72,16 @@ def _pydensecrf_compat(compat):
     return float(compat) if np.ndim(compat) == 0 else np.ascontiguousarray(compat, np.float32)
 
 
+@pytest.fixture(params=["framework", "native"])
+def engine(request):
+    """The framework's own ops, or the native C++ lattice (skipped where it is not built)."""
+    from impls import native
+
+    if request.param == "native" and not native.available():
+        pytest.skip("impls._native is not built")
+    return request.param
+
+
 def run_backend(backend, image, unary, **options):
     q = backend.module.dense_crf(backend.from_nhwc(unary[None]), backend.from_nhwc(image[None]), **options)
     return backend.to_nhwc(q)[0]
@@ -86,28 +96,28 @@ def assert_matches_pydensecrf(ours, theirs, *, max_difference=MAX_Q_DIFFERENCE, 
 
 @pytest.mark.parametrize("parameters", PARAMETERS)
 @pytest.mark.parametrize("name", IMAGES)
-def test_feature_matches_pydensecrf_on_real_images(backend, name, parameters):
+def test_feature_matches_pydensecrf_on_real_images(backend, engine, name, parameters):
     image, unary = crf_input(name)
     theirs = pydensecrf_marginals(image, unary, ITERATIONS, **PARAMETERS[parameters])
     for iterations in ITERATIONS:
-        ours = run_backend(backend, image, unary, iterations=iterations, **PARAMETERS[parameters])
+        ours = run_backend(backend, image, unary, iterations=iterations, engine=engine, **PARAMETERS[parameters])
         assert_matches_pydensecrf(ours, theirs[iterations], what=f"{backend} {name} {parameters} {iterations} it")
 
 
 @pytest.mark.parametrize("form", ["potts", "diagonal", "matrix"])
 @pytest.mark.parametrize("normalization", ["symmetric", "before", "after", "none"])
 @pytest.mark.parametrize("name", ["im2", "chelsea"])
-def test_feature_matches_pydensecrf_for_every_normalization_and_compat(backend, name, normalization, form):
+def test_feature_matches_pydensecrf_for_every_normalization_and_compat(backend, engine, name, normalization, form):
     """The normalised modes meet 1e-3; "none" is held to MAX_Q_DIFFERENCE_UNNORMALIZED
     (see its comment: float32 rounding alone moves Q that much there)."""
     image, unary = crf_input(name)
     gaussian_compat, bilateral_compat = compat_forms(LABELS)[form]
     options = dict(PARAMETERS["seed"], gaussian_compat=gaussian_compat, bilateral_compat=bilateral_compat,
-                   normalization=normalization)
-    theirs = pydensecrf_marginals(image, unary, (5,), **options)[5]
+                   normalization=normalization, engine=engine)
+    theirs = pydensecrf_marginals(image, unary, (5,), **{k: v for k, v in options.items() if k != "engine"})[5]
     max_difference = MAX_Q_DIFFERENCE_UNNORMALIZED if normalization == "none" else MAX_Q_DIFFERENCE
     ours = run_backend(backend, image, unary, iterations=5, **options)
-    what = f"{backend} {name} {normalization} {form}"
+    what = f"{backend} {engine} {name} {normalization} {form}"
     assert_matches_pydensecrf(ours, theirs, max_difference=max_difference, what=what)
 
 
@@ -119,7 +129,7 @@ def test_feature_backends_agree_with_each_other(rng):
     results = {}
     for name in ("numpy", "torch", "tf"):
         pytest.importorskip({"numpy": "numpy", "torch": "torch", "tf": "tensorflow"}[name])
-        results[name] = run_backend(Backend(name), image, unary, iterations=5)
+        results[name] = run_backend(Backend(name), image, unary, iterations=5, engine="framework")
     assert_close(results["torch"], results["numpy"], msg="torch vs numpy")
     assert_close(results["tf"], results["numpy"], msg="tf vs numpy")
 

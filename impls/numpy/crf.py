@@ -4,15 +4,20 @@ are checked against, and the pure-NumPy mean field the benchmarks time."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from impls._crf_args import check_crf_inputs, crf_parameters
+from impls import native
+from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters
 from impls.numpy.lattice import PermutohedralLattice
+
+log = logging.getLogger("impls")
 
 __all__ = ["dense_crf"]
 
 def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
-              bilateral_compat=10, iterations=5, normalization="symmetric"):
+              bilateral_compat=10, iterations=5, normalization="symmetric", engine="auto"):
     """Mean-field inference of the fully-connected CRF with Gaussian edge potentials.
 
     Two kernels, as pydensecrf's `DenseCRF2D.addPairwiseGaussian` and
@@ -39,6 +44,12 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
         gaussian_compat, bilateral_compat: number, (L,) vector or (L, L) matrix.
         iterations: number of mean-field iterations, a positive integer.
         normalization: "symmetric" (pydensecrf's default), "before", "after" or "none".
+        engine: "auto" runs the whole mean field in the native C++ lattice when it is
+            built and can serve the inputs (float32; CPU, or CUDA with a CUDA build; in
+            torch, no gradient required of the unary, otherwise the native filter runs
+            under autograd), else the framework's own operations; "native" insists on
+            the native path, "framework" avoids it. The choice is logged (logger
+            "impls", INFO).
 
     Returns:
         Q, the marginal probabilities, in the unary's layout and dtype; each pixel's
@@ -51,11 +62,21 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     params = crf_parameters(unary.shape[-1], gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
                             bilateral_compat, iterations, normalization)
     batch, height, width, labels = unary.shape
+    chosen = choose_engine(engine, native_usable=native.available() and unary.dtype == np.float32,
+                           why_not="it needs impls._native built and a float32 unary")
+    log.info("impls.numpy.dense_crf: %s engine", chosen)
     q = np.empty_like(unary)
     for n in range(batch):
-        terms = [PairwiseTerm(features, compat, params["normalization"])
-                 for features, compat in crf_features(image[n], params, unary.dtype)]
-        q[n] = mean_field(unary[n].reshape(-1, labels), terms, params["iterations"]).reshape(height, width, labels)
+        kernels = crf_features(image[n], params, unary.dtype)
+        pixels = unary[n].reshape(-1, labels)
+        if chosen == "native":
+            crf = native.DenseCrf(pixels)
+            for features, compat in kernels:
+                crf.add_kernel(features, compat, params["normalization"])
+            q[n] = crf.inference(params["iterations"]).reshape(height, width, labels)
+        else:
+            terms = [PairwiseTerm(features, compat, params["normalization"]) for features, compat in kernels]
+            q[n] = mean_field(pixels, terms, params["iterations"]).reshape(height, width, labels)
     return q
 
 

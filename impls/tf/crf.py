@@ -3,20 +3,25 @@ image gets its own lattices."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
-from impls._crf_args import check_crf_inputs, crf_parameters
+from impls import native
+from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters
 from impls._docs import same_doc_as
 from impls.numpy import crf as reference
-from impls.tf.lattice import PermutohedralLattice
+from impls.tf.lattice import NativeLattice, PermutohedralLattice
+
+log = logging.getLogger("impls")
 
 __all__ = ["dense_crf"]
 
 
 @same_doc_as(reference.dense_crf)
 def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
-              bilateral_compat=10, iterations=5, normalization="symmetric"):
+              bilateral_compat=10, iterations=5, normalization="symmetric", engine="auto"):
     unary, image = tf.convert_to_tensor(unary), tf.convert_to_tensor(image)
     check_crf_inputs(tuple(unary.shape), unary.dtype.name, tuple(image.shape), image.dtype.name, layout="NHWC")
     if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(unary))):
@@ -25,22 +30,30 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     params = crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
                             bilateral_compat, iterations, normalization)
     shape = tf.shape(unary)
+    eager = tf.executing_eagerly()
+    chosen = choose_engine(engine, native_usable=native.available() and unary.dtype == tf.float32 and eager
+                           and "GPU" not in unary.device.upper(),
+                           why_not="it needs impls._native built, a float32 CPU unary and eager execution")
+    # Even on the native path the mean field stays in TF ops, so that tapes see the gradient.
+    lattice = NativeLattice if chosen == "native" else PermutohedralLattice
+    log.info("impls.tf.dense_crf: %s", "native lattice, TF mean field" if chosen == "native" else "TF ops")
 
-    def one_image(pair):
-        single_unary, single_image = pair
-        terms = [PairwiseTerm(features, compat, params["normalization"])
+    def one_image(single_unary, single_image):
+        terms = [PairwiseTerm(features, compat, params["normalization"], lattice=lattice)
                  for features, compat in crf_features(single_image, params, unary.dtype)]
         q = mean_field(tf.reshape(single_unary, [-1, labels]), terms, params["iterations"])
         return tf.reshape(q, [shape[1], shape[2], labels])
 
-    return tf.map_fn(one_image, (unary, image), fn_output_signature=unary.dtype)
+    if eager:
+        return tf.stack([one_image(unary[n], image[n]) for n in range(unary.shape[0])])
+    return tf.map_fn(lambda pair: one_image(*pair), (unary, image), fn_output_signature=unary.dtype)
 
 
 class PairwiseTerm:
     """One Gaussian kernel with its normalisation and compatibility (see impls.numpy.crf)."""
 
-    def __init__(self, features, compat, normalization):
-        self.lattice = PermutohedralLattice(features)
+    def __init__(self, features, compat, normalization, *, lattice=PermutohedralLattice):
+        self.lattice = lattice(features)
         self.compat = compat
         self.normalization = normalization
         norm = tf.stop_gradient(self.lattice.filter(tf.ones([tf.shape(features)[0], 1], features.dtype))[:, 0])

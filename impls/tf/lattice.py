@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from impls import native
 from impls._docs import same_doc_as
 from impls.numpy import lattice as reference
 
@@ -46,6 +47,32 @@ class PermutohedralLattice:
         for corner in range(self.dim + 1):
             out = out + self._slice_weights[:, corner, None] * tf.gather(lattice, self.vertices[:, corner] + 1)
         return out
+
+
+class NativeLattice:
+    """The native C++ lattice behind the interface of PermutohedralLattice, built eagerly on
+    the CPU and filtering through tf.numpy_function, so it also runs inside tf.function
+    (not XLA); its gradient is the transposed filter (tf.custom_gradient)."""
+
+    def __init__(self, features):
+        self._lattice = native.Lattice(features)
+        self.dim = self._lattice.dim
+        self.num_points = self._lattice.num_points
+
+    def filter(self, values, *, reverse=False):
+        lattice = self._lattice
+
+        @tf.custom_gradient
+        def filtered(values):
+            out = tf.numpy_function(lambda v: lattice.filter(v, reverse=reverse), [values], values.dtype)
+            out.set_shape(values.shape)
+
+            def gradient(upstream):
+                return self.filter(upstream, reverse=not reverse)
+
+            return out, gradient
+
+        return filtered(tf.convert_to_tensor(values))
 
 
 @same_doc_as(reference.permutohedral_filter)

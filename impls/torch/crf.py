@@ -3,19 +3,24 @@ gets its own lattices, built on the tensors' device."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
-from impls._crf_args import check_crf_inputs, crf_parameters
+from impls import native
+from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters
 from impls._docs import same_doc_as
 from impls.numpy import crf as reference
-from impls.torch.lattice import PermutohedralLattice
+from impls.torch.lattice import NativeLattice, PermutohedralLattice
+
+log = logging.getLogger("impls")
 
 __all__ = ["dense_crf"]
 
 
 @same_doc_as(reference.dense_crf)
 def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
-              bilateral_compat=10, iterations=5, normalization="symmetric"):
+              bilateral_compat=10, iterations=5, normalization="symmetric", engine="auto"):
     for name, tensor in (("unary", unary), ("image", image)):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"dense_crf: argument '{name}' must be a torch.Tensor, got {type(tensor).__name__}")
@@ -29,12 +34,26 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     batch, labels, height, width = unary.shape
     params = crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
                             bilateral_compat, iterations, normalization)
+    chosen = choose_engine(engine, native_usable=native.available() and unary.dtype == torch.float32
+                           and unary.device.type == "cpu",
+                           why_not="it needs impls._native built and a float32 CPU unary")
+    whole_loop = chosen == "native" and not (torch.is_grad_enabled() and unary.requires_grad)
+    log.info("impls.torch.dense_crf: %s", "native mean field" if whole_loop else
+             "native lattice under autograd" if chosen == "native" else f"torch ops on {unary.device}")
     results = []
     for n in range(batch):
-        terms = [PairwiseTerm(features, compat, params["normalization"])
-                 for features, compat in crf_features(image[n], params, unary.dtype)]
+        kernels = crf_features(image[n], params, unary.dtype)
         pixels = unary[n].permute(1, 2, 0).reshape(-1, labels)
-        q = mean_field(pixels, terms, params["iterations"])
+        if whole_loop:
+            crf = native.DenseCrf(pixels)
+            for features, compat in kernels:
+                crf.add_kernel(features, compat.numpy(), params["normalization"])
+            q = torch.from_numpy(crf.inference(params["iterations"]))
+        else:
+            lattice = NativeLattice if chosen == "native" else PermutohedralLattice
+            terms = [PairwiseTerm(features, compat, params["normalization"], lattice=lattice)
+                     for features, compat in kernels]
+            q = mean_field(pixels, terms, params["iterations"])
         results.append(q.reshape(height, width, labels).permute(2, 0, 1))
     return torch.stack(results)
 
@@ -42,8 +61,8 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
 class PairwiseTerm:
     """One Gaussian kernel with its normalisation and compatibility (see impls.numpy.crf)."""
 
-    def __init__(self, features, compat, normalization):
-        self.lattice = PermutohedralLattice(features)
+    def __init__(self, features, compat, normalization, *, lattice=PermutohedralLattice):
+        self.lattice = lattice(features)
         self.compat = compat
         self.normalization = normalization
         with torch.no_grad():

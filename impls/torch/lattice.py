@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from impls import native
 from impls._docs import same_doc_as
 from impls.numpy import lattice as reference
 
@@ -43,6 +44,31 @@ class PermutohedralLattice:
         for corner in range(self.dim + 1):
             out = out + self._slice_weights[:, corner, None] * lattice[self.vertices[:, corner] + 1]
         return out
+
+
+class NativeLattice:
+    """The native C++ lattice behind the interface of PermutohedralLattice, differentiable
+    in the values: the backward pass is the transposed filter (the blur in reverse order),
+    itself differentiable. CPU tensors; float32 or float64 values."""
+
+    def __init__(self, features):
+        self._lattice = native.Lattice(features)
+        self.num_points, self.dim, self.num_vertices = self._lattice.num_points, self._lattice.dim, \
+            self._lattice.num_vertices
+
+    def filter(self, values, *, reverse=False):
+        return _NativeFilter.apply(values, self._lattice, bool(reverse))
+
+
+class _NativeFilter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values, lattice, reverse):
+        ctx.lattice, ctx.reverse = lattice, reverse
+        return torch.from_numpy(lattice.filter(values.detach().contiguous(), reverse=reverse))
+
+    @staticmethod
+    def backward(ctx, upstream):
+        return _NativeFilter.apply(upstream, ctx.lattice, not ctx.reverse), None, None
 
 
 @same_doc_as(reference.permutohedral_filter)

@@ -38,28 +38,38 @@ class LatticeCPU {
 
   // out (P, C) = slice(blur(splat(in (P, C)))); `reverse` blurs the directions in the
   // opposite order, which is the transposed filter. `in_scale` / `out_scale` (P) are
-  // optional per-point factors applied before splatting and after slicing.
-  void filter(const float *in, float *out, int channels, bool reverse, const float *in_scale = nullptr,
+  // optional per-point factors applied before splatting and after slicing. T is float
+  // (the dense CRF) or double (gradient checks); the lattice itself is built in float.
+  template <typename T>
+  void filter(const T *in, T *out, int channels, bool reverse, const float *in_scale = nullptr,
               const float *out_scale = nullptr) const;
-  // The same on rows of `stride` floats, a multiple of kLanes (padding lanes stay zero).
-  void filter_padded(const float *in, float *out, int stride, bool reverse, const float *in_scale = nullptr,
+  // The same on rows of `stride` values, a multiple of kLanes (padding lanes stay zero).
+  template <typename T>
+  void filter_padded(const T *in, T *out, int stride, bool reverse, const float *in_scale = nullptr,
                      const float *out_scale = nullptr) const;
 
  private:
-  template <int Width>
-  void splat(const float *in, float *lattice, const float *in_scale, int stride = 0) const;
-  template <int Width>
-  void slice(const float *lattice, float *out, const float *out_scale, int stride = 0) const;
+  template <typename T, int Width>
+  void splat(const T *in, T *lattice, const float *in_scale, int stride = 0) const;
+  template <typename T, int Width>
+  void slice(const T *lattice, T *out, const float *out_scale, int stride = 0) const;
+  template <typename T>
+  struct Buffers {
+    std::vector<T> a, b, padded_in, padded_out;
+  };
+  template <typename T>
+  Buffers<T> &buffers() const;
 
   int num_points_, dim_, num_vertices_ = 0;
   std::vector<int32_t> vertex_;        // (P, d+1) vertex of each simplex corner
   std::vector<float> weight_;          // (P, d+1) barycentric weights
   std::vector<int32_t> neighbor_;      // (d+1, M, 2) blur neighbours, -1 when absent
-  mutable std::vector<float> buffer_a_, buffer_b_;  // (M+1, C) lattice values, row 0 stays zero
+  // (M+1, C) lattice values (row 0 stays zero) and padded copies, per scalar type.
+  mutable Buffers<float> float_buffers_;
+  mutable Buffers<double> double_buffers_;
   std::vector<int32_t> splat_offset_;  // (M+1) CSR rows: the corners that land on each vertex
   std::vector<int32_t> splat_point_;   // (P*(d+1)) their points, ascending within a vertex
   std::vector<float> splat_weight_;    // (P*(d+1)) their barycentric weights
-  mutable std::vector<float> padded_in_, padded_out_;  // (P, C padded) for callers with unpadded rows
 };
 
 // Label compatibility as pydensecrf: Potts (one value w: message -w*KQ), diagonal

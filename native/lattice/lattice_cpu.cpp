@@ -221,7 +221,8 @@ LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_poi
   }
 }
 
-void LatticeCPU::filter(const float *in, float *out, int channels, bool reverse, const float *in_scale,
+template <typename T>
+void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse, const float *in_scale,
                         const float *out_scale) const {
   const int stride = padded_channels(channels);
   if (stride == channels) {
@@ -229,81 +230,84 @@ void LatticeCPU::filter(const float *in, float *out, int channels, bool reverse,
     return;
   }
   const std::size_t size = static_cast<std::size_t>(num_points_) * stride;
-  if (padded_in_.size() < size) {
-    padded_in_.assign(size, 0.0f);
-    padded_out_.assign(size, 0.0f);
+  Buffers<T> &buffers = this->buffers<T>();
+  if (buffers.padded_in.size() < size) {
+    buffers.padded_in.assign(size, T(0));
+    buffers.padded_out.assign(size, T(0));
   }
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < num_points_; ++p)
     std::copy(in + static_cast<std::size_t>(p) * channels, in + static_cast<std::size_t>(p + 1) * channels,
-              padded_in_.data() + static_cast<std::size_t>(p) * stride);
-  filter_padded(padded_in_.data(), padded_out_.data(), stride, reverse, in_scale, out_scale);
+              buffers.padded_in.data() + static_cast<std::size_t>(p) * stride);
+  filter_padded(buffers.padded_in.data(), buffers.padded_out.data(), stride, reverse, in_scale, out_scale);
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < num_points_; ++p)
-    std::copy(padded_out_.data() + static_cast<std::size_t>(p) * stride,
-              padded_out_.data() + static_cast<std::size_t>(p) * stride + channels, out + static_cast<std::size_t>(p) * channels);
+    std::copy(buffers.padded_out.data() + static_cast<std::size_t>(p) * stride,
+              buffers.padded_out.data() + static_cast<std::size_t>(p) * stride + channels, out + static_cast<std::size_t>(p) * channels);
 }
 
-void LatticeCPU::filter_padded(const float *in, float *out, int stride, bool reverse, const float *in_scale,
+template <typename T>
+void LatticeCPU::filter_padded(const T *in, T *out, int stride, bool reverse, const float *in_scale,
                                const float *out_scale) const {
   const std::size_t lattice_size = (static_cast<std::size_t>(num_vertices_) + 1) * stride;
-  if (buffer_a_.size() < lattice_size) {
-    buffer_a_.assign(lattice_size, 0.0f);
-    buffer_b_.assign(lattice_size, 0.0f);
+  Buffers<T> &buffers = this->buffers<T>();
+  if (buffers.a.size() < lattice_size) {
+    buffers.a.assign(lattice_size, T(0));
+    buffers.b.assign(lattice_size, T(0));
   }
-  float *a = buffer_a_.data(), *b = buffer_b_.data();
-  std::fill(a, a + stride, 0.0f);
-  std::fill(b, b + stride, 0.0f);
+  T *a = buffers.a.data(), *b = buffers.b.data();
+  std::fill(a, a + stride, T(0));
+  std::fill(b, b + stride, T(0));
   switch (stride) {
-    case 8: splat<8>(in, a, in_scale); break;
-    case 16: splat<16>(in, a, in_scale); break;
-    case 24: splat<24>(in, a, in_scale); break;
-    case 32: splat<32>(in, a, in_scale); break;
-    default: splat<0>(in, a, in_scale, stride); break;
+    case 8: splat<T, 8>(in, a, in_scale); break;
+    case 16: splat<T, 16>(in, a, in_scale); break;
+    case 24: splat<T, 24>(in, a, in_scale); break;
+    case 32: splat<T, 32>(in, a, in_scale); break;
+    default: splat<T, 0>(in, a, in_scale, stride); break;
   }
   for (int step = 0; step <= dim_; ++step) {
     const int direction = reverse ? dim_ - step : step;
     const int32_t *pairs = &neighbor_[static_cast<std::size_t>(direction) * num_vertices_ * 2];
 #pragma omp parallel for schedule(static)
     for (int v = 0; v < num_vertices_; ++v) {
-      const float *__restrict old_row = a + (static_cast<std::size_t>(v) + 1) * stride;
-      const float *__restrict before = a + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
-      const float *__restrict after = a + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
-      float *__restrict new_row = b + (static_cast<std::size_t>(v) + 1) * stride;
+      const T *__restrict old_row = a + (static_cast<std::size_t>(v) + 1) * stride;
+      const T *__restrict before = a + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
+      const T *__restrict after = a + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
+      T *__restrict new_row = b + (static_cast<std::size_t>(v) + 1) * stride;
       for (int c = 0; c < stride; c += kLanes) {
-        for (int k = 0; k < kLanes; ++k) new_row[c + k] = old_row[c + k] + 0.5f * (before[c + k] + after[c + k]);
+        for (int k = 0; k < kLanes; ++k) new_row[c + k] = old_row[c + k] + T(0.5) * (before[c + k] + after[c + k]);
       }
     }
     std::swap(a, b);
   }
   switch (stride) {
-    case 8: slice<8>(a, out, out_scale); break;
-    case 16: slice<16>(a, out, out_scale); break;
-    case 24: slice<24>(a, out, out_scale); break;
-    case 32: slice<32>(a, out, out_scale); break;
-    default: slice<0>(a, out, out_scale, stride); break;
+    case 8: slice<T, 8>(a, out, out_scale); break;
+    case 16: slice<T, 16>(a, out, out_scale); break;
+    case 24: slice<T, 24>(a, out, out_scale); break;
+    case 32: slice<T, 32>(a, out, out_scale); break;
+    default: slice<T, 0>(a, out, out_scale, stride); break;
   }
 }
 
 // Each vertex sums its corners' weighted values. Width > 0 is a compile-time row width
 // whose accumulators stay in registers (independent add chains); 0 is any width, in
 // blocks of kLanes.
-template <int Width>
-void LatticeCPU::splat(const float *in, float *lattice, const float *in_scale, int stride) const {
+template <typename T, int Width>
+void LatticeCPU::splat(const T *in, T *lattice, const float *in_scale, int stride) const {
   if (Width > 0) stride = Width;
 #pragma omp parallel for schedule(dynamic, 64)
   for (int v = 0; v < num_vertices_; ++v) {
-    float *__restrict row = lattice + (static_cast<std::size_t>(v) + 1) * stride;
+    T *__restrict row = lattice + (static_cast<std::size_t>(v) + 1) * stride;
     const int first = splat_offset_[v], last = splat_offset_[v + 1];
     for (int c0 = 0; c0 < stride; c0 += (Width > 0 ? Width : kLanes)) {
       constexpr int Block = Width > 0 ? Width : kLanes;
-      float sum[Block] = {};
+      T sum[Block] = {};
       for (int k = first; k < last; ++k) {
         const int point = splat_point_[k];
-        const float w = splat_weight_[k];
-        const float *__restrict value = in + static_cast<std::size_t>(point) * stride + c0;
+        const T w = splat_weight_[k];
+        const T *__restrict value = in + static_cast<std::size_t>(point) * stride + c0;
         if (in_scale) {
-          const float s = in_scale[point];
+          const T s = in_scale[point];
           for (int c = 0; c < Block; ++c) sum[c] += w * (value[c] * s);
         } else {
           for (int c = 0; c < Block; ++c) sum[c] += w * value[c];
@@ -314,25 +318,25 @@ void LatticeCPU::splat(const float *in, float *lattice, const float *in_scale, i
   }
 }
 
-template <int Width>
-void LatticeCPU::slice(const float *lattice, float *out, const float *out_scale, int stride) const {
+template <typename T, int Width>
+void LatticeCPU::slice(const T *lattice, T *out, const float *out_scale, int stride) const {
   if (Width > 0) stride = Width;
   const int corners = dim_ + 1;
-  const float alpha = static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_)));
+  const T alpha = static_cast<T>(static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))));
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < num_points_; ++p) {
     const std::size_t first = static_cast<std::size_t>(p) * corners;
-    float *__restrict target = out + static_cast<std::size_t>(p) * stride;
+    T *__restrict target = out + static_cast<std::size_t>(p) * stride;
     for (int c0 = 0; c0 < stride; c0 += (Width > 0 ? Width : kLanes)) {
       constexpr int Block = Width > 0 ? Width : kLanes;
-      float sum[Block] = {};
+      T sum[Block] = {};
       for (int r = 0; r < corners; ++r) {
-        const float w = weight_[first + r] * alpha;
-        const float *__restrict row = lattice + (static_cast<std::size_t>(vertex_[first + r]) + 1) * stride + c0;
+        const T w = static_cast<T>(weight_[first + r]) * alpha;
+        const T *__restrict row = lattice + (static_cast<std::size_t>(vertex_[first + r]) + 1) * stride + c0;
         for (int c = 0; c < Block; ++c) sum[c] += w * row[c];
       }
       if (out_scale) {
-        const float s = out_scale[p];
+        const T s = out_scale[p];
         for (int c = 0; c < Block; ++c) target[c0 + c] = sum[c] * s;
       } else {
         for (int c = 0; c < Block; ++c) target[c0 + c] = sum[c];
@@ -340,5 +344,19 @@ void LatticeCPU::slice(const float *lattice, float *out, const float *out_scale,
     }
   }
 }
+
+template <>
+LatticeCPU::Buffers<float> &LatticeCPU::buffers<float>() const {
+  return float_buffers_;
+}
+
+template <>
+LatticeCPU::Buffers<double> &LatticeCPU::buffers<double>() const {
+  return double_buffers_;
+}
+
+template void LatticeCPU::filter<float>(const float *, float *, int, bool, const float *, const float *) const;
+template void LatticeCPU::filter<double>(const double *, double *, int, bool, const float *, const float *) const;
+template void LatticeCPU::filter_padded<float>(const float *, float *, int, bool, const float *, const float *) const;
 
 }  // namespace impls
