@@ -54,7 +54,7 @@ def assert_close(actual, expected, *, rtol=None, atol=None, msg=""):
     prefix = f"{msg}: " if msg else ""
     if actual.shape != expected.shape:
         raise AssertionError(f"{prefix}shape mismatch: actual {actual.shape}, expected {expected.shape}")
-    coarser = min((actual.dtype, expected.dtype), key=lambda d: np.finfo(d).eps if d.kind == "f" else 1.0)
+    coarser = max((actual.dtype, expected.dtype), key=lambda d: np.finfo(d).eps if d.kind == "f" else 0.0)
     table_rtol, table_atol = tolerance(coarser)
     rtol = table_rtol if rtol is None else rtol
     atol = table_atol if atol is None else atol

@@ -2,7 +2,8 @@
 // (DLPack / buffer protocol: NumPy arrays, CPU torch tensors) without copies; results are
 // new NumPy arrays that torch.from_numpy wraps without copies. The Python wrapper
 // impls/native.py checks arguments first and gives the user-facing messages; the C++
-// side checks again and raises ValueError instead of crashing.
+// side checks again and raises ValueError instead of crashing; arrays of the wrong dtype
+// or layout are refused (TypeError), never converted behind the caller's back.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/vector.h>
@@ -83,20 +84,23 @@ NB_MODULE(_native, m) {
             nb::gil_scoped_release release;
             new (self) impls::LatticeCPU(data, points, dim);
           },
-          nb::arg("features"))
-      .def("filter", &filter_values<float, FloatMatrixIn>, nb::arg("values"), nb::arg("reverse") = false,
+          nb::arg("features").noconvert())
+      .def("filter", &filter_values<float, FloatMatrixIn>, nb::arg("values").noconvert(), nb::arg("reverse") = false,
            "Splat, blur and slice (P, C) float32 values; reverse=True is the transposed filter.")
-      .def("filter", &filter_values<double, DoubleMatrixIn>, nb::arg("values"), nb::arg("reverse") = false,
+      .def("filter", &filter_values<double, DoubleMatrixIn>, nb::arg("values").noconvert(), nb::arg("reverse") = false,
            "The same in float64 (the lattice stays the float32 one).")
       .def_prop_ro("num_points", &impls::LatticeCPU::num_points)
       .def_prop_ro("dim", &impls::LatticeCPU::dim)
       .def_prop_ro("num_vertices", &impls::LatticeCPU::num_vertices)
-      .def_prop_ro("weights", [](const impls::LatticeCPU &self) {
-        float *out;
-        auto result = new_matrix<float>(self.num_points(), self.dim() + 1, &out);
-        std::copy(self.weights().begin(), self.weights().end(), out);
-        return result;
-      });
+      .def_prop_ro(
+          "weights",
+          [](const impls::LatticeCPU &self) {
+            float *out;
+            auto result = new_matrix<float>(self.num_points(), self.dim() + 1, &out);
+            std::copy(self.weights().begin(), self.weights().end(), out);
+            return result;
+          },
+          nb::rv_policy::move);
 
   nb::class_<impls::DenseCrfCPU>(m, "DenseCrfCPU", "Dense-CRF mean field over (P, L) float32 unaries, on the CPU.")
       .def(
@@ -107,7 +111,7 @@ NB_MODULE(_native, m) {
             nb::gil_scoped_release release;
             new (self) impls::DenseCrfCPU(data, points, labels);
           },
-          nb::arg("unary"))
+          nb::arg("unary").noconvert())
       .def(
           "add_kernel",
           [](impls::DenseCrfCPU &self, FloatMatrixIn features, int kind, FloatVectorIn compat, int normalization) {
@@ -120,7 +124,7 @@ NB_MODULE(_native, m) {
             nb::gil_scoped_release release;
             self.add_kernel(data, dim, std::move(compatibility), static_cast<impls::Normalization>(normalization));
           },
-          nb::arg("features"), nb::arg("kind"), nb::arg("compat"), nb::arg("normalization"))
+          nb::arg("features").noconvert(), nb::arg("kind"), nb::arg("compat").noconvert(), nb::arg("normalization"))
       .def(
           "inference",
           [](const impls::DenseCrfCPU &self, int iterations) {
@@ -141,5 +145,5 @@ NB_MODULE(_native, m) {
             nb::gil_scoped_release release;
             self.step(data);
           },
-          nb::arg("q"));
+          nb::arg("q").noconvert());
 }
