@@ -133,15 +133,26 @@ def test_feature_engine_is_reported_and_can_be_forced(monkeypatch):
         impls.densecrf.DenseCRF(10, 2)
 
 
-@pytest.mark.parametrize("engine", ["numpy", "torch"])
+@pytest.mark.parametrize("engine", ["native", "numpy", "torch"])
 def test_feature_every_engine_gives_the_same_q(engine, monkeypatch):
     if engine == "torch":
         pytest.importorskip("torch")
+    if engine == "native":
+        from impls import native
+
+        if not native.available():
+            pytest.skip("impls._native is not built")
     monkeypatch.setenv("IMPLS_DENSECRF_ENGINE", engine)
     image = crf_example("im3")[0][:64, :48].copy()
     ours, theirs = _twin_crfs(image, smooth_unary(64, 48, 4, seed=5))
     assert ours.engine == engine
     assert np.abs(ours.inference(5) - np.array(theirs.inference(5))).max() < 1e-5
+    q, tmp1, tmp2 = ours.startInference()
+    their_q, their_tmp1, their_tmp2 = theirs.startInference()
+    ours.stepInference(q, tmp1, tmp2)
+    theirs.stepInference(their_q, their_tmp1, their_tmp2)
+    assert np.abs(q - np.array(their_q)).max() < 1e-5
+    assert_close(ours.klDivergence(q), theirs.klDivergence(their_q), rtol=1e-4)
 
 
 def test_exception_bad_api_use():

@@ -86,10 +86,25 @@ class _TorchEngine:
         return self._torch.softmax(logits, dim=-1)
 
 
+class _NativeEngine:
+    """The whole mean field in impls._native; per-kernel messages for klDivergence come
+    from NumPy lattices built on first use."""
+
+    name = "native"
+
+    def __init__(self):
+        from impls import native
+
+        if not native.available():
+            raise ImportError("impls._native is not built")
+        self._native = native
+
+
 # Fastest first, as measured by bench/test_bench_crf.py on 2 CPU cores: 300x400 pixels,
-# 21 labels, 10 iterations, median of 5: numpy 1.15 s, torch 1.38 s (pydensecrf: 0.39 s).
-ENGINES = {"numpy": _NumpyEngine, "torch": _TorchEngine}
-_ENGINE_MODULES = {"torch": "torch", "numpy": "numpy"}
+# 21 labels, 10 iterations, median of 5: native about 0.2 s, numpy 1.15 s, torch 1.38 s
+# (pydensecrf 0.39 s).
+ENGINES = {"native": _NativeEngine, "numpy": _NumpyEngine, "torch": _TorchEngine}
+_ENGINE_MODULES = {"native": "impls._native", "torch": "torch", "numpy": "numpy"}
 
 
 def engine() -> tuple[str, str]:
@@ -121,9 +136,13 @@ class DenseCRF:
             raise ValueError(f"DenseCRF: argument 'nlabels' must be at least 2, got {nlabels}")
         self.engine, reason = engine()
         log.info("impls.densecrf: using the %s engine (%s)", self.engine, reason)
-        self._engine = ENGINES[self.engine]()
+        self._native = self.engine == "native"
+        # The NumPy engine also serves klDivergence for the native one.
+        self._engine = _NumpyEngine() if self._native else ENGINES[self.engine]()
+        self._kernels = []  # (features (P, d) float32, compat, normalization name)
+        self._native_crf = None
         self._unary = None
-        self._terms = []
+        self._terms = None
 
     def setUnaryEnergy(self, u, f=None):  # noqa: N802 (pydensecrf's name)
         """Set the unary: u (nlabels, nvar) float32, negative log-probabilities."""
@@ -133,6 +152,7 @@ class DenseCRF:
         if not np.isfinite(u).all():
             raise ValueError("setUnaryEnergy: argument 'u' must be finite (no NaN or inf)")
         self._unary = self._engine.array(np.ascontiguousarray(u.T))
+        self._native_crf = self._terms = None
 
     def addPairwiseEnergy(self, features, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
         """Add a Gaussian kernel on `features` (d, nvar) float32, already scaled by their std."""
@@ -148,12 +168,15 @@ class DenseCRF:
             raise ValueError(f"argument 'normalization' must be one of NO_NORMALIZATION, NORMALIZE_BEFORE, "
                              f"NORMALIZE_AFTER, NORMALIZE_SYMMETRIC, got {normalization!r}")
         # The kernel type only matters for learning its parameters, which this port does not do.
-        self._terms.append(self._engine.term(np.ascontiguousarray(features, np.float32),
-                                             _compatibility(compat, self._nlabel), _NORMALIZATION_NAMES[normalization]))
+        self._kernels.append((np.ascontiguousarray(features, np.float32), _compatibility(compat, self._nlabel),
+                              _NORMALIZATION_NAMES[normalization]))
+        self._native_crf = self._terms = None
 
     def inference(self, niter):
         """Q (nlabels, nvar) float32 after `niter` mean-field iterations."""
         niter = _non_negative(niter, "niter")
+        if self._native:
+            return np.ascontiguousarray(self._crf().inference(niter).T)
         q = self._engine.softmax(-self._require_unary())
         for _ in range(niter):
             q = self._step(q)
@@ -167,6 +190,11 @@ class DenseCRF:
     def stepInference(self, Q, tmp1=None, tmp2=None):  # noqa: N802, N803
         """One mean-field iteration, updating Q in place as pydensecrf does."""
         Q_array = _float32_matrix(Q, "Q", (self._nlabel, self._nvar), op="stepInference")  # noqa: N806
+        if self._native:
+            q = np.ascontiguousarray(Q_array.T)
+            self._crf().step(q)
+            Q[...] = q.T
+            return
         q = self._step(self._engine.array(np.ascontiguousarray(Q_array.T)))
         Q[...] = self._engine.numpy(q).T
 
@@ -176,15 +204,29 @@ class DenseCRF:
         q = self._engine.array(np.ascontiguousarray(Q.T))
         kl = float(np.sum(Q.astype(np.float64) * np.log(np.maximum(Q, np.float32(1e-20)))))
         kl += float(np.sum(self._engine.numpy(self._require_unary()).astype(np.float64) * Q.T))
-        for term in self._terms:
+        for term in self._pairwise_terms():
             kl += float(np.sum(self._engine.numpy(q * term.message(q)), dtype=np.float64))
         return kl
 
     def _step(self, q):
         logits = -self._require_unary()
-        for term in self._terms:
+        for term in self._pairwise_terms():
             logits = logits - term.message(q)
         return self._engine.softmax(logits)
+
+    def _pairwise_terms(self):
+        if self._terms is None:
+            self._terms = [self._engine.term(*kernel) for kernel in self._kernels]
+        return self._terms
+
+    def _crf(self):
+        if self._native_crf is None:
+            from impls import native
+
+            self._native_crf = native.DenseCrf(self._engine.numpy(self._require_unary()))
+            for features, compat, normalization in self._kernels:
+                self._native_crf.add_kernel(features, compat, normalization)
+        return self._native_crf
 
     def _require_unary(self):
         if self._unary is None:
