@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -46,14 +47,16 @@ int thread_index() {
 }
 
 // Open-addressing table from d-int keys to vertex ids; ids are given in insertion order.
+// It starts small and doubles, since a lattice has far fewer vertices than corners.
 class KeyTable {
  public:
   KeyTable(int key_size, std::size_t expected) : key_size_(key_size) {
-    std::size_t capacity = 16;
+    std::size_t capacity = 1024;
     while (capacity < 2 * expected) capacity <<= 1;
     mask_ = capacity - 1;
     slots_.assign(capacity, -1);
     keys_.reserve(expected * key_size);
+    hashes_.reserve(expected);
   }
 
   static uint64_t hash(const int32_t *key, int key_size) {
@@ -70,9 +73,11 @@ class KeyTable {
     for (std::size_t slot = h & mask_;; slot = (slot + 1) & mask_) {
       int32_t id = slots_[slot];
       if (id < 0) {
-        id = static_cast<int32_t>(keys_.size() / key_size_);
+        id = static_cast<int32_t>(hashes_.size());
         keys_.insert(keys_.end(), key, key + key_size_);
+        hashes_.push_back(h);
         slots_[slot] = id;
+        if (2 * hashes_.size() > slots_.size()) grow();
         return id;
       }
       if (std::memcmp(&keys_[static_cast<std::size_t>(id) * key_size_], key, key_size_ * sizeof(int32_t)) == 0)
@@ -89,14 +94,25 @@ class KeyTable {
     }
   }
 
-  int32_t size() const { return static_cast<int32_t>(keys_.size() / key_size_); }
+  int32_t size() const { return static_cast<int32_t>(hashes_.size()); }
   const int32_t *key(int32_t id) const { return &keys_[static_cast<std::size_t>(id) * key_size_]; }
 
  private:
+  void grow() {
+    slots_.assign(slots_.size() * 2, -1);
+    mask_ = slots_.size() - 1;
+    for (int32_t id = 0; id < size(); ++id) {
+      std::size_t slot = hashes_[id] & mask_;
+      while (slots_[slot] >= 0) slot = (slot + 1) & mask_;
+      slots_[slot] = id;
+    }
+  }
+
   int key_size_;
   std::size_t mask_;
   std::vector<int32_t> slots_;
   std::vector<int32_t> keys_;
+  std::vector<uint64_t> hashes_;
 };
 
 // The enclosing simplex of one point: the d+1 vertex keys (d ints each) and weights.
@@ -175,8 +191,9 @@ LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_poi
   for (std::size_t i = 0; i < static_cast<std::size_t>(num_points) * d; ++i) {
     if (!std::isfinite(features[i])) throw std::invalid_argument("Lattice: features must be finite (no NaN or inf)");
   }
-  std::vector<int32_t> keys(total * d);
-  std::vector<uint64_t> hashes(total);
+  // Scratch written once each before it is read: left uninitialised (no zeroing pass).
+  std::unique_ptr<int32_t[]> keys(new int32_t[total * d]);
+  std::unique_ptr<uint64_t[]> hashes(new uint64_t[total]);
   weight_.resize(total);
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < num_points; ++p) {
@@ -186,9 +203,21 @@ LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_poi
       hashes[static_cast<std::size_t>(p) * corners + r] = KeyTable::hash(&keys[(p * corners + r) * d], d);
   }
 
-  KeyTable table(d, total);
+  KeyTable table(d, static_cast<std::size_t>(num_points) / 4 + 16);
   vertex_.resize(total);
-  for (std::size_t i = 0; i < total; ++i) vertex_[i] = table.insert(&keys[i * d], hashes[i]);
+  // Neighbouring points mostly share their simplex: reuse the previous point's vertex for
+  // the same corner when the key matches, and probe the table only otherwise.
+  for (int p = 0; p < num_points; ++p) {
+    for (int r = 0; r < corners; ++r) {
+      const std::size_t i = static_cast<std::size_t>(p) * corners + r;
+      if (p > 0 && hashes[i] == hashes[i - corners] &&
+          std::memcmp(&keys[i * d], &keys[(i - corners) * d], d * sizeof(int32_t)) == 0) {
+        vertex_[i] = vertex_[i - corners];
+      } else {
+        vertex_[i] = table.insert(&keys[i * d], hashes[i]);
+      }
+    }
+  }
   num_vertices_ = table.size();
 
   neighbor_.resize(static_cast<std::size_t>(corners) * num_vertices_ * 2);
