@@ -26,9 +26,10 @@ inline float exp_nonpositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  int32_t bits;
+  // 2^n enters the exponent field; unsigned, since shifting a negative int is undefined.
+  uint32_t bits;
   std::memcpy(&bits, &p, sizeof(bits));
-  bits += static_cast<int32_t>(n) << 23;
+  bits += static_cast<uint32_t>(static_cast<int32_t>(n)) << 23;
   std::memcpy(&p, &bits, sizeof(bits));
   return p;
 }
