@@ -1,9 +1,10 @@
 """Thin wrapper over the compiled extension `impls._native`: the permutohedral lattice and
-the dense-CRF mean field in C++ (OpenMP on the CPU).
+the dense-CRF mean field in C++ (OpenMP on the CPU) and CUDA.
 
-Inputs may be NumPy arrays or CPU torch/TF tensors (read without copies where they are
-already contiguous float32); results are NumPy arrays. A CUDA tensor handed to a build
-or machine without the CUDA lattice raises a ValueError that says so.
+On the CPU, inputs may be NumPy arrays or CPU torch/TF tensors (read without copies
+where they are already contiguous float32) and results are NumPy arrays. CUDA torch
+tensors go to the CUDA lattice when the build has it and a GPU is visible (results are
+CUDA torch tensors on the same device); otherwise they raise a ValueError that says why.
 """
 
 from __future__ import annotations
@@ -72,6 +73,24 @@ def host_array(value, *, op, name):
     return np.asarray(value)
 
 
+def _on_cuda(value):
+    device = getattr(value, "device", None)
+    return getattr(device, "type", None) == "cuda"
+
+
+def _cuda_matrix(value, *, op, name, dtype):
+    """A contiguous CUDA torch tensor of `dtype`, checked like _float_matrix."""
+    if not has_cuda():
+        host_array(value, op=op, name=name)  # raises the "no CUDA lattice" error
+    if value.ndim != 2 or value.shape[0] == 0:
+        raise ValueError(f"{op}: argument '{name}' must be 2-D and not empty, got shape {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise TypeError(f"{op}: argument '{name}' must be floating point, got {value.dtype}")
+    if not bool(value.isfinite().all()):
+        raise ValueError(f"{op}: argument '{name}' must be finite (no NaN or inf)")
+    return value.detach().to(dtype).contiguous()
+
+
 def _float_matrix(value, *, op, name, dtypes=("float32",), columns=None):
     array = host_array(value, op=op, name=name)
     if array.ndim != 2:
@@ -94,10 +113,20 @@ class Lattice:
     may be float32 or float64 and are filtered in their own precision."""
 
     def __init__(self, features):
-        features = _float_matrix(features, op="Lattice", name="features", dtypes=("float32", "float64"))
+        self.cuda = _on_cuda(features)
+        if self.cuda:
+            import torch
+
+            features = _cuda_matrix(features, op="Lattice", name="features", dtype=torch.float32)
+            self.device = features.device
+        else:
+            features = _float_matrix(features, op="Lattice", name="features", dtypes=("float32", "float64"))
         if features.shape[1] > 63:
             raise ValueError(f"Lattice: argument 'features' must have at most 63 dimensions, got {features.shape[1]}")
-        self._lattice = _module().LatticeCPU(features.astype(np.float32, copy=False))
+        if self.cuda:
+            self._lattice = _module().LatticeCUDA(features)
+        else:
+            self._lattice = _module().LatticeCPU(features.astype(np.float32, copy=False))
 
     @property
     def num_points(self):
@@ -117,7 +146,10 @@ class Lattice:
         return self._lattice.weights
 
     def filter(self, values, *, reverse=False):
-        """(P, C) values splatted, blurred and sliced; `reverse` applies the transposed filter."""
+        """(P, C) values splatted, blurred and sliced; `reverse` applies the transposed filter.
+        A CUDA lattice takes and returns CUDA torch tensors on its device."""
+        if self.cuda:
+            return self._filter_cuda(values, reverse)
         values = host_array(values, op="Lattice.filter", name="values")
         if values.ndim != 2 or values.shape[0] != self.num_points:
             raise ValueError(f"Lattice.filter: argument 'values' must have shape ({self.num_points}, C), "
@@ -126,22 +158,51 @@ class Lattice:
             raise TypeError(f"Lattice.filter: argument 'values' must be float32 or float64, got {values.dtype.name}")
         return self._lattice.filter(np.ascontiguousarray(values), bool(reverse))
 
+    def _filter_cuda(self, values, reverse):
+        import torch
+
+        if not _on_cuda(values) or values.device != self.device:
+            raise ValueError(f"Lattice.filter: argument 'values' must be a CUDA tensor on {self.device}, "
+                             f"got one on {getattr(values, 'device', 'the host')}")
+        if values.ndim != 2 or values.shape[0] != self.num_points:
+            raise ValueError(f"Lattice.filter: argument 'values' must have shape ({self.num_points}, C), "
+                             f"got {tuple(values.shape)}")
+        if values.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"Lattice.filter: argument 'values' must be float32 or float64, got {values.dtype}")
+        values = values.detach().contiguous()
+        out = torch.empty_like(values)
+        self._lattice.filter_into(values, out, bool(reverse))
+        return out
+
 
 class DenseCrf:
     """Mean-field inference of the dense CRF over (P, L) float32 unaries, the whole loop in
     C++: one lattice per kernel, built once; no Python per iteration."""
 
     def __init__(self, unary):
-        unary = _float_matrix(unary, op="DenseCrf", name="unary")
+        self.cuda = _on_cuda(unary)
+        if self.cuda:
+            import torch
+
+            unary = _cuda_matrix(unary, op="DenseCrf", name="unary", dtype=torch.float32)
+            self.device = unary.device
+        else:
+            unary = _float_matrix(unary, op="DenseCrf", name="unary")
         if unary.shape[1] < 2:
             raise ValueError(f"DenseCrf: argument 'unary' must have at least 2 labels, got {unary.shape[1]}")
         self.num_points, self.num_labels = unary.shape
-        self._crf = _module().DenseCrfCPU(unary)
+        self._crf = (_module().DenseCrfCUDA if self.cuda else _module().DenseCrfCPU)(unary)
 
     def add_kernel(self, features, compat, normalization="symmetric"):
         """Add a Gaussian kernel on (P, d) features with a pydensecrf compatibility (number:
         Potts, (L,): diagonal, (L, L): matrix, symmetrised here) and normalisation."""
-        features = _float_matrix(features, op="DenseCrf.add_kernel", name="features", dtypes=("float32", "float64"))
+        if self.cuda:
+            import torch
+
+            features = _cuda_matrix(features, op="DenseCrf.add_kernel", name="features", dtype=torch.float32)
+        else:
+            features = _float_matrix(features, op="DenseCrf.add_kernel", name="features",
+                                     dtypes=("float32", "float64")).astype(np.float32, copy=False)
         if features.shape[0] != self.num_points:
             raise ValueError(f"DenseCrf.add_kernel: argument 'features' must have {self.num_points} rows, "
                              f"got {features.shape[0]}")
@@ -155,18 +216,29 @@ class DenseCrf:
         if normalization not in NORMALIZATION_CODES:
             raise ValueError(f"DenseCrf.add_kernel: argument 'normalization' must be one of "
                              f"{tuple(NORMALIZATION_CODES)}, got {normalization!r}")
-        self._crf.add_kernel(features.astype(np.float32, copy=False), kinds[compat.shape],
-                             np.ascontiguousarray(compat.ravel(), np.float32), NORMALIZATION_CODES[normalization])
+        self._crf.add_kernel(features, kinds[compat.shape], np.ascontiguousarray(compat.ravel(), np.float32),
+                             NORMALIZATION_CODES[normalization])
 
     def inference(self, iterations):
-        """(P, L) marginals after `iterations` (>= 0) mean-field updates from softmax(-unary)."""
+        """(P, L) marginals after `iterations` (>= 0) mean-field updates from softmax(-unary):
+        a NumPy array, or a CUDA torch tensor for a CUDA unary."""
         if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
             raise ValueError(f"DenseCrf.inference: argument 'iterations' must be a non-negative integer, "
                              f"got {iterations!r}")
+        if self.cuda:
+            import torch
+
+            q = torch.empty(self.num_points, self.num_labels, dtype=torch.float32, device=self.device)
+            self._crf.inference_into(int(iterations), q)
+            return q
         return self._crf.inference(int(iterations))
 
     def step(self, q):
-        """One mean-field update of (P, L) float32 marginals `q`, in place."""
+        """One mean-field update of (P, L) float32 marginals `q`, in place (a CUDA tensor for a
+        CUDA unary)."""
+        if self.cuda:
+            self._crf.step(q)
+            return
         if not isinstance(q, np.ndarray) or q.dtype != np.float32 or q.shape != (self.num_points, self.num_labels) \
                 or not q.flags.c_contiguous:
             raise ValueError(f"DenseCrf.step: argument 'q' must be a C-contiguous float32 NumPy array of shape "

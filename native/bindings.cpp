@@ -14,6 +14,11 @@
 
 #include "impls_native.h"
 #include "lattice/lattice.h"
+#if IMPLS_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "lattice/lattice_cuda.h"
+#endif
 
 namespace nb = nanobind;
 
@@ -64,6 +69,109 @@ void require_rows(const char *what, std::size_t got, std::size_t expected) {
     throw std::invalid_argument(std::string(what) + " must have " + std::to_string(expected) + " rows (points), got " +
                                 std::to_string(got));
 }
+
+#if IMPLS_WITH_CUDA
+template <typename T>
+using CudaMatrixIn = nb::ndarray<const T, nb::ndim<2>, nb::c_contig, nb::device::cuda>;
+template <typename T>
+using CudaMatrixOut = nb::ndarray<T, nb::ndim<2>, nb::c_contig, nb::device::cuda>;
+
+void use_device(int device) {
+  const cudaError_t status = cudaSetDevice(device);
+  if (status != cudaSuccess) throw std::runtime_error(std::string("cudaSetDevice: ") + cudaGetErrorString(status));
+}
+
+template <typename Owner, typename Array>
+void require_same_device(const Owner &owner, const Array &array, const char *what) {
+  if (array.device_id() != owner.device())
+    throw std::invalid_argument(std::string(what) + " is on CUDA device " + std::to_string(array.device_id()) +
+                                ", the lattice on device " + std::to_string(owner.device()));
+}
+
+template <typename T>
+void filter_into(const impls::LatticeCUDA &self, CudaMatrixIn<T> values, CudaMatrixOut<T> out, bool reverse) {
+  require_same_device(self, values, "values");
+  require_same_device(self, out, "out");
+  require_rows("values", values.shape(0), self.num_points());
+  if (out.shape(0) != values.shape(0) || out.shape(1) != values.shape(1))
+    throw std::invalid_argument("out must have the shape of values");
+  const T *in = values.data();
+  T *target = out.data();
+  const int channels = static_cast<int>(values.shape(1));
+  nb::gil_scoped_release release;
+  if (channels > 0) self.filter<T>(in, target, channels, reverse);
+}
+
+void bind_cuda(nb::module_ &m) {
+  nb::class_<impls::LatticeCUDA>(m, "LatticeCUDA", "Permutohedral lattice of (P, d) float32 features on a CUDA device.")
+      .def(
+          "__init__",
+          [](impls::LatticeCUDA *self, CudaMatrixIn<float> features) {
+            use_device(features.device_id());
+            const float *data = features.data();
+            const int points = static_cast<int>(features.shape(0)), dim = static_cast<int>(features.shape(1));
+            nb::gil_scoped_release release;
+            new (self) impls::LatticeCUDA(data, points, dim);
+          },
+          nb::arg("features").noconvert())
+      .def("filter_into", &filter_into<float>, nb::arg("values").noconvert(), nb::arg("out").noconvert(),
+           nb::arg("reverse") = false, "Filter (P, C) device values into `out` (same shape and dtype).")
+      .def("filter_into", &filter_into<double>, nb::arg("values").noconvert(), nb::arg("out").noconvert(),
+           nb::arg("reverse") = false)
+      .def_prop_ro("num_points", &impls::LatticeCUDA::num_points)
+      .def_prop_ro("dim", &impls::LatticeCUDA::dim)
+      .def_prop_ro("num_vertices", &impls::LatticeCUDA::num_vertices)
+      .def_prop_ro("device", &impls::LatticeCUDA::device);
+
+  nb::class_<impls::DenseCrfCUDA>(m, "DenseCrfCUDA", "Dense-CRF mean field over (P, L) float32 unaries on a CUDA device.")
+      .def(
+          "__init__",
+          [](impls::DenseCrfCUDA *self, CudaMatrixIn<float> unary) {
+            use_device(unary.device_id());
+            const float *data = unary.data();
+            const int points = static_cast<int>(unary.shape(0)), labels = static_cast<int>(unary.shape(1));
+            nb::gil_scoped_release release;
+            new (self) impls::DenseCrfCUDA(data, points, labels);
+          },
+          nb::arg("unary").noconvert())
+      .def(
+          "add_kernel",
+          [](impls::DenseCrfCUDA &self, CudaMatrixIn<float> features, int kind, FloatVectorIn compat, int normalization) {
+            require_same_device(self, features, "features");
+            require_rows("features", features.shape(0), self.num_points());
+            if (kind < 0 || kind > 2) throw std::invalid_argument("compatibility kind must be 0, 1 or 2");
+            if (normalization < 0 || normalization > 3) throw std::invalid_argument("normalization must be 0..3");
+            impls::Compatibility compatibility{kind, std::vector<float>(compat.data(), compat.data() + compat.shape(0))};
+            const float *data = features.data();
+            const int dim = static_cast<int>(features.shape(1));
+            nb::gil_scoped_release release;
+            self.add_kernel(data, dim, std::move(compatibility), static_cast<impls::Normalization>(normalization));
+          },
+          nb::arg("features").noconvert(), nb::arg("kind"), nb::arg("compat").noconvert(), nb::arg("normalization"))
+      .def(
+          "inference_into",
+          [](const impls::DenseCrfCUDA &self, int iterations, CudaMatrixOut<float> q) {
+            require_same_device(self, q, "q");
+            require_rows("q", q.shape(0), self.num_points());
+            if (q.shape(1) != static_cast<std::size_t>(self.num_labels()))
+              throw std::invalid_argument("q must have one column per label");
+            float *data = q.data();
+            nb::gil_scoped_release release;
+            self.inference(iterations, data);
+          },
+          nb::arg("iterations"), nb::arg("q").noconvert())
+      .def(
+          "step",
+          [](const impls::DenseCrfCUDA &self, CudaMatrixOut<float> q) {
+            require_same_device(self, q, "q");
+            require_rows("q", q.shape(0), self.num_points());
+            float *data = q.data();
+            nb::gil_scoped_release release;
+            self.step(data);
+          },
+          nb::arg("q").noconvert());
+}
+#endif
 
 }  // namespace
 
@@ -146,4 +254,8 @@ NB_MODULE(_native, m) {
             self.step(data);
           },
           nb::arg("q").noconvert());
+
+#if IMPLS_WITH_CUDA
+  bind_cuda(m);
+#endif
 }

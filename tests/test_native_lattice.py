@@ -201,8 +201,57 @@ def test_feature_non_contiguous_inputs_give_the_same_answer(rng):
     assert_close(lattice.filter(values[:, ::2]), native.Lattice(features).filter(values[:, ::2].copy()))
 
 
-def test_feature_cuda_lattice_equals_cpu():
-    if not native.has_cuda():
-        pytest.skip(f"no CUDA lattice here (built_with_cuda()={native.built_with_cuda()}, "
-                    f"has_cuda()={native.has_cuda()})")
-    pytest.fail("the CUDA lattice is not implemented yet, although a CUDA device is visible")
+needs_cuda = pytest.mark.skipif(not native.has_cuda(), reason=(
+    f"no CUDA lattice here (built_with_cuda()={native.built_with_cuda()}, has_cuda()={native.has_cuda()})"))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dim", [2, 5, 16])
+def test_feature_cuda_lattice_equals_cpu(dim, rng):
+    import torch
+
+    features, values = _points(rng, 3000, dim, channels=21)
+    cpu = native.Lattice(features)
+    cuda = native.Lattice(torch.from_numpy(features).cuda())
+    assert cuda.num_vertices == cpu.num_vertices
+    for reverse in (False, True):
+        got = cuda.filter(torch.from_numpy(values).cuda(), reverse=reverse)
+        assert got.is_cuda
+        assert_close(got, cpu.filter(values, reverse=reverse))
+
+
+@needs_cuda
+def test_feature_cuda_mean_field_equals_cpu_and_is_deterministic():
+    import torch
+
+    import impls.torch
+
+    image = torch.from_numpy(crf_image("im2")).permute(2, 0, 1)[None]
+    unary = torch.from_numpy(smooth_unary(image.shape[2], image.shape[3], 21, seed=6)).permute(2, 0, 1)[None]
+    on_cpu = impls.torch.dense_crf(unary, image, iterations=10, engine="native")
+    on_gpu = impls.torch.dense_crf(unary.cuda(), image.cuda(), iterations=10, engine="native")
+    assert on_gpu.is_cuda
+    assert_close(on_gpu, on_cpu, atol=1e-5)
+    assert torch.equal(on_gpu, impls.torch.dense_crf(unary.cuda(), image.cuda(), iterations=10, engine="native"))
+
+
+@needs_cuda
+def test_gradcheck_cuda_native_filter_in_float64(rng):
+    import torch
+
+    from impls.torch.lattice import NativeLattice
+
+    features, values = _points(rng, 40, 3, channels=2, dtype=np.float64)
+    lattice = NativeLattice(torch.from_numpy(features).cuda())
+    values = torch.from_numpy(values).cuda().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: lattice.filter(v), (values,))
+
+
+@needs_cuda
+def test_exception_cuda_lattice_refuses_host_values(rng):
+    import torch
+
+    features, values = _points(rng, 50, 2)
+    lattice = native.Lattice(torch.from_numpy(features).cuda())
+    with pytest.raises(ValueError, match="must be a CUDA tensor on cuda"):
+        lattice.filter(torch.from_numpy(values))

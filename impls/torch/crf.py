@@ -34,9 +34,10 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     batch, labels, height, width = unary.shape
     params = crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
                             bilateral_compat, iterations, normalization)
-    chosen = choose_engine(engine, native_usable=native.available() and unary.dtype == torch.float32
-                           and unary.device.type == "cpu",
-                           why_not="it needs impls._native built and a float32 CPU unary")
+    on_device = unary.device.type == "cpu" or (unary.device.type == "cuda" and native.has_cuda())
+    chosen = choose_engine(engine, native_usable=native.available() and unary.dtype == torch.float32 and on_device,
+                           why_not="it needs impls._native built, a float32 unary, and for CUDA tensors a "
+                                   "CUDA build with a visible GPU")
     whole_loop = chosen == "native" and not (torch.is_grad_enabled() and unary.requires_grad)
     log.info("impls.torch.dense_crf: %s", "native mean field" if whole_loop else
              "native lattice under autograd" if chosen == "native" else f"torch ops on {unary.device}")
@@ -47,8 +48,9 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
         if whole_loop:
             crf = native.DenseCrf(pixels)
             for features, compat in kernels:
-                crf.add_kernel(features, compat.numpy(), params["normalization"])
-            q = torch.from_numpy(crf.inference(params["iterations"]))
+                crf.add_kernel(features, compat.cpu().numpy(), params["normalization"])
+            q = crf.inference(params["iterations"])
+            q = q if isinstance(q, torch.Tensor) else torch.from_numpy(q)
         else:
             lattice = NativeLattice if chosen == "native" else PermutohedralLattice
             terms = [PairwiseTerm(features, compat, params["normalization"], lattice=lattice)

@@ -47,9 +47,10 @@ class PermutohedralLattice:
 
 
 class NativeLattice:
-    """The native C++ lattice behind the interface of PermutohedralLattice, differentiable
-    in the values: the backward pass is the transposed filter (the blur in reverse order),
-    itself differentiable. CPU tensors; float32 or float64 values."""
+    """The native C++/CUDA lattice behind the interface of PermutohedralLattice,
+    differentiable in the values: the backward pass is the transposed filter (the blur in
+    reverse order), itself differentiable. CPU tensors, or CUDA tensors with a CUDA build;
+    float32 or float64 values (the lattice itself is built in float32)."""
 
     def __init__(self, features):
         self._lattice = native.Lattice(features)
@@ -64,7 +65,8 @@ class _NativeFilter(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, lattice, reverse):
         ctx.lattice, ctx.reverse = lattice, reverse
-        return torch.from_numpy(lattice.filter(values.detach().contiguous(), reverse=reverse))
+        out = lattice.filter(values.detach().contiguous(), reverse=reverse)
+        return out if isinstance(out, torch.Tensor) else torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, upstream):

@@ -13,14 +13,6 @@ namespace impls {
 constexpr int kLanes = 8;
 inline int padded_channels(int channels) { return (channels + kLanes - 1) / kLanes * kLanes; }
 
-// Round to nearest, halves to even (as nearbyint in the default rounding mode) for
-// |x| < 2^22, in plain float arithmetic that vectorises without SSE4.1. Correct only
-// without -ffast-math, which would fold (x + s) - s to x; the build never sets it.
-inline float round_half_even(float x) {
-  const float shifter = 12582912.0f;  // 1.5 * 2^23
-  return (x + shifter) - shifter;
-}
-
 enum class Normalization : int { none = 0, before = 1, after = 2, symmetric = 3 };
 
 // A lattice built once from (P, d) float32 features and reused for any number of filters.

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "lattice/lattice.h"
+#include "lattice/simplex.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -59,16 +60,6 @@ class KeyTable {
     hashes_.reserve(expected);
   }
 
-  static uint64_t hash(const int32_t *key, int key_size) {
-    uint64_t h = 1469598103934665603ull;
-    for (int i = 0; i < key_size; ++i) {
-      h ^= static_cast<uint32_t>(key[i]);
-      h *= 1099511628211ull;
-      h ^= h >> 29;
-    }
-    return h;
-  }
-
   int32_t insert(const int32_t *key, uint64_t h) {
     for (std::size_t slot = h & mask_;; slot = (slot + 1) & mask_) {
       int32_t id = slots_[slot];
@@ -86,7 +77,7 @@ class KeyTable {
   }
 
   int32_t find(const int32_t *key) const {
-    for (std::size_t slot = hash(key, key_size_) & mask_;; slot = (slot + 1) & mask_) {
+    for (std::size_t slot = hash_key(key, key_size_) & mask_;; slot = (slot + 1) & mask_) {
       int32_t id = slots_[slot];
       if (id < 0) return -1;
       if (std::memcmp(&keys_[static_cast<std::size_t>(id) * key_size_], key, key_size_ * sizeof(int32_t)) == 0)
@@ -115,65 +106,6 @@ class KeyTable {
   std::vector<uint64_t> hashes_;
 };
 
-// The enclosing simplex of one point: the d+1 vertex keys (d ints each) and weights.
-// Mirrors _enclosing_simplices in impls/numpy/lattice.py operation by operation.
-void enclosing_simplex(const float *f, int d, const float *scale, int32_t *keys, float *barycentric_out) {
-  float elevated[64], remainder0[64], barycentric[66];
-  int rank[64];
-  float tail = 0.0f;
-  float scaled[64];
-  for (int j = 0; j < d; ++j) scaled[j] = f[j] * scale[j];
-  elevated[d] = 0.0f;
-  for (int j = d; j > 0; --j) {
-    tail += scaled[j - 1];
-    elevated[j - 1] = tail;  // tail sum from j-1 to d-1
-  }
-  for (int j = 1; j <= d; ++j) elevated[j] -= static_cast<float>(j) * scaled[j - 1];
-
-  const float down = 1.0f / static_cast<float>(d + 1);
-  int offset = 0;
-  for (int i = 0; i <= d; ++i) {
-    float rounded = round_half_even(elevated[i] * down);
-    remainder0[i] = rounded * static_cast<float>(d + 1);
-    offset += static_cast<int>(rounded);
-  }
-  // Rank in decreasing order of elevated - remainder0, ties broken by index.
-  for (int i = 0; i <= d; ++i) rank[i] = 0;
-  for (int i = 0; i < d; ++i) {
-    float di = elevated[i] - remainder0[i];
-    for (int j = i + 1; j <= d; ++j) {
-      if (di < elevated[j] - remainder0[j])
-        ++rank[i];
-      else
-        ++rank[j];
-    }
-  }
-  for (int i = 0; i <= d; ++i) {
-    rank[i] += offset;
-    if (rank[i] < 0) {
-      rank[i] += d + 1;
-      remainder0[i] += static_cast<float>(d + 1);
-    } else if (rank[i] > d) {
-      rank[i] -= d + 1;
-      remainder0[i] -= static_cast<float>(d + 1);
-    }
-  }
-  for (int i = 0; i <= d + 1; ++i) barycentric[i] = 0.0f;
-  for (int i = 0; i <= d; ++i) {
-    float v = (elevated[i] - remainder0[i]) * down;
-    barycentric[d - rank[i]] += v;
-    barycentric[d - rank[i] + 1] -= v;
-  }
-  barycentric[0] += 1.0f + barycentric[d + 1];
-  for (int r = 0; r <= d; ++r) {
-    barycentric_out[r] = barycentric[r];
-    for (int i = 0; i < d; ++i) {
-      int corner = rank[i] <= d - r ? r : r - (d + 1);
-      keys[r * d + i] = static_cast<int32_t>(remainder0[i]) + corner;
-    }
-  }
-}
-
 }  // namespace
 
 LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_points_(num_points), dim_(dim) {
@@ -200,7 +132,7 @@ LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_poi
     enclosing_simplex(features + static_cast<std::size_t>(p) * d, d, scale.data(), &keys[p * corners * d],
                       &weight_[static_cast<std::size_t>(p) * corners]);
     for (int r = 0; r < corners; ++r)
-      hashes[static_cast<std::size_t>(p) * corners + r] = KeyTable::hash(&keys[(p * corners + r) * d], d);
+      hashes[static_cast<std::size_t>(p) * corners + r] = hash_key(&keys[(p * corners + r) * d], d);
   }
 
   KeyTable table(d, static_cast<std::size_t>(num_points) / 4 + 16);

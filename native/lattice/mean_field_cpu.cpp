@@ -9,6 +9,7 @@
 #include <string>
 
 #include "lattice/lattice.h"
+#include "lattice/simplex.h"
 
 namespace impls {
 namespace {
