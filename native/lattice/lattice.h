@@ -40,6 +40,13 @@ class LatticeCPU {
   void filter_padded(const T *in, T *out, int stride, bool reverse, const float *in_scale = nullptr,
                      const float *out_scale = nullptr) const;
 
+  // Pieces for the fused mean field: the corners of each point, and the blur alone on
+  // lattice rows `a` ((M+1) rows of `stride`, row 0 zero) with `b` as scratch; returns
+  // the buffer that holds the result.
+  const std::vector<int32_t> &corner_vertices() const { return vertex_; }
+  float slicing_alpha() const;
+  float *blur(float *a, float *b, int stride, bool reverse) const;
+
  private:
   template <typename T, int Width>
   void splat(const T *in, T *lattice, const float *in_scale, int stride = 0) const;
@@ -92,16 +99,33 @@ class DenseCrfCPU {
     std::unique_ptr<LatticeCPU> lattice;
     Compatibility compat;
     std::vector<float> in_scale, out_scale;  // empty when that side is not normalised
+    std::vector<float> splat_weight;         // (P, d+1) barycentric weight * input normalisation
+    std::vector<float> slice_weight;         // (P, d+1) barycentric weight * alpha * output normalisation
+    mutable std::vector<float> lattice_a, lattice_b;  // (M+1, stride): the splatted marginals, scratch
+    mutable std::vector<float> partial;               // (threads, M+1, stride) private splat targets
   };
-  void update(const float *q_in, float *q_out) const;
+  void softmax_row(const float *in, float *out) const;
   void softmax_rows(const float *logits, float *q) const;
+  void scatter(const Kernel &kernel, int thread, int p, const float *marginals) const;
+  std::size_t scratch_stride() const;
+  void clear_partials(int thread) const;
+  // One fused iteration: from each kernel's splatted current marginals to the next
+  // marginals, splatted again; the marginals are written to q_out when it is not null.
+  void fused_step(float *q_out) const;
+  // Splat (P, stride) marginals into every kernel's lattice.
+  void splat_all(const float *q) const;
+  void reduce_partials() const;
   void pad(const float *rows, float *padded) const;
   void unpad(const float *padded, float *rows) const;
 
   int num_points_, num_labels_, stride_;
-  std::vector<float> unary_;  // (P, stride): labels padded to a multiple of kLanes with zeros
+  // (P, stride) buffers, labels padded to a multiple of kLanes: unary_ has zeros in the
+  // padding; the others are written before they are read, so never zero-filled.
+  std::unique_ptr<float[]> unary_;
   std::vector<Kernel> kernels_;
-  mutable std::vector<float> message_, logits_, q_a_, q_b_;
+  std::unique_ptr<float[]> logits_, q_a_;
+  mutable std::vector<float> scratch_;  // per thread: logits, message and marginals of one point
+  std::vector<float> lane_bias_, lane_mask_;           // 0 / -1e30 and 1 / 0 for real / padding labels
 };
 
 }  // namespace impls

@@ -120,9 +120,11 @@ LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_poi
   const double inv_std_dev = static_cast<float>(std::sqrt(2.0 / 3.0) * (d + 1));
   for (int i = 0; i < d; ++i) scale[i] = static_cast<float>(1.0 / std::sqrt((i + 1.0) * (i + 2.0)) * inv_std_dev);
 
-  for (std::size_t i = 0; i < static_cast<std::size_t>(num_points) * d; ++i) {
-    if (!std::isfinite(features[i])) throw std::invalid_argument("Lattice: features must be finite (no NaN or inf)");
-  }
+  bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+  for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(num_points) * d; ++i)
+    finite = finite && std::isfinite(features[i]);
+  if (!finite) throw std::invalid_argument("Lattice: features must be finite (no NaN or inf)");
   // Scratch written once each before it is read: left uninitialised (no zeroing pass).
   std::unique_ptr<int32_t[]> keys(new int32_t[total * d]);
   std::unique_ptr<uint64_t[]> hashes(new uint64_t[total]);
@@ -304,6 +306,27 @@ void LatticeCPU::slice(const T *lattice, T *out, const float *out_scale, int str
       }
     }
   }
+}
+
+float LatticeCPU::slicing_alpha() const { return static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))); }
+
+float *LatticeCPU::blur(float *a, float *b, int stride, bool reverse) const {
+  for (int step = 0; step <= dim_; ++step) {
+    const int direction = reverse ? dim_ - step : step;
+    const int32_t *pairs = &neighbor_[static_cast<std::size_t>(direction) * num_vertices_ * 2];
+#pragma omp parallel for schedule(static)
+    for (int v = 0; v < num_vertices_; ++v) {
+      const float *__restrict old_row = a + (static_cast<std::size_t>(v) + 1) * stride;
+      const float *__restrict before = a + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
+      const float *__restrict after = a + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
+      float *__restrict new_row = b + (static_cast<std::size_t>(v) + 1) * stride;
+      for (int c = 0; c < stride; c += kLanes) {
+        for (int k = 0; k < kLanes; ++k) new_row[c + k] = old_row[c + k] + 0.5f * (before[c + k] + after[c + k]);
+      }
+    }
+    std::swap(a, b);
+  }
+  return a;
 }
 
 template <>
