@@ -91,3 +91,11 @@ def choose_engine(engine, *, native_usable, why_not):
         return "framework"
     return "native"
 
+
+
+def normalized_sides(normalization, *, transpose=False):
+    """(scale before filtering, scale after filtering) of pydensecrf's normalisations; the
+    transposed filter swaps "before" and "after"."""
+    before = normalization == "symmetric" or normalization == ("after" if transpose else "before")
+    after = normalization == "symmetric" or normalization == ("before" if transpose else "after")
+    return before, after

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 
 from impls import native
-from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters
+from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters, normalized_sides
 from impls.numpy.lattice import PermutohedralLattice
 
 log = logging.getLogger("impls")
@@ -96,9 +96,7 @@ class PairwiseTerm:
 
     def filter(self, q, *, transpose=False):
         """Normalised kernel applied to (P, C) values; `transpose` applies its adjoint."""
-        norm = self.normalization
-        scaled_before = norm == "symmetric" or (norm == "before" and not transpose) or (norm == "after" and transpose)
-        scaled_after = norm == "symmetric" or (norm == "before" and transpose) or (norm == "after" and not transpose)
+        scaled_before, scaled_after = normalized_sides(self.normalization, transpose=transpose)
         values = q * self.scale if scaled_before else q
         values = self.lattice.filter(values, reverse=transpose)
         return values * self.scale if scaled_after else values

@@ -8,7 +8,7 @@ import logging
 import torch
 
 from impls import native
-from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters
+from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters, normalized_sides
 from impls._docs import same_doc_as
 from impls.numpy import crf as reference
 from impls.torch.lattice import NativeLattice, PermutohedralLattice
@@ -74,9 +74,7 @@ class PairwiseTerm:
         self.scale = inverse.to(norm.dtype)[:, None]
 
     def filter(self, q, *, transpose=False):
-        norm = self.normalization
-        scaled_before = norm == "symmetric" or (norm == "before" and not transpose) or (norm == "after" and transpose)
-        scaled_after = norm == "symmetric" or (norm == "before" and transpose) or (norm == "after" and not transpose)
+        scaled_before, scaled_after = normalized_sides(self.normalization, transpose=transpose)
         values = q * self.scale if scaled_before else q
         values = self.lattice.filter(values, reverse=transpose)
         return values * self.scale if scaled_after else values

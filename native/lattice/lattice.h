@@ -45,7 +45,8 @@ class LatticeCPU {
   // the buffer that holds the result.
   const std::vector<int32_t> &corner_vertices() const { return vertex_; }
   float slicing_alpha() const;
-  float *blur(float *a, float *b, int stride, bool reverse) const;
+  template <typename T>
+  T *blur(T *a, T *b, int stride, bool reverse) const;
 
  private:
   template <typename T, int Width>

@@ -9,22 +9,12 @@
 #include <string>
 
 #include "lattice/lattice.h"
+#include "lattice/parallel.h"
 #include "lattice/simplex.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace impls {
 namespace {
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 // x (stride floats, a multiple of kLanes) times w, added to y: fixed-width blocks vectorise fully.
 inline void add_scaled(float *__restrict y, const float *__restrict x, float w, int stride) {
@@ -39,13 +29,6 @@ inline void add_scaled_product(float *__restrict y, const float *__restrict x, f
   }
 }
 
-int thread_index() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 // Open-addressing table from d-int keys to vertex ids; ids are given in insertion order.
 // It starts small and doubles, since a lattice has far fewer vertices than corners.
@@ -228,21 +211,7 @@ void LatticeCPU::filter_padded(const T *in, T *out, int stride, bool reverse, co
     case 32: splat<T, 32>(in, a, in_scale); break;
     default: splat<T, 0>(in, a, in_scale, stride); break;
   }
-  for (int step = 0; step <= dim_; ++step) {
-    const int direction = reverse ? dim_ - step : step;
-    const int32_t *pairs = &neighbor_[static_cast<std::size_t>(direction) * num_vertices_ * 2];
-#pragma omp parallel for schedule(static)
-    for (int v = 0; v < num_vertices_; ++v) {
-      const T *__restrict old_row = a + (static_cast<std::size_t>(v) + 1) * stride;
-      const T *__restrict before = a + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
-      const T *__restrict after = a + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
-      T *__restrict new_row = b + (static_cast<std::size_t>(v) + 1) * stride;
-      for (int c = 0; c < stride; c += kLanes) {
-        for (int k = 0; k < kLanes; ++k) new_row[c + k] = old_row[c + k] + T(0.5) * (before[c + k] + after[c + k]);
-      }
-    }
-    std::swap(a, b);
-  }
+  a = blur(a, b, stride, reverse);
   switch (stride) {
     case 8: slice<T, 8>(a, out, out_scale); break;
     case 16: slice<T, 16>(a, out, out_scale); break;
@@ -310,24 +279,27 @@ void LatticeCPU::slice(const T *lattice, T *out, const float *out_scale, int str
 
 float LatticeCPU::slicing_alpha() const { return static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))); }
 
-float *LatticeCPU::blur(float *a, float *b, int stride, bool reverse) const {
+template <typename T>
+T *LatticeCPU::blur(T *a, T *b, int stride, bool reverse) const {
   for (int step = 0; step <= dim_; ++step) {
     const int direction = reverse ? dim_ - step : step;
     const int32_t *pairs = &neighbor_[static_cast<std::size_t>(direction) * num_vertices_ * 2];
 #pragma omp parallel for schedule(static)
     for (int v = 0; v < num_vertices_; ++v) {
-      const float *__restrict old_row = a + (static_cast<std::size_t>(v) + 1) * stride;
-      const float *__restrict before = a + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
-      const float *__restrict after = a + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
-      float *__restrict new_row = b + (static_cast<std::size_t>(v) + 1) * stride;
+      const T *__restrict old_row = a + (static_cast<std::size_t>(v) + 1) * stride;
+      const T *__restrict before = a + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
+      const T *__restrict after = a + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
+      T *__restrict new_row = b + (static_cast<std::size_t>(v) + 1) * stride;
       for (int c = 0; c < stride; c += kLanes) {
-        for (int k = 0; k < kLanes; ++k) new_row[c + k] = old_row[c + k] + 0.5f * (before[c + k] + after[c + k]);
+        for (int k = 0; k < kLanes; ++k) new_row[c + k] = old_row[c + k] + T(0.5) * (before[c + k] + after[c + k]);
       }
     }
     std::swap(a, b);
   }
   return a;
 }
+
+template float *LatticeCPU::blur<float>(float *, float *, int, bool) const;
 
 template <>
 LatticeCPU::Buffers<float> &LatticeCPU::buffers<float>() const {

@@ -9,30 +9,13 @@
 #include <string>
 
 #include "lattice/lattice.h"
+#include "lattice/parallel.h"
 #include "lattice/simplex.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace impls {
 namespace {
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
-int thread_index() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 // exp for x <= 0 (softmax after subtracting the max), branch-free so it vectorises:
 // x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial (error < 2 ulp), 2^n in the exponent.
