@@ -116,7 +116,7 @@ __global__ void vertex_kernel(const int *owner, const int *rank, int total, int3
   if (owner[i] == i) representative[rank[i]] = i;
 }
 
-__global__ void neighbor_kernel(const int32_t *keys, const uint64_t *unused, const int *representative,
+__global__ void neighbor_kernel(const int32_t *keys, const int *representative,
                                 const int *slots, unsigned long long mask, const int32_t *vertex, int vertices,
                                 int dim, int32_t *neighbors) {
   const int work = blockIdx.x * blockDim.x + threadIdx.x;
@@ -275,7 +275,7 @@ LatticeCUDA::LatticeCUDA(const float *features, int num_points, int dim) : impl_
 
   s.neighbors.resize(static_cast<std::size_t>(corners) * s.vertices * 2);
   neighbor_kernel<<<blocks(static_cast<std::size_t>(s.vertices) * corners * 2), kThreads>>>(
-      keys.data(), hashes.data(), representative.data(), slots.data(), capacity - 1, s.vertex.data(), s.vertices, dim,
+      keys.data(), representative.data(), slots.data(), capacity - 1, s.vertex.data(), s.vertices, dim,
       s.neighbors.data());
   check_launch("neighbor_kernel");
 
