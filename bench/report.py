@@ -1,9 +1,13 @@
-"""Render a pytest-benchmark JSON file as a Markdown report.
+"""Render a pytest-benchmark JSON file as a Markdown report with figures.
 
     python bench/report.py bench/results/benchmark.json --output bench/results/report.md
 
-One table per benchmark group: median and interquartile range per backend, and the
-speedups against the NumPy reference and against pydensecrf, measured in the same run.
+The report holds, all from the one run in the JSON: the machine; which backends were absent
+and why, and which cases were skipped and why; one table per benchmark group (median and
+interquartile range per backend, speedups against the NumPy reference and pydensecrf); a
+log-log plot of dense-CRF time against pixels per backend; a bar chart of speedups against
+pydensecrf; and one image with its unary argmax and the CRF result side by side. Figures are
+PNG files written next to the report (matplotlib, headless).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import sys
 from collections import defaultdict
 
 BASELINES = ("numpy", "pydensecrf")
+FIGURE_TIME = "dense_crf_time_vs_pixels.png"
+FIGURE_SPEEDUP = "dense_crf_speedup.png"
+FIGURE_EXAMPLE = "dense_crf_example.png"
 
 
 def load(path) -> dict:
@@ -31,6 +38,7 @@ def rows_by_group(results: dict) -> dict[str, list[dict]]:
     for bench in results["benchmarks"]:
         stats, info = bench["stats"], bench.get("extra_info", {})
         groups[bench.get("group") or bench["name"]].append({
+            **info,
             "backend": info.get("backend", bench["name"]),
             "device": info.get("device", "cpu"),
             "median_ms": stats["median"] * 1e3,
@@ -40,55 +48,205 @@ def rows_by_group(results: dict) -> dict[str, list[dict]]:
     return dict(groups)
 
 
-def _speedups(rows, baseline):
+def speedup(rows, row, baseline):
+    """The CPU `baseline`'s median over `row`'s, or None where the baseline did not run in these rows."""
     reference = next((r["median_ms"] for r in rows if r["backend"] == baseline and r["device"] == "cpu"), None)
-    return [reference / r["median_ms"] if reference else None for r in rows]
+    return reference / row["median_ms"] if reference else None
 
 
-def _ratio(speedup):
-    return "n/a" if speedup is None else f"{speedup:.2f}x"
+def _ratio(value):
+    return "n/a" if value is None else f"{value:.2f}x"
 
 
-def render(results: dict) -> str:
+def _header(results):
     machine = results.get("machine_info", {})
     extra = machine.get("impls", {})
     cpu = machine.get("cpu", {}).get("brand_raw") or machine.get("processor") or "unknown CPU"
     libraries = ", ".join(f"{k} {v}" for k, v in extra.get("libraries", {}).items() if v)
-    lines = [
+    return [
         "# Benchmark report",
         "",
         f"- Date: {results.get('datetime', 'unknown')}",
         f"- Machine: {machine.get('node', 'unknown')}, {cpu}, {machine.get('cpu', {}).get('count', '?')} cores; "
         f"GPU: {extra.get('gpu') or 'none'}",
         f"- Python {machine.get('python_version', '?')}; {libraries}",
-        "",
-        "Times are per call, in milliseconds: median and interquartile range (IQR) over the rounds. "
-        "A speedup is the baseline's median over the row's median, both from this run; n/a where the "
-        "baseline did not run in that case.",
     ]
-    for group, rows in rows_by_group(results).items():
+
+
+def _absent_and_skipped(results):
+    extra = results.get("impls", {})
+    lines = ["", "## Absent backends and skipped cases", ""]
+    absent = extra.get("absent_backends", {})
+    lines += [f"- backend **{name}** absent: {why}" for name, why in absent.items()] or ["- every backend was present"]
+    skipped = extra.get("skipped", [])
+    if skipped:
+        lines += ["", f"{len(skipped)} case(s) skipped (the budget per call was {extra.get('budget_s', '?')} s):", ""]
+        lines += [f"- `{entry['test'].rsplit('::', 1)[-1]}`: {entry['reason']}" for entry in skipped]
+    return lines
+
+
+def _tables(groups):
+    lines = ["", "Times are per call, in milliseconds: median and interquartile range (IQR) over the rounds. "
+             "A speedup is the baseline's median over the row's median, both from this run; n/a where the "
+             "baseline did not run in that case."]
+    for group, rows in groups.items():
         lines += ["", f"## {group}", "",
                   "| backend | device | median (ms) | IQR (ms) | rounds | speedup vs numpy | speedup vs pydensecrf |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-        speedups = zip(*(_speedups(rows, baseline) for baseline in BASELINES), strict=True)
-        for row, (vs_numpy, vs_pydensecrf) in zip(rows, speedups, strict=True):
+        for row in rows:
+            vs_numpy, vs_pydensecrf = (speedup(rows, row, baseline) for baseline in BASELINES)
             lines.append(f"| {row['backend']} | {row['device']} | {row['median_ms']:.3f} | {row['iqr_ms']:.3f} | "
                          f"{row['rounds']} | {_ratio(vs_numpy)} | {_ratio(vs_pydensecrf)} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _fastest(groups):
+    """Which dense CRF to use: the fastest backend of each dense-CRF case."""
+    lines = ["", "## Fastest dense CRF per case", "",
+             "| case | fastest | median (ms) | speedup vs pydensecrf | runner-up |",
+             "| --- | --- | ---: | ---: | --- |"]
+    for group, rows in groups.items():
+        if not any(r.get("op") == "dense_crf" for r in rows):
+            continue
+        ranked = sorted(rows, key=lambda r: r["median_ms"])
+        best = ranked[0]
+        runner_up = f"{ranked[1]['backend']}-{ranked[1]['device']} ({ranked[1]['median_ms']:.1f} ms)" \
+            if len(ranked) > 1 else "none"
+        lines.append(f"| {group.removeprefix('dense_crf ')} | {best['backend']}-{best['device']} | "
+                     f"{best['median_ms']:.1f} | {_ratio(speedup(rows, best, 'pydensecrf'))} | {runner_up} |")
+    return lines if len(lines) > 5 else []
+
+
+def render(results: dict, figures: list[str] = ()) -> str:
+    """The Markdown report; `figures` are the file names of figures already written next to it."""
+    groups = rows_by_group(results)
+    lines = _header(results) + _fastest(groups) + _absent_and_skipped(results)
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{name.removesuffix('.png')}]({name})" for name in figures]
+    return "\n".join(lines + _tables(groups)) + "\n"
+
+
+# Figures -------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _crf_rows(groups):
+    return [row for rows in groups.values() for row in rows if row.get("op") == "dense_crf" and "pixels" in row]
+
+
+def plot_time_vs_pixels(groups, path) -> bool:
+    """Log-log time against pixels per backend, one panel per label count, for the size sweep."""
+    rows = [r for r in _crf_rows(groups) if r.get("iterations") == 5 and r.get("image") == "astronaut"]
+    if not rows:
+        return False
+    plt = _pyplot()
+    label_counts = sorted({r["labels"] for r in rows})
+    figure, axes = plt.subplots(1, len(label_counts), figsize=(5 * len(label_counts), 4), squeeze=False)
+    for axis, labels in zip(axes[0], label_counts, strict=True):
+        series = defaultdict(list)
+        for r in rows:
+            if r["labels"] == labels:
+                series[f"{r['backend']}-{r['device']}"].append((r["pixels"], r["median_ms"]))
+        for name, points in sorted(series.items()):
+            pixels, times = zip(*sorted(points), strict=True)
+            axis.loglog(pixels, times, marker="o", label=name)
+        axis.set(title=f"dense CRF, {labels} labels, 5 iterations", xlabel="pixels", ylabel="median time (ms)")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def plot_speedups(groups, path) -> bool:
+    """Bars of each backend's speedup against pydensecrf, per dense-CRF case where pydensecrf ran."""
+    cases = {group: rows for group, rows in groups.items()
+             if any(r.get("op") == "dense_crf" for r in rows) and any(r["backend"] == "pydensecrf" for r in rows)}
+    if not cases:
+        return False
+    plt = _pyplot()
+    backends = sorted({f"{r['backend']}-{r['device']}" for rows in cases.values() for r in rows
+                       if r["backend"] != "pydensecrf"})
+    figure, axis = plt.subplots(figsize=(max(8, 0.6 * len(cases) * len(backends) / 2), 4.5))
+    width = 0.8 / max(len(backends), 1)
+    for index, name in enumerate(backends):
+        heights = []
+        for rows in cases.values():
+            row = next((r for r in rows if f"{r['backend']}-{r['device']}" == name), None)
+            heights.append(speedup(rows, row, "pydensecrf") if row else 0.0)
+        axis.bar([i + index * width for i in range(len(cases))], heights, width, label=name)
+    axis.axhline(1.0, color="black", linewidth=0.8)
+    axis.set_yscale("log")
+    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
+    axis.set_xticklabels([group.removeprefix("dense_crf ") for group in cases], rotation=60, ha="right",
+                         fontsize="small")
+    axis.set(ylabel="speedup vs pydensecrf (log)", title="dense CRF: speedup against pydensecrf, same run")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def plot_example(path, *, size=(375, 500), labels=21, iterations=10) -> bool:
+    """The benchmark's reference image, its unary argmax and the CRF result, side by side."""
+    import numpy as np
+
+    import impls.numpy
+    from impls.testing import crf_image, smooth_unary
+
+    image = np.ascontiguousarray(crf_image("astronaut")[: size[0], : size[1]])
+    unary = smooth_unary(*image.shape[:2], labels, seed=1)
+    q = impls.numpy.dense_crf(unary[None], image[None], iterations=iterations)[0]
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = [(image, "image"), (unary.argmin(-1), "unary argmax (before the CRF)"),
+              (q.argmax(-1), f"dense CRF, {iterations} iterations")]
+    for axis, (picture, title) in zip(axes, panels, strict=True):
+        axis.imshow(picture, cmap=None if picture.ndim == 3 else "tab20", interpolation="nearest",
+                    vmin=None if picture.ndim == 3 else 0, vmax=None if picture.ndim == 3 else labels - 1)
+        axis.set_title(title)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return True
+
+
+def write_report(results: dict, output: pathlib.Path, *, example=True) -> list[str]:
+    """Writes the figures and the report to `output`'s folder; returns the figure names."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    groups = rows_by_group(results)
+    figures = [name for name, made in [(FIGURE_TIME, plot_time_vs_pixels(groups, output.parent / FIGURE_TIME)),
+                                       (FIGURE_SPEEDUP, plot_speedups(groups, output.parent / FIGURE_SPEEDUP))]
+               if made]
+    if example and plot_example(output.parent / FIGURE_EXAMPLE):
+        figures.append(FIGURE_EXAMPLE)
+    output.write_text(render(results, figures))
+    return figures
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=pathlib.Path, help="pytest-benchmark JSON (--benchmark-json)")
-    parser.add_argument("--output", type=pathlib.Path, help="Markdown file to write (default: print)")
+    parser.add_argument("--output", type=pathlib.Path,
+                        help="Markdown file to write, figures beside it (default: print the tables only)")
+    parser.add_argument("--no-example", action="store_true", help="leave out the example picture (runs a CRF)")
     args = parser.parse_args(argv)
-    report = render(load(args.json))
+    results = load(args.json)
     if args.output is None:
-        sys.stdout.write(report)
-    else:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report)
-        print(f"report written to {args.output}")
+        sys.stdout.write(render(results))
+        return 0
+    figures = write_report(results, args.output, example=not args.no_example)
+    print(f"report written to {args.output} with {len(figures)} figure(s)")
     return 0
 
 

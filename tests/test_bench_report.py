@@ -1,4 +1,5 @@
-"""The benchmark report shows the numbers of the JSON it was rendered from."""
+"""The benchmark report shows the numbers of the JSON it was rendered from, draws its figures,
+and the ratio gate passes and fails where it should."""
 
 import importlib.util
 import json
@@ -11,15 +12,16 @@ ROOT = pathlib.Path(__file__).parent.parent
 SMALL = ROOT / "tests" / "data" / "benchmark_small.json"
 
 
-def _load_report_module():
+def _load_bench_script(name):
     # bench/ is a folder of the checkout, not part of the installed package.
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-report = _load_report_module()
+report = _load_bench_script("report")
+gate = _load_bench_script("gate")
 
 
 def _table(markdown, group):
@@ -44,10 +46,59 @@ def test_feature_report_tables_hold_the_json_numbers():
     assert re.search(r"numpy 2\.4\.6, torch 2\.13\.0\+cpu\n", markdown)
 
 
-def test_smoke_command_line_writes_the_report(tmp_path):
+def test_feature_report_says_what_was_absent_and_skipped():
+    markdown = report.render(json.loads(SMALL.read_text()))
+    assert "- backend **torch-cuda** absent: torch.cuda.is_available() is False" in markdown
+    assert "1 case(s) skipped (the budget per call was 3.0 s)" in markdown
+    assert "`test_dense_crf_sweep[1920x1080-60labels-numpy-cpu]`: numpy-cpu: one call predicted" in markdown
+
+
+def test_feature_dense_crf_speedups_in_the_table():
+    table = _table(report.render(json.loads(SMALL.read_text())), "dense_crf 320x240-21labels-5it")
+    assert [row[0] for row in table] == ["numpy", "native", "pydensecrf"]
+    assert [row[5:] for row in table] == [["1.00x", "0.25x"], ["10.00x", "2.50x"], ["4.00x", "1.00x"]]
+
+
+def test_feature_fastest_backend_per_case():
+    markdown = report.render(json.loads(SMALL.read_text()))
+    assert "| 320x240-21labels-5it | native-cpu | 40.0 | 2.50x | pydensecrf-cpu (100.0 ms) |" in markdown
+    assert "| astronaut-500x375-21labels-10it | native-cpu | 250.0 | 2.20x | pydensecrf-cpu (550.0 ms) |" in markdown
+
+
+def test_smoke_command_line_writes_the_report_and_figures(tmp_path):
     output = tmp_path / "nested" / "report.md"
-    assert report.main([str(SMALL), "--output", str(output)]) == 0
-    assert output.read_text() == report.render(json.loads(SMALL.read_text()))
+    assert report.main([str(SMALL), "--output", str(output), "--no-example"]) == 0
+    figures = [report.FIGURE_TIME, report.FIGURE_SPEEDUP]
+    assert output.read_text() == report.render(json.loads(SMALL.read_text()), figures)
+    for name in figures:
+        assert (output.parent / name).read_bytes().startswith(b"\x89PNG"), name
+        assert f"]({name})" in output.read_text()
+
+
+def test_feature_example_picture(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "example.png"
+    assert report.plot_example(path, size=(60, 80), labels=3, iterations=2)
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("min_speedup, status", [(2.0, 0), (2.2, 0), (2.3, 1), (4.0, 1)])
+def test_feature_ratio_gate(min_speedup, status):
+    # The small JSON's target case: native 250 ms, pydensecrf 550 ms, so 2.2x.
+    code, message = gate.check(json.loads(SMALL.read_text()), min_speedup=min_speedup)
+    assert code == status, message
+    assert "native vs pydensecrf on astronaut-500x375-21labels-10it: 2.20x" in message
+    assert f"threshold {min_speedup:g}x" in message and ("met" if status == 0 else "MISSED") in message
+
+
+def test_exception_ratio_gate_without_measurements():
+    code, message = gate.check(json.loads(SMALL.read_text()), case="no-such-case")
+    assert code == 2 and "no dense_crf measurement of native and pydensecrf" in message
+
+
+def test_smoke_ratio_gate_command_line(tmp_path, capsys):
+    assert gate.main([str(SMALL), "--min-speedup", "4"]) == 1
+    assert "MISSED" in capsys.readouterr().err
 
 
 def test_exception_not_a_benchmark_file(tmp_path):

@@ -1,0 +1,96 @@
+"""The permutohedral filter alone, with the lattice build and the filter timed apart, on the
+5-D bilateral features (x/80, y/80, r/13, g/13, b/13) of a real image and 21 channels of
+values, at every size of the sweep.
+
+Each backend's filtered values are checked against the NumPy reference lattice before they
+are timed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from impls.testing import Backend, assert_close, crf_image, to_numpy
+
+CHANNELS = 21
+SOURCE_IMAGE = "astronaut"
+
+
+@functools.lru_cache(maxsize=1)
+def filter_inputs(size):
+    """(features float32 (P, 5), values float32 (P, C)) for an image of `size` (height, width)."""
+    import skimage.transform
+
+    height, width = size
+    image = skimage.transform.resize(crf_image(SOURCE_IMAGE), size, anti_aliasing=True, preserve_range=True)
+    y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    features = np.concatenate([np.stack([x.ravel(), y.ravel()], 1) / 80.0, image.reshape(-1, 3) / 13.0], axis=1)
+    values = np.random.default_rng(0).random((height * width, CHANNELS))
+    return features.astype(np.float32), values.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def reference_filtered(size):
+    import impls.numpy
+
+    features, values = filter_inputs(size)
+    return impls.numpy.PermutohedralLattice(features).filter(values)
+
+
+def lattice_calls(name, features, values):
+    """(build, filter): `build()` makes the lattice of backend `name`, `filter(lattice)` returns the
+    filtered values; both synchronised with the device."""
+    backend, device = name.split("-")
+    features, values = _on_backend(features, backend, device), _on_backend(values, backend, device)
+    if backend == "native":
+        from impls.native import Lattice
+    else:
+        Lattice = Backend(backend, device).module.PermutohedralLattice  # noqa: N806 (a class)
+    return (lambda: _synchronized(device, Lattice(features)),
+            lambda lattice: _synchronized(device, lattice.filter(values)))
+
+
+def _on_backend(matrix, backend, device):
+    if backend == "tf":
+        import tensorflow as tf
+
+        with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
+            return tf.constant(matrix)
+    if backend == "torch" or device == "cuda":
+        import torch
+
+        return torch.from_numpy(matrix).to(device)
+    return matrix
+
+
+def _synchronized(device, result):
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    return result
+
+
+@pytest.mark.parametrize("phase", ["build", "filter"])
+def test_lattice(benchmark, budget, filter_backend, sweep_size, phase):
+    """`build`: the lattice of the features (hash table, neighbours); `filter`: splat, blur, slice."""
+    height, width = sweep_size
+    features, values = filter_inputs(sweep_size)
+    work = height * width * (CHANNELS + 8)
+    budget.check(f"lattice {phase}", filter_backend, work)
+    build, filter_values = lattice_calls(filter_backend, features, values)
+    lattice = build()
+    # Lattices of different backends agree to float32 rounding of their sums (tests/test_native_lattice.py).
+    assert_close(to_numpy(filter_values(lattice)), reference_filtered(sweep_size), rtol=1e-4, atol=1e-4,
+                 msg=f"{filter_backend} filter")
+    backend, device = filter_backend.split("-")
+    benchmark.group = f"lattice {phase} {width}x{height}, 5-D features, {CHANNELS} channels"
+    benchmark.extra_info.update(op=f"lattice {phase}", case=f"{width}x{height}", backend=backend, device=device,
+                                pixels=height * width, channels=CHANNELS)
+    run = build if phase == "build" else lambda: filter_values(lattice)
+    benchmark.pedantic(run, rounds=3 if budget.predict(f"lattice {phase}", filter_backend, work) > 0.5 else 5,
+                       warmup_rounds=1, iterations=1)
+    budget.record(f"lattice {phase}", filter_backend, work, benchmark)
