@@ -65,3 +65,25 @@ def channel_count(got, expected: int, *, op: str, layout: str, name: str = "x") 
         raise ValueError(
             f"{op}: argument '{name}' must have {expected} channels (C in {layout}), got {got}"
         )
+
+
+def label_maps(pred_shape, pred_kind, label_shape, label_kind, *, op: str) -> None:
+    """Two label maps of the same shape and integer dtypes (dtype kinds as NumPy's: 'i', 'u', 'b')."""
+    for name, kind in (("pred", pred_kind), ("label", label_kind)):
+        if kind not in "iu":
+            raise TypeError(f"{op}: argument '{name}' must hold integer labels, got dtype kind {kind!r}")
+    if tuple(pred_shape) != tuple(label_shape):
+        raise ValueError(f"{op}: arguments 'pred' and 'label' must have the same shape, "
+                         f"got {tuple(pred_shape)} and {tuple(label_shape)}")
+
+
+def labels_in_range(outside: int, total: int, num_classes: int, *, op: str, name: str, ignore_index) -> None:
+    if outside:
+        besides = f" (other than ignore_index={ignore_index})" if ignore_index is not None else ""
+        raise ValueError(f"{op}: argument '{name}' has {outside} of {total} values outside [0, {num_classes})"
+                         f"{besides}")
+
+
+def confusion_shape(shape, *, op: str) -> None:
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+        raise ValueError(f"{op}: argument 'confusion' must be a square (C, C) matrix, got shape {tuple(shape)}")

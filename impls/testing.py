@@ -43,8 +43,9 @@ def to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def assert_close(actual, expected, *, rtol=None, atol=None, msg=""):
-    """Assert |actual - expected| <= atol + rtol * |expected| elementwise, shapes equal.
+def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False, msg=""):
+    """Assert |actual - expected| <= atol + rtol * |expected| elementwise, shapes equal; with
+    `equal_nan`, NaN in both at the same place counts as equal.
 
     The tolerance is the table's entry for the lower precision of the two dtypes unless
     given. The failure message says how many elements differ, the largest absolute and
@@ -61,6 +62,8 @@ def assert_close(actual, expected, *, rtol=None, atol=None, msg=""):
     a, e = actual.astype(np.float64), expected.astype(np.float64)
     diff = np.abs(a - e)
     bad = ~(diff <= atol + rtol * np.abs(e))  # NaN anywhere counts as a mismatch
+    if equal_nan:
+        bad &= ~(np.isnan(a) & np.isnan(e))
     if not bad.any():
         return
     where = np.unravel_index(np.nanargmax(np.where(bad, diff, -1.0)), diff.shape)

@@ -8,10 +8,12 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from impls.tf.crf import dense_crf  # noqa: E402
 from impls.tf.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter  # noqa: E402
+from impls.tf.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy  # noqa: E402
 from impls.tf.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear  # noqa: E402
 
 __all__ = [
     "bilinear_kernel", "upsample_bilinear", "BilinearUpsample",
     "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
     "dense_crf",
+    "confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou",
 ]

@@ -2,10 +2,12 @@
 
 from impls.torch.crf import dense_crf
 from impls.torch.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter
+from impls.torch.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy
 from impls.torch.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear
 
 __all__ = [
     "bilinear_kernel", "upsample_bilinear", "BilinearUpsample",
     "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
     "dense_crf",
+    "confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou",
 ]

@@ -1,0 +1,143 @@
+"""Segmentation metrics: every backend against a plain-loop NumPy reference, on random label maps
+with empty classes and ignored pixels."""
+
+import numpy as np
+import pytest
+
+from impls.testing import assert_close, to_numpy
+
+IGNORE = 255
+SCORES = ("per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou")
+
+
+def loop_confusion(pred, label, num_classes, ignore_index):
+    confusion = [[0] * num_classes for _ in range(num_classes)]
+    for p, t in zip(pred.ravel().tolist(), label.ravel().tolist(), strict=True):
+        if t != ignore_index:
+            confusion[t][p] += 1
+    return confusion
+
+
+def loop_scores(confusion):
+    """The scores written out class by class from their definitions."""
+    classes = len(confusion)
+    total = sum(sum(row) for row in confusion)
+    ious, weighted = [], 0.0
+    for c in range(classes):
+        true_positive = confusion[c][c]
+        labelled = sum(confusion[c])
+        predicted = sum(confusion[r][c] for r in range(classes))
+        union = labelled + predicted - true_positive
+        iou = true_positive / union if union else float("nan")
+        ious.append(iou)
+        if labelled:
+            weighted += labelled / total * iou
+    present = [iou for iou in ious if iou == iou]
+    return {"per_class_iou": np.array(ious),
+            "mean_iou": sum(present) / len(present) if present else float("nan"),
+            "pixel_accuracy": sum(confusion[c][c] for c in range(classes)) / total if total else float("nan"),
+            "frequency_weighted_iou": weighted if total else float("nan")}
+
+
+def on_backend(backend, array):
+    """An integer label map (no channel axis) as a tensor of the backend, on its device."""
+    if backend.name == "torch":
+        import torch
+
+        return torch.from_numpy(array).to(backend.device)
+    if backend.name == "tf":
+        import tensorflow as tf
+
+        with tf.device("/GPU:0" if backend.device == "cuda" else "/CPU:0"):
+            return tf.constant(array)
+    return array
+
+
+def random_maps(rng, shape, num_classes, used, ignored_fraction=0.1):
+    """pred and label using only `used` of the classes (the rest stay empty), some labels ignored."""
+    classes = rng.choice(num_classes, size=used, replace=False)
+    label = classes[rng.integers(0, used, shape)].astype(np.uint8)
+    pred = np.where(rng.random(shape) < 0.7, label, classes[rng.integers(0, used, shape)]).astype(np.int64)
+    label[rng.random(shape) < ignored_fraction] = IGNORE
+    return pred, label
+
+
+@pytest.mark.parametrize("shape, num_classes, used", [((37, 41), 5, 5), ((2, 23, 19), 21, 6), ((3, 8, 8), 4, 1)])
+def test_feature_metrics_match_the_loop_reference(backend, rng, shape, num_classes, used):
+    pred, label = random_maps(rng, shape, num_classes, used)
+    expected_confusion = loop_confusion(pred, label, num_classes, IGNORE)
+    module = backend.module
+    confusion = module.confusion_matrix(on_backend(backend, pred), on_backend(backend, label), num_classes)
+    np.testing.assert_array_equal(to_numpy(confusion), np.array(expected_confusion))
+    expected = loop_scores(expected_confusion)
+    for score in SCORES:
+        got = to_numpy(getattr(module, score)(confusion))
+        assert_close(np.asarray(got, np.float64), np.asarray(expected[score], np.float64), equal_nan=True,
+                     msg=f"{backend} {score}")
+
+
+def test_feature_backends_agree_on_a_dataset_sum(rng):
+    import impls.numpy
+
+    confusion = sum(impls.numpy.confusion_matrix(*random_maps(rng, (16, 16), 7, 4), 7) for _ in range(5))
+    expected = loop_scores(confusion.tolist())
+    for score in SCORES:
+        assert_close(np.asarray(getattr(impls.numpy, score)(confusion)), np.asarray(expected[score]), equal_nan=True,
+                     msg=score)
+
+
+def test_feature_hand_computed_example(backend):
+    label = np.array([[0, 0, 1, 1], [0, 2, 2, IGNORE]], dtype=np.uint8)
+    pred = np.array([[0, 1, 1, 1], [0, 2, 0, 3]], dtype=np.int64)
+    module = backend.module
+    confusion = module.confusion_matrix(on_backend(backend, pred), on_backend(backend, label), 4)
+    # rows = truth: class 0 -> {0: 2, 1: 1}; class 1 -> {1: 2}; class 2 -> {2: 1, 0: 1}; class 3 empty.
+    np.testing.assert_array_equal(to_numpy(confusion), [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    iou = to_numpy(module.per_class_iou(confusion))
+    np.testing.assert_allclose(iou[:3], [2 / 4, 2 / 3, 1 / 2])
+    assert np.isnan(iou[3])  # neither labelled nor predicted: no IoU, skipped by the mean
+    np.testing.assert_allclose(to_numpy(module.mean_iou(confusion)), (1 / 2 + 2 / 3 + 1 / 2) / 3)
+    np.testing.assert_allclose(to_numpy(module.pixel_accuracy(confusion)), 5 / 7)
+    weighted = 3 / 7 * 1 / 2 + 2 / 7 * 2 / 3 + 2 / 7 * 1 / 2
+    np.testing.assert_allclose(to_numpy(module.frequency_weighted_iou(confusion)), weighted)
+
+
+def test_feature_predicted_but_absent_class_scores_zero_not_nan(backend):
+    module = backend.module
+    label, pred = np.zeros((2, 2), np.int64), np.array([[0, 0], [0, 1]])
+    iou = to_numpy(module.per_class_iou(module.confusion_matrix(on_backend(backend, pred),
+                                                                on_backend(backend, label), 2)))
+    np.testing.assert_allclose(iou, [3 / 4, 0.0])
+
+
+def test_feature_everything_ignored_gives_nan_scores(backend):
+    module = backend.module
+    label = np.full((3, 3), IGNORE, np.uint8)
+    confusion = module.confusion_matrix(on_backend(backend, np.zeros((3, 3), np.int64)), on_backend(backend, label), 3)
+    assert to_numpy(confusion).sum() == 0
+    for score in ("mean_iou", "pixel_accuracy", "frequency_weighted_iou"):
+        assert np.isnan(to_numpy(getattr(module, score)(confusion))), score
+
+
+def test_feature_ignore_index_none_counts_every_pixel():
+    import impls.numpy
+
+    label = np.array([[0, 1], [1, 1]])
+    assert impls.numpy.confusion_matrix(label, label, 2, ignore_index=None).sum() == 4
+
+
+@pytest.mark.parametrize("pred, label, num_classes, error, match", [
+    (np.zeros((2, 3), np.int64), np.zeros((3, 2), np.int64), 2, ValueError, r"same shape, got \(2, 3\) and \(3, 2\)"),
+    (np.zeros((2, 2), np.float32), np.zeros((2, 2), np.int64), 2, TypeError, "'pred' must hold integer labels"),
+    (np.zeros((2, 2), np.int64), np.full((2, 2), 7), 5, ValueError, r"'label' has 4 of 4 values outside \[0, 5\)"),
+    (np.full((2, 2), 5), np.zeros((2, 2), np.int64), 5, ValueError, r"'pred' has 4 of 4 values outside \[0, 5\)"),
+    (np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64), 0, ValueError, "'num_classes' must be a positive"),
+])
+def test_exception_bad_label_maps(backend, pred, label, num_classes, error, match):
+    with pytest.raises(error, match=match):
+        backend.module.confusion_matrix(on_backend(backend, pred), on_backend(backend, label), num_classes)
+
+
+def test_exception_confusion_not_square(backend):
+    with pytest.raises(ValueError, match=r"square \(C, C\) matrix, got shape \(2, 3\)"):
+        backend.module.mean_iou(on_backend(backend, np.zeros((2, 3), np.int64)))
