@@ -154,6 +154,37 @@ def crf_image(name, *, scale=1.0):
     return np.ascontiguousarray(image)
 
 
+def example_recipe(dcrf, utils, image, annotation):
+    """pydensecrf's examples/inference.py, written against a module pair (dcrf, utils):
+    colours of the scribbles are labels, black is unknown; returns the colour image of
+    the MAP labelling, the KL divergences of five stepped iterations, and the MAP labels
+    (H, W) uint8 (indices into the scribble colours, sorted by packed RGB value)."""
+    packed = annotation[..., 0].astype(np.uint32) + (annotation[..., 1].astype(np.uint32) << 8) \
+        + (annotation[..., 2].astype(np.uint32) << 16)
+    colours, labels = np.unique(packed, return_inverse=True)
+    labels = labels.reshape(packed.shape)
+    has_unknown = 0 in colours
+    if has_unknown:
+        colours = colours[1:]
+    palette = np.stack([colours & 0xFF, (colours >> 8) & 0xFF, (colours >> 16) & 0xFF], axis=1).astype(np.uint8)
+    n_labels = len(set(labels.flat)) - int(has_unknown)
+    crf = dcrf.DenseCRF(image.shape[1] * image.shape[0], n_labels)
+    crf.setUnaryEnergy(utils.unary_from_labels(labels, n_labels, gt_prob=0.7, zero_unsure=has_unknown))
+    features = utils.create_pairwise_gaussian(sdims=(3, 3), shape=image.shape[:2])
+    crf.addPairwiseEnergy(features, compat=3, kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NORMALIZE_SYMMETRIC)
+    features = utils.create_pairwise_bilateral(sdims=(80, 80), schan=(13, 13, 13), img=image, chdim=2)
+    crf.addPairwiseEnergy(features, compat=10, kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NORMALIZE_SYMMETRIC)
+    q = crf.inference(5)
+    map_labels = np.argmax(q, axis=0).reshape(image.shape[:2]).astype(np.uint8)
+    segmentation = palette[map_labels]
+    q, tmp1, tmp2 = crf.startInference()
+    divergences = []
+    for _ in range(5):
+        divergences.append(crf.klDivergence(q))
+        crf.stepInference(q, tmp1, tmp2)
+    return segmentation, divergences, map_labels
+
+
 def smooth_unary(height, width, labels=21, *, seed=0, smoothness=20.0, sharpness=30.0):
     """(H, W, L) float32 negative log-probabilities of a smooth random field: per-label
     white noise blurred with a Gaussian of `smoothness` pixels, scaled by `sharpness`,

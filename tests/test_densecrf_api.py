@@ -7,7 +7,7 @@ import pytest
 
 import impls.densecrf
 import impls.densecrf.utils
-from impls.testing import CRF_EXAMPLES, assert_close, crf_example, smooth_unary
+from impls.testing import CRF_EXAMPLES, assert_close, crf_example, example_recipe, smooth_unary
 
 pydensecrf = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (pydensecrf2) is the oracle")
 pydensecrf_utils = importlib.import_module("pydensecrf.utils")
@@ -15,42 +15,13 @@ pydensecrf_utils = importlib.import_module("pydensecrf.utils")
 MIN_STORED_AGREEMENT = 0.995
 
 
-def example_recipe(dcrf, utils, image, annotation):
-    """pydensecrf's examples/inference.py, written against a module pair (dcrf, utils):
-    colours of the scribbles are labels, black is unknown; returns the colour image of
-    the MAP labelling and the KL divergences of five stepped iterations."""
-    packed = annotation[..., 0].astype(np.uint32) + (annotation[..., 1].astype(np.uint32) << 8) \
-        + (annotation[..., 2].astype(np.uint32) << 16)
-    colours, labels = np.unique(packed, return_inverse=True)
-    labels = labels.reshape(packed.shape)
-    has_unknown = 0 in colours
-    if has_unknown:
-        colours = colours[1:]
-    palette = np.stack([colours & 0xFF, (colours >> 8) & 0xFF, (colours >> 16) & 0xFF], axis=1).astype(np.uint8)
-    n_labels = len(set(labels.flat)) - int(has_unknown)
-    crf = dcrf.DenseCRF(image.shape[1] * image.shape[0], n_labels)
-    crf.setUnaryEnergy(utils.unary_from_labels(labels, n_labels, gt_prob=0.7, zero_unsure=has_unknown))
-    features = utils.create_pairwise_gaussian(sdims=(3, 3), shape=image.shape[:2])
-    crf.addPairwiseEnergy(features, compat=3, kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NORMALIZE_SYMMETRIC)
-    features = utils.create_pairwise_bilateral(sdims=(80, 80), schan=(13, 13, 13), img=image, chdim=2)
-    crf.addPairwiseEnergy(features, compat=10, kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NORMALIZE_SYMMETRIC)
-    q = crf.inference(5)
-    segmentation = palette[np.argmax(q, axis=0)].reshape(image.shape)
-    q, tmp1, tmp2 = crf.startInference()
-    divergences = []
-    for _ in range(5):
-        divergences.append(crf.klDivergence(q))
-        crf.stepInference(q, tmp1, tmp2)
-    return segmentation, divergences
-
-
 @pytest.mark.parametrize("name", CRF_EXAMPLES)
 def test_feature_example_recipe_reproduces_pydensecrf_stored_outputs(name):
     image, annotation, stored = crf_example(name)
-    ours, our_divergences = example_recipe(impls.densecrf, impls.densecrf.utils, image, annotation)
+    ours, our_divergences, _ = example_recipe(impls.densecrf, impls.densecrf.utils, image, annotation)
     agreement = np.mean(np.all(ours == stored, axis=-1))
     assert agreement >= MIN_STORED_AGREEMENT, f"{name}: {agreement:.4%} of pixels agree with out{name[-1]}.png"
-    theirs, their_divergences = example_recipe(pydensecrf, pydensecrf_utils, image, annotation)
+    theirs, their_divergences, _ = example_recipe(pydensecrf, pydensecrf_utils, image, annotation)
     assert np.mean(np.all(ours == theirs, axis=-1)) >= 0.999
     # pydensecrf sums the pairwise part of its KL (about 1e6 here) in float32: ~2e-5 relative.
     assert_close(np.array(our_divergences), np.array(their_divergences), rtol=1e-4)

@@ -1,0 +1,111 @@
+"""The golden files of reference/: the manifest agrees with them, regenerating changes no checksum,
+a changed golden shows up, and the live implementations still reproduce them (tolerance table,
+not bytes)."""
+
+import importlib.util
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from impls.testing import CRF_EXAMPLES, assert_close, crf_example, example_recipe
+
+ROOT = pathlib.Path(__file__).parent.parent
+REGENERATE = "python3 reference/generate.py   (or: tox -e reference)"
+
+
+def _load_generator():
+    # reference/ is a folder of the checkout, not part of the installed package.
+    spec = importlib.util.spec_from_file_location("reference_generate", ROOT / "reference" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load_generator()
+
+
+def _golden(name):
+    with np.load(generate.FOLDER / name, allow_pickle=False) as data:
+        return {key: data[key] for key in data}
+
+
+def test_feature_manifest_matches_the_stored_files():
+    problems = generate.verify(generate.FOLDER, generate.load_manifest())
+    assert not problems, "\n".join(problems) + f"\nregenerate with: {REGENERATE}"
+
+
+def test_feature_regenerating_changes_no_checksum(tmp_path):
+    pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf produces one of the goldens")
+    diff = generate.manifest_diff(generate.load_manifest(), generate.generate(tmp_path, log=lambda _: None))
+    assert not diff, f"regenerated goldens differ from reference/MANIFEST.json:\n{diff}"
+
+
+def test_feature_a_changed_golden_shows_up_as_a_manifest_diff(tmp_path):
+    for path in generate.FOLDER.glob("*.npz"):
+        shutil.copy(path, tmp_path)
+    manifest = generate.load_manifest()
+    scenes = _golden("synthetic_scenes.npz")
+    scenes["labels"][0, 0, 0] += 1
+    generate.save_npz(tmp_path / "synthetic_scenes.npz", scenes)
+    problems = generate.verify(tmp_path, manifest)
+    assert len(problems) == 1 and problems[0].startswith("synthetic_scenes.npz: sha256 is "), problems
+    changed = {**manifest, "files": {**manifest["files"],
+                                     "synthetic_scenes.npz": generate.describe(tmp_path / "synthetic_scenes.npz")}}
+    diff = generate.manifest_diff(manifest, changed)
+    assert diff.count('\n-    "sha256"') == 1 and diff.count('\n+    "sha256"') == 1, diff
+
+
+def test_exception_unlisted_and_missing_files(tmp_path):
+    shutil.copy(generate.FOLDER / "synthetic_scenes.npz", tmp_path / "stray.npz")
+    problems = generate.verify(tmp_path, generate.load_manifest())
+    assert "stray.npz: present but not in the manifest" in problems
+    assert "synthetic_scenes.npz: listed in the manifest but missing" in problems
+
+
+def test_feature_saving_is_byte_reproducible(tmp_path):
+    arrays = {"b": np.arange(6.0).reshape(2, 3), "a": np.ones(3, np.uint8)}
+    generate.save_npz(tmp_path / "one.npz", arrays)
+    generate.save_npz(tmp_path / "two.npz", dict(reversed(arrays.items())))
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    assert generate.describe(tmp_path / "one.npz")["arrays"] == {"a": {"shape": [3], "dtype": "uint8"},
+                                                                 "b": {"shape": [2, 3], "dtype": "float64"}}
+
+
+def test_feature_synthetic_scenes_golden_matches_the_generator():
+    from impls.synthetic import GATE_SET, synthetic_set
+
+    golden, scenes = _golden("synthetic_scenes.npz"), synthetic_set(**GATE_SET)
+    assert_close(np.stack([s[0] for s in scenes]), golden["images"], msg="images")
+    assert_close(np.stack([s[1] for s in scenes]), golden["labels"], msg="labels")
+    assert_close(np.stack([s[2] for s in scenes[:2]]), golden["unaries"], msg="unaries")
+
+
+@pytest.mark.parametrize("name", CRF_EXAMPLES)
+def test_feature_example_recipe_matches_the_pydensecrf_golden(name):
+    import impls.densecrf
+    import impls.densecrf.utils
+
+    golden = _golden("pydensecrf_examples.npz")
+    image, annotation, _ = crf_example(name)
+    _, divergences, labels = example_recipe(impls.densecrf, impls.densecrf.utils, image, annotation)
+    agreement = np.mean(labels == golden[f"{name}_labels"])
+    assert agreement >= 0.999, f"{name}: {agreement:.4%} of labels agree with pydensecrf's golden"
+    # pydensecrf sums the pairwise part of its KL in float32: ~2e-5 relative.
+    assert_close(np.array(divergences), golden[f"{name}_kl"], rtol=1e-4, msg=f"{name} KL")
+
+
+@pytest.mark.parametrize("engine", ["framework", "native"])
+def test_feature_dense_crf_matches_the_pydensecrf_golden(backend, engine):
+    from impls import native
+
+    if engine == "native" and not native.available():
+        pytest.skip("impls._native is not built")
+    image, unary = generate.astronaut_inputs()
+    q = backend.module.dense_crf(backend.from_nhwc(unary[None]), backend.from_nhwc(image[None]),
+                                 iterations=generate.ASTRONAUT["iterations"], engine=engine,
+                                 **generate.PYDENSECRF_PARAMETERS)
+    # float32 lattice sums in another order than pydensecrf's: about 3e-6 after 5 iterations.
+    assert_close(backend.to_nhwc(q)[0], _golden("pydensecrf_examples.npz")["astronaut_q"], rtol=0, atol=1e-4,
+                 msg=f"{backend} {engine}")
