@@ -125,6 +125,10 @@ def pytest_generate_tests(metafunc):
         points = [Backend(name, device) for name in config.impls_backends for device in config.impls_devices
                   if not (name == "numpy" and device != "cpu")]
         metafunc.parametrize("backend", points, ids=str, indirect=True)
+    if "layer_backend" in metafunc.fixturenames:  # the frameworks with trainable layers
+        points = [Backend(name, device) for name in config.impls_backends if name != "numpy"
+                  for device in config.impls_devices]
+        metafunc.parametrize("layer_backend", points, ids=str, indirect=True)
     if "dtype" in metafunc.fixturenames:
         metafunc.parametrize("dtype", [np.dtype(d) for d in config.impls_dtypes], ids=str)
 
@@ -132,7 +136,10 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def backend(request):
     """A point of the backend x device grid; skips with the reason where it cannot run."""
-    point = request.param
+    return _available_point(request.param)
+
+
+def _available_point(point):
     available, reason = _framework_available(point.name)
     if not available:
         pytest.skip(f"backend {point.name}: {reason}")
@@ -141,6 +148,12 @@ def backend(request):
         if not available:
             pytest.skip(f"{point}: {reason}")
     return point
+
+
+@pytest.fixture
+def layer_backend(request):
+    """A torch or TF point of the grid (layers have no NumPy counterpart); skips where it cannot run."""
+    return _available_point(request.param)
 
 
 @pytest.fixture

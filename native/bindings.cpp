@@ -177,6 +177,9 @@ void bind_cuda(nb::module_ &m) {
 
 NB_MODULE(_native, m) {
   m.doc() = "Compiled core of impls: the permutohedral lattice and dense-CRF mean field (C++, CUDA).";
+  // Autograd graphs (torch ctx, TF gradient closures) that are still alive when the interpreter
+  // exits hold lattices past this module's teardown; nanobind would report them as leaks.
+  nb::set_leak_warnings(false);
   m.def("bilinear_kernel", &bilinear_kernel_array, nb::arg("factor"),
         "The FCN bilinear kernel (k x k float64, k = 2f - f % 2), computed in C++.");
   m.def("built_with_cuda", &impls::built_with_cuda, "True when CMake compiled the CUDA sources.");

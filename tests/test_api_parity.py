@@ -26,7 +26,8 @@ def test_backends_export_the_same_public_names():
     modules = _backends()
     reference = set(modules["numpy"].__all__)
     for name, module in modules.items():
-        assert set(module.__all__) == reference, f"impls.{name}.__all__ differs from impls.numpy's"
+        layers = set(getattr(module, "LAYERS", ()))
+        assert set(module.__all__) - layers == reference, f"impls.{name}.__all__ differs from impls.numpy's"
         missing = [n for n in module.__all__ if not hasattr(module, n)]
         assert not missing, f"impls.{name} lists {missing} in __all__ but does not define them"
 
@@ -47,3 +48,14 @@ def test_backends_share_the_reference_docstring():
         assert doc and len(doc) > 80, f"impls.numpy.{public} needs a real docstring"
         for name, module in modules.items():
             assert getattr(module, public).__doc__ == doc, f"impls.{name}.{public} has its own docstring"
+
+
+def test_framework_layers_share_names_signatures_and_docstrings():
+    modules = {name: module for name, module in _backends().items() if name != "numpy"}
+    torch_layers = modules["torch"].LAYERS
+    assert modules["tf"].LAYERS == torch_layers
+    for public in torch_layers:
+        expected = getattr(modules["torch"], public)
+        got = getattr(modules["tf"], public)
+        assert _signature(got) == _signature(expected), f"impls.tf.{public} and impls.torch.{public} signatures differ"
+        assert got.__doc__ == expected.__doc__ and len(expected.__doc__) > 80, f"{public}: one shared docstring"

@@ -1,6 +1,7 @@
 """PyTorch backend: the same public names as `impls.numpy`, layout (N, C, H, W)."""
 
 from impls.torch.crf import dense_crf
+from impls.torch.crfrnn import CrfRnn
 from impls.torch.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter
 from impls.torch.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy
 from impls.torch.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear
@@ -10,4 +11,7 @@ __all__ = [
     "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
     "dense_crf",
     "confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou",
+    "CrfRnn",
 ]
+# Trainable layers of the frameworks, with no NumPy counterpart.
+LAYERS = ["CrfRnn"]

@@ -1,0 +1,101 @@
+"""What the CRF-as-RNN layers of every framework share: the docstring, the initial weights and
+the argument checks, so that torch and Keras reject bad input alike."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from impls import _checks
+from impls._crf_args import crf_parameters
+
+# Initial kernel weights of the reference Caffe model (torrvision/crfasrnn, TVG_CRFRNN prototxt:
+# spatial_filter_weight 3, bilateral_filter_weight 5), as diagonal matrices; the compatibility
+# starts as the Potts model, -I. (The Keras port crfasrnn_keras starts both kernels at I.)
+SPATIAL_WEIGHT = 3.0
+BILATERAL_WEIGHT = 5.0
+WEIGHT_NAMES = ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix")
+
+
+class CrfRnnReference:
+    """CRF-as-RNN (Zheng et al., ICCV 2015): `iterations` steps of dense-CRF mean field unrolled
+    as a recurrent layer with trainable kernel weights and label compatibility.
+
+    Each step, with Q = softmax(q) over classes (q starts as the input logits):
+
+        spatial   = filter_gamma(Q) / filter_gamma(1)           Gaussian on (x, y) / theta_gamma
+        bilateral = filter_alpha_beta(Q) / filter_alpha_beta(1)  on (x, y) / theta_alpha, (r, g, b) / theta_beta
+        q = logits - compatibility_matrix @ (spatial_ker_weights @ spatial + bilateral_ker_weights @ bilateral)
+
+    where the filters are the permutohedral lattice of the dense CRF (the native one when
+    impls._native can serve the inputs, the framework's own otherwise; they agree to float32
+    rounding) and the matrices act on the class axis. The output is q (logits, not
+    probabilities). With spatial_ker_weights = w_g I, bilateral_ker_weights = w_b I and
+    compatibility_matrix = -I, softmax(output) equals `dense_crf(-logits, image,
+    gaussian_sxy=theta_gamma, gaussian_compat=w_g, bilateral_sxy=theta_alpha,
+    bilateral_srgb=theta_beta, bilateral_compat=w_b, iterations=iterations,
+    normalization="after")`.
+
+    Every image of a batch gets its own lattices. Initial weights follow the reference Caffe
+    model: spatial 3 I, bilateral 5 I, compatibility -I (Potts).
+
+    Args:
+        num_classes: C, the channels of the logits.
+        theta_alpha: spatial standard deviation of the bilateral kernel, in pixels.
+        theta_beta: colour standard deviation of the bilateral kernel, in 0-255 units.
+        theta_gamma: standard deviation of the spatial kernel, in pixels.
+        iterations: mean-field steps, at least 1.
+
+    Call with (logits, image) in the framework's layout: torch (N, C, H, W) and (N, 3, H, W),
+    Keras (N, H, W, C) and (N, H, W, 3); logits float32/float64, image RGB (uint8, or float
+    in 0-255). Returns logits of the logits' shape.
+
+    Attributes:
+        spatial_ker_weights, bilateral_ker_weights, compatibility_matrix: trainable (C, C).
+    """
+
+
+def check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations) -> dict:
+    op = "CrfRnn"
+    num_classes = _checks.positive_int(num_classes, op=op, name="num_classes")
+    if num_classes < 2:
+        raise ValueError(f"{op}: argument 'num_classes' must be at least 2, got {num_classes}")
+    thetas = {}
+    for name, value in (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{op}: argument '{name}' must be a positive number, got {value!r}")
+        thetas[name] = float(value)
+    return dict(num_classes=num_classes, iterations=_checks.positive_int(iterations, op=op, name="iterations"),
+                **thetas)
+
+
+def kernel_parameters(config) -> dict:
+    """dense_crf's parameters of the layer's two kernels (unit compat: the weights apply after)."""
+    return crf_parameters(config["num_classes"], config["theta_gamma"], 1.0, config["theta_alpha"],
+                          config["theta_beta"], 1.0, config["iterations"], "after")
+
+
+def check_inputs(logits_shape, logits_dtype, image_shape, num_classes, *, layout):
+    """Shapes (None for unknown) and dtype name of the layer's inputs in `layout` ("NCHW" or "NHWC")."""
+    op = "CrfRnn"
+    channel = layout.index("C")
+    _checks.float_batch(logits_shape, logits_dtype, op=op, layout=layout, name="unaries")
+    if logits_shape[channel] is not None and logits_shape[channel] != num_classes:
+        raise ValueError(f"{op}: argument 'unaries' must have num_classes={num_classes} channels "
+                         f"(C in {layout}), got {logits_shape[channel]}")
+    if len(image_shape) != 4:
+        raise ValueError(f"{op}: argument 'image' must be a 4-D ({layout}) RGB tensor, got shape {tuple(image_shape)}")
+    if image_shape[channel] is not None and image_shape[channel] != 3:
+        raise ValueError(f"{op}: argument 'image' must have 3 colour channels, got {image_shape[channel]}")
+    if _differs(logits_shape[0], image_shape[0]):
+        raise ValueError(f"{op}: arguments 'unaries' and 'image' must have the same batch size, "
+                         f"got {logits_shape[0]} and {image_shape[0]}")
+    spatial = [i for i in range(4) if i not in (0, channel)]
+    expected, got = tuple(logits_shape[i] for i in spatial), tuple(image_shape[i] for i in spatial)
+    if any(_differs(e, g) for e, g in zip(expected, got, strict=True)):
+        raise ValueError(f"{op}: argument 'image' must have the unaries' (H, W) = {expected}, got {got}")
+
+
+def _differs(a, b):
+    return a is not None and b is not None and a != b

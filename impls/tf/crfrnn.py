@@ -1,0 +1,73 @@
+"""CRF-as-RNN as a Keras 3 layer on TensorFlow, layout (N, H, W, C); see impls._crfrnn.CrfRnnReference."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from impls import _crfrnn, native
+from impls._docs import same_doc_as
+from impls.tf.crf import PairwiseTerm, crf_features
+from impls.tf.lattice import NativeLattice, PermutohedralLattice
+
+__all__ = ["CrfRnn"]
+
+
+@keras.saving.register_keras_serializable(package="impls")
+@same_doc_as(_crfrnn.CrfRnnReference)
+class CrfRnn(keras.layers.Layer):
+    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5):
+        super().__init__()
+        self.config = _crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
+        self._kernels = _crfrnn.kernel_parameters(self.config)
+        eye = np.eye(self.config["num_classes"])
+        initial = {"spatial_ker_weights": _crfrnn.SPATIAL_WEIGHT * eye,
+                   "bilateral_ker_weights": _crfrnn.BILATERAL_WEIGHT * eye, "compatibility_matrix": -eye}
+        for name in _crfrnn.WEIGHT_NAMES:
+            setattr(self, name, self.add_weight(name=name, shape=eye.shape,
+                                                initializer=keras.initializers.Constant(initial[name])))
+
+    def call(self, unaries, image):
+        unaries, image = tf.convert_to_tensor(unaries), tf.convert_to_tensor(image)
+        _crfrnn.check_inputs(tuple(unaries.shape), unaries.dtype.name, tuple(image.shape),
+                             self.config["num_classes"], layout="NHWC")
+        if tf.executing_eagerly():
+            if not bool(tf.reduce_all(tf.math.is_finite(unaries))):
+                raise ValueError("CrfRnn: argument 'unaries' must be finite (no NaN or inf)")
+            lattice = NativeLattice if native.available() and "GPU" not in unaries.device.upper() \
+                else PermutohedralLattice
+            return tf.stack([self._one_image(unaries[n], image[n], lattice) for n in range(unaries.shape[0])])
+        unaries = tf.debugging.assert_all_finite(unaries, "CrfRnn: argument 'unaries' must be finite (no NaN or inf)")
+        # Traced (tf.function, model.fit): the native lattice needs concrete features, so TF's own.
+        return tf.map_fn(self._one_traced_image, (unaries, image), fn_output_signature=unaries.dtype)
+
+    def _one_traced_image(self, pair):
+        return self._one_image(*pair, PermutohedralLattice)
+
+    def _one_image(self, logits, image, lattice):
+        shape = tf.shape(logits)
+        classes = self.config["num_classes"]
+        spatial, bilateral = (PairwiseTerm(features, compat, "after", lattice=lattice)
+                              for features, compat in crf_features(image, self._kernels, logits.dtype))
+        logits = tf.reshape(logits, [-1, classes])
+        spatial_weights, bilateral_weights, compatibility = (
+            tf.cast(w, logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,
+                                               self.compatibility_matrix))
+        q = logits
+        for _ in range(self.config["iterations"]):
+            probabilities = tf.nn.softmax(q, axis=-1)
+            message = tf.matmul(spatial.filter(probabilities), spatial_weights, transpose_b=True) \
+                + tf.matmul(bilateral.filter(probabilities), bilateral_weights, transpose_b=True)
+            q = logits - tf.matmul(message, compatibility, transpose_b=True)
+        return tf.reshape(q, shape)
+
+    def compute_output_shape(self, unaries_shape, image_shape):
+        return unaries_shape
+
+    def get_config(self):
+        return dict(self.config)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

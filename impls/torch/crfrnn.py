@@ -1,0 +1,63 @@
+"""CRF-as-RNN as a torch nn.Module, layout (N, C, H, W); see impls._crfrnn.CrfRnnReference."""
+
+from __future__ import annotations
+
+import torch
+
+from impls import _crfrnn, native
+from impls._docs import same_doc_as
+from impls.torch.crf import PairwiseTerm, crf_features
+from impls.torch.lattice import NativeLattice, PermutohedralLattice
+
+__all__ = ["CrfRnn"]
+
+
+@same_doc_as(_crfrnn.CrfRnnReference)
+class CrfRnn(torch.nn.Module):
+    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5):
+        super().__init__()
+        self.config = _crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
+        self._kernels = _crfrnn.kernel_parameters(self.config)
+        eye = torch.eye(self.config["num_classes"])
+        self.spatial_ker_weights = torch.nn.Parameter(_crfrnn.SPATIAL_WEIGHT * eye)
+        self.bilateral_ker_weights = torch.nn.Parameter(_crfrnn.BILATERAL_WEIGHT * eye)
+        self.compatibility_matrix = torch.nn.Parameter(-eye)
+
+    def extra_repr(self):
+        return ", ".join(f"{key}={value}" for key, value in self.config.items())
+
+    def forward(self, unaries, image):
+        self._check(unaries, image)
+        return torch.stack([self._one_image(unaries[n], image[n]) for n in range(unaries.shape[0])])
+
+    def _one_image(self, logits, image):
+        classes, height, width = logits.shape
+        lattice = self._lattice_type(logits)
+        spatial, bilateral = (PairwiseTerm(features, compat, "after", lattice=lattice)
+                              for features, compat in crf_features(image, self._kernels, logits.dtype))
+        logits = logits.permute(1, 2, 0).reshape(-1, classes)
+        weights = [w.to(logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,
+                                                self.compatibility_matrix)]
+        q = logits
+        for _ in range(self.config["iterations"]):
+            probabilities = torch.softmax(q, dim=-1)
+            message = spatial.filter(probabilities) @ weights[0].T + bilateral.filter(probabilities) @ weights[1].T
+            q = logits - message @ weights[2].T
+        return q.reshape(height, width, classes).permute(2, 0, 1)
+
+    @staticmethod
+    def _lattice_type(logits):
+        on_device = logits.device.type == "cpu" or (logits.device.type == "cuda" and native.has_cuda())
+        return NativeLattice if native.available() and on_device else PermutohedralLattice
+
+    def _check(self, unaries, image):
+        for name, tensor in (("unaries", unaries), ("image", image)):
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"CrfRnn: argument '{name}' must be a torch.Tensor, got {type(tensor).__name__}")
+        _crfrnn.check_inputs(tuple(unaries.shape), str(unaries.dtype).removeprefix("torch."), tuple(image.shape),
+                             self.config["num_classes"], layout="NCHW")
+        if image.device != unaries.device:
+            raise ValueError(f"CrfRnn: argument 'image' must be on the unaries' device {unaries.device}, "
+                             f"got {image.device}")
+        if not torch.isfinite(unaries).all():
+            raise ValueError("CrfRnn: argument 'unaries' must be finite (no NaN or inf)")
