@@ -19,9 +19,10 @@ __all__ = ["GATE_SET", "synthetic_scene", "coarse_unary", "synthetic_set"]
 GATE_SET = dict(count=8, height=80, width=112, num_classes=5, factor=8, seed=0)
 
 
-def synthetic_scene(height, width, *, num_classes=5, shapes=6, noise=12.0, seed=0):
+def synthetic_scene(height, width, *, num_classes=5, shapes=6, noise=12.0, seed=0, appearance_seed=0):
     """(image uint8 (H, W, 3), labels uint8 (H, W)) of one scene; class 0 is the background and
-    every shape takes a random class in [1, num_classes)."""
+    every shape takes a random class in [1, num_classes). A class looks the same (colour and
+    texture) in every scene of one `appearance_seed`, as real classes do, so a network can learn it."""
     import skimage.draw
 
     _check_size(height, width, num_classes)
@@ -30,7 +31,7 @@ def synthetic_scene(height, width, *, num_classes=5, shapes=6, noise=12.0, seed=
     for _ in range(shapes):
         rows, cols = _random_shape(rng, height, width, skimage.draw)
         labels[rows, cols] = rng.integers(1, num_classes)
-    colors, textures = _class_appearance(num_classes, height, width, seed)
+    colors, textures = _class_appearance(num_classes, height, width, appearance_seed)
     image = colors[labels] + textures[labels, np.arange(height)[:, None], np.arange(width)[None, :]]
     image += rng.normal(0.0, noise, image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), labels
