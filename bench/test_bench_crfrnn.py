@@ -1,0 +1,89 @@
+"""The CRF-as-RNN layer, forward and forward + backward, in torch and Keras (CPU, and torch on
+CUDA when present), 21 classes, 5 iterations, one image at each size of the sweep.
+
+Before timing, each layer's softmax output is checked against the NumPy dense CRF with the
+equivalent Potts parameters (the layer's defining property), so a fast wrong answer cannot
+reach the report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from impls.testing import assert_close
+
+CLASSES = 21
+ITERATIONS = 5
+SOURCE_IMAGE = "astronaut"
+
+
+def _inputs(size):
+    import skimage.transform
+
+    from impls.testing import crf_image, smooth_unary
+
+    resized = skimage.transform.resize(crf_image(SOURCE_IMAGE), size, anti_aliasing=True, preserve_range=True)
+    image = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+    return -smooth_unary(*size, CLASSES, seed=2), image
+
+
+def _expected_q(logits, image):
+    import impls.numpy
+
+    # Default CrfRnn weights are Potts: spatial 3, bilateral 5, compatibility -I.
+    return impls.numpy.dense_crf(-logits[None], image[None], gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=160,
+                                 bilateral_srgb=3, bilateral_compat=5, iterations=ITERATIONS,
+                                 normalization="after")[0]
+
+
+@pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
+def test_crfrnn(benchmark, budget, layer_backend, sweep_size, pass_):
+    height, width = sweep_size
+    work = height * width * CLASSES * ITERATIONS * (3 if pass_ != "forward" else 1)
+    name = f"{layer_backend.name}-{layer_backend.device}"
+    budget.check(f"crfrnn {pass_}", name, work)
+    logits, image = _inputs(sweep_size)
+    run = _runner(layer_backend, logits, image, backward=pass_ != "forward")
+    out = run()
+    q = np.exp(out - out.max(-1, keepdims=True))
+    assert_close(q / q.sum(-1, keepdims=True), _expected_q(logits, image), rtol=0, atol=1e-4,
+                 msg=f"{name} CrfRnn vs dense_crf")
+    benchmark.group = f"crfrnn {pass_} {width}x{height}, {CLASSES} classes, {ITERATIONS} iterations"
+    benchmark.extra_info.update(op=f"crfrnn {pass_}", case=f"{width}x{height}", backend=layer_backend.name,
+                                device=layer_backend.device, pixels=height * width, labels=CLASSES)
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
+    budget.record(f"crfrnn {pass_}", name, work, benchmark)
+
+
+def _runner(backend, logits, image, *, backward):
+    """A call of the layer (and its backward pass) returning the output logits as NHWC NumPy."""
+    layer = backend.module.CrfRnn(CLASSES, iterations=ITERATIONS)
+    logits_in, image_in = backend.from_nhwc(logits[None]), backend.from_nhwc(image[None])
+    if backend.name == "torch":
+        import torch
+
+        layer = layer.to(backend.device)
+
+        def run():
+            x = logits_in.detach().requires_grad_(backward)
+            out = layer(x, image_in)
+            if backward:
+                out.square().sum().backward()
+            if backend.device == "cuda":
+                torch.cuda.synchronize()
+            return backend.to_nhwc(out)[0]
+
+        return run
+    import tensorflow as tf
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(logits_in)
+            out = layer(logits_in, image_in)
+            loss = tf.reduce_sum(tf.square(out))
+        if backward:
+            tape.gradient(loss, [logits_in, *layer.trainable_variables])
+        return out.numpy()[0]
+
+    return run
