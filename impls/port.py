@@ -1,9 +1,18 @@
-"""Weight porting between the torch and Keras versions of a layer or model, by weight name.
+"""Weight porting between the torch and Keras versions of a layer or model, by layer name.
 
-A port refuses to start (ValueError, nothing copied) when the two sides' weight names or
-shapes differ, and returns a report of what moved. Layout rules between the frameworks
-(conv HWIO <-> OIHW, transposed conv HWOI <-> IOHW) apply per weight kind; CRF-RNN's
-matrices act on the class axis in both frameworks and move as they are.
+Layers are matched by name: a torch module's last attribute name (``backbone.res2a_branch2a``
+-> ``res2a_branch2a``) against a Keras layer's name. The layout rules of each kind apply:
+
+| kind | torch | Keras |
+| --- | --- | --- |
+| convolution | weight OIHW, bias | kernel HWIO, bias |
+| transposed convolution (BilinearUpsample) | weight IOHW | kernel HWOI |
+| BatchNorm | weight, bias, running_mean/var; eps; momentum m | gamma, beta, moving_mean/variance; epsilon; 1 - m |
+| CrfRnn | its three (C, C) matrices | the same, as they are |
+
+No spatial flip: both frameworks correlate. The whole port is planned and checked first; a
+name only on one side or a shape that differs after the layout change raises ValueError and
+nothing is copied. The returned report lists what moved.
 """
 
 from __future__ import annotations
@@ -12,60 +21,184 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["PortReport", "torch_to_tf", "tf_to_torch"]
+__all__ = ["PortReport", "torch_to_tf", "tf_to_torch", "layer_differences", "first_difference"]
+
+# (torch name, Keras name, torch -> Keras axes) of each kind's weights.
+_CONV = [("weight", "kernel", (2, 3, 1, 0)), ("bias", "bias", None)]
+_BATCHNORM = [("weight", "gamma", None), ("bias", "beta", None), ("running_mean", "moving_mean", None),
+              ("running_var", "moving_variance", None)]
+_CRFRNN = [(name, name, None) for name in ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix")]
 
 
 @dataclasses.dataclass(frozen=True)
 class PortReport:
-    """What a port moved: [(weight name, shape)], in order."""
+    """What a port moved: [(layer, kind, [(weight, shape in the target)])], in order."""
 
     direction: str
-    moved: tuple[tuple[str, tuple[int, ...]], ...]
+    layers: tuple
+
+    @property
+    def moved(self):
+        """[(layer/weight, target shape)] of every weight copied."""
+        return tuple((f"{layer}/{weight}", shape) for layer, _, weights in self.layers for weight, shape in weights)
 
     def __str__(self):
-        lines = [f"{self.direction}: {len(self.moved)} weight(s) moved"]
-        lines += [f"  {name} {shape}" for name, shape in self.moved]
+        count = sum(len(weights) for _, _, weights in self.layers)
+        lines = [f"{self.direction}: {count} weight(s) of {len(self.layers)} layer(s) moved"]
+        for layer, kind, weights in self.layers:
+            lines.append(f"  {layer} ({kind}): " + ", ".join(f"{w} {shape}" for w, shape in weights))
         return "\n".join(lines)
 
 
-def torch_to_tf(torch_module, keras_layer) -> PortReport:
-    """Copies the weights of a torch module into the matching Keras layer."""
-    source = _torch_weights(torch_module)
-    targets = _keras_variables(keras_layer)
-    _check_match(source, {name: tuple(v.shape) for name, v in targets.items()}, "torch", "Keras")
-    for name, value in source.items():
-        targets[name].assign(value.astype(targets[name].dtype))
-    return PortReport("torch -> Keras", tuple((name, value.shape) for name, value in source.items()))
+def torch_to_tf(torch_module, keras_model) -> PortReport:
+    """Copies every weight of a torch module into the Keras layer or model with the same layer names."""
+    plan = []
+    for name, module, layer in _pairs(torch_module, keras_model, "torch", "Keras"):
+        kind, table = _kind(module)
+        weights = []
+        for torch_name, keras_name, axes in table:
+            value = getattr(module, torch_name).detach().cpu().numpy()
+            value = value.transpose(axes) if axes else value
+            weights.append((keras_name, _keras_weight(layer, keras_name), value))
+        plan.append((name, kind, module, layer, weights))
+    _check_shapes(plan, "torch", "Keras")
+    for _, kind, module, layer, weights in plan:
+        for _, variable, value in weights:
+            variable.assign(value.astype(variable.dtype))
+        if kind == "BatchNorm":
+            layer.epsilon, layer.momentum = module.eps, 1.0 - (module.momentum or 0.0)
+    return PortReport("torch -> Keras", tuple((name, kind, tuple((w, v.shape) for w, _, v in weights))
+                                              for name, kind, _, _, weights in plan))
 
 
-def tf_to_torch(keras_layer, torch_module) -> PortReport:
-    """Copies the weights of a Keras layer into the matching torch module."""
+def tf_to_torch(keras_model, torch_module) -> PortReport:
+    """Copies every weight of a Keras layer or model into the torch module with the same layer names."""
     import torch
 
-    source = {name: np.asarray(v.numpy()) for name, v in _keras_variables(keras_layer).items()}
-    targets = dict(torch_module.named_parameters())
-    _check_match(source, {name: tuple(p.shape) for name, p in targets.items()}, "Keras", "torch")
+    plan = []
+    for name, module, layer in _pairs(torch_module, keras_model, "torch", "Keras"):
+        kind, table = _kind(module)
+        weights = []
+        for torch_name, keras_name, axes in table:
+            value = np.asarray(_keras_weight(layer, keras_name).numpy())
+            value = value.transpose(np.argsort(axes)) if axes else value
+            weights.append((torch_name, getattr(module, torch_name), value))
+        plan.append((name, kind, module, layer, weights))
+    _check_shapes(plan, "Keras", "torch")
     with torch.no_grad():
-        for name, value in source.items():
-            targets[name].copy_(torch.from_numpy(value).to(targets[name].dtype))
-    return PortReport("Keras -> torch", tuple((name, value.shape) for name, value in source.items()))
+        for _, kind, module, layer, weights in plan:
+            for _, tensor, value in weights:
+                tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(tensor.dtype))
+            if kind == "BatchNorm":
+                module.eps, module.momentum = float(layer.epsilon), 1.0 - float(layer.momentum)
+    return PortReport("Keras -> torch", tuple((name, kind, tuple((w, tuple(v.shape)) for w, _, v in weights))
+                                              for name, kind, _, _, weights in plan))
 
 
-def _torch_weights(module):
-    return {name: p.detach().cpu().numpy() for name, p in module.named_parameters()}
+def _kind(module):
+    import torch
+
+    from impls.torch.crfrnn import CrfRnn
+    from impls.torch.upsample import BilinearUpsample
+
+    if isinstance(module, torch.nn.Conv2d):
+        return "convolution", _CONV if module.bias is not None else _CONV[:1]
+    if isinstance(module, BilinearUpsample):
+        return "transposed convolution", _CONV[:1]
+    if isinstance(module, torch.nn.BatchNorm2d):
+        return "BatchNorm", _BATCHNORM
+    if isinstance(module, CrfRnn):
+        return "CrfRnn", _CRFRNN
+    raise ValueError(f"port: no porting rule for torch layer type {type(module).__name__}; nothing was copied")
 
 
-def _keras_variables(layer):
-    return {variable.path.split("/", 1)[-1] if "/" in variable.path else variable.name: variable
-            for variable in layer.weights}
+def _torch_layers(module):
+    """{name: module} of the modules that hold weights, by last attribute name (unique)."""
+    from impls.torch.crfrnn import CrfRnn
+
+    found = {}
+    for path, child in module.named_modules():
+        own = list(child.parameters(recurse=False)) or list(child.buffers(recurse=False))
+        if own or isinstance(child, CrfRnn):
+            name = path.rsplit(".", 1)[-1] or type(child).__name__
+            if isinstance(child, CrfRnn) and path == "":
+                name = "crf_rnn"
+            if name in found:
+                raise ValueError(f"port: two torch layers are named {name!r}; names must be unique to match")
+            found[name] = child
+    return found
 
 
-def _check_match(source, target_shapes, source_name, target_name):
-    missing, extra = sorted(set(source) - set(target_shapes)), sorted(set(target_shapes) - set(source))
-    if missing or extra:
-        raise ValueError(f"port: weight names differ: only in {source_name}: {missing}, only in {target_name}: "
-                         f"{extra}; nothing was copied")
-    shapes = [f"{name}: {source_name} {tuple(value.shape)} vs {target_name} {target_shapes[name]}"
-              for name, value in source.items() if tuple(value.shape) != target_shapes[name]]
-    if shapes:
-        raise ValueError(f"port: shapes differ ({'; '.join(shapes)}); nothing was copied")
+def _keras_layers(model):
+    """{name: layer} of the Keras layers that hold weights (the model itself if it is one layer)."""
+    import keras
+
+    layers = model._flatten_layers(include_self=True, recursive=True) if isinstance(model, keras.layers.Layer) \
+        else []
+    found = {}
+    for layer in layers:
+        if layer is not model and isinstance(layer, keras.Model):
+            continue
+        own = [w for w in layer.weights if _owner(w, layer)]
+        if own:
+            name = "crf_rnn" if type(layer).__name__ == "CrfRnn" and layer is model else layer.name
+            found.setdefault(name, layer)
+    return found
+
+
+def _owner(variable, layer):
+    path = variable.path.split("/")
+    return len(path) >= 2 and path[-2] == layer.name
+
+
+def _pairs(torch_module, keras_model, torch_side, keras_side):
+    if not keras_model.weights:
+        raise ValueError("port: the Keras model has no weights yet; call it once on an input (or build it) first")
+    torch_layers, keras_layers = _torch_layers(torch_module), _keras_layers(keras_model)
+    only_torch = sorted(set(torch_layers) - set(keras_layers))
+    only_keras = sorted(set(keras_layers) - set(torch_layers))
+    if only_torch or only_keras:
+        raise ValueError(f"port: layer names differ: only in {torch_side}: {only_torch}, only in {keras_side}: "
+                         f"{only_keras}; nothing was copied")
+    return [(name, module, keras_layers[name]) for name, module in torch_layers.items()]
+
+
+def _keras_weight(layer, name):
+    for variable in layer.weights:
+        if variable.path.rsplit("/", 1)[-1] == name:
+            return variable
+    raise ValueError(f"port: Keras layer {layer.name!r} has no weight {name!r} "
+                     f"(it has {[v.path for v in layer.weights]}); nothing was copied")
+
+
+def _check_shapes(plan, source, target):
+    wrong = [f"{name}/{weight}: {source} {tuple(value.shape)} vs {target} {tuple(existing.shape)}"
+             for name, _, _, _, weights in plan for weight, existing, value in weights
+             if tuple(value.shape) != tuple(existing.shape)]
+    if wrong:
+        raise ValueError(f"port: shapes differ after the layout change ({'; '.join(wrong)}); nothing was copied")
+
+
+def layer_differences(torch_maps, keras_maps) -> list[tuple[str, float]]:
+    """[(layer, relative max error)] of two `feature_maps` results (torch NCHW, Keras NHWC), in the
+    torch order: max |torch - Keras| / max |Keras| per layer present in both."""
+    table = []
+    for name, value in torch_maps.items():
+        if name not in keras_maps:
+            continue
+        ours = value.detach().cpu().numpy()
+        ours = ours.transpose(0, 2, 3, 1) if ours.ndim == 4 else ours
+        theirs = np.asarray(keras_maps[name])
+        if ours.shape != theirs.shape:
+            table.append((name, float("inf")))
+            continue
+        scale = max(float(np.abs(theirs).max()), np.finfo(np.float64).tiny)
+        table.append((name, float(np.abs(ours.astype(np.float64) - theirs).max() / scale)))
+    return table
+
+
+def first_difference(torch_maps, keras_maps, *, rtol=1e-4):
+    """(layer, relative max error) of the first layer whose outputs differ by more than `rtol`
+    (shapes that differ count as infinite), or None when every layer agrees: where a port broke."""
+    return next(((name, error) for name, error in layer_differences(torch_maps, keras_maps) if not error <= rtol),
+                None)

@@ -185,7 +185,8 @@ def test_feature_port_torch_to_tf_and_back(rng):
     torch_layer, keras_layer = impls.torch.CrfRnn(4), impls.tf.CrfRnn(4)
     set_weights(Backend("torch"), torch_layer, random_weights(rng, 4))
     report = port.torch_to_tf(torch_layer, keras_layer)
-    assert [name for name, _ in report.moved] == list(WEIGHT_NAMES) and "3 weight(s) moved" in str(report)
+    assert [name for name, _ in report.moved] == [f"crf_rnn/{name}" for name in WEIGHT_NAMES]
+    assert "3 weight(s) of 1 layer(s) moved" in str(report)
     assert_close(run(Backend("tf"), keras_layer, logits, images), run(Backend("torch"), torch_layer, logits, images),
                  rtol=1e-5, atol=1e-5)
     back = impls.torch.CrfRnn(4)
@@ -203,10 +204,11 @@ def test_exception_port_refuses_mismatched_layers():
 
     keras_layer = impls.tf.CrfRnn(5)
     before = keras_layer.spatial_ker_weights.numpy().copy()
-    with pytest.raises(ValueError, match=r"shapes differ \(spatial_ker_weights: torch \(4, 4\) vs Keras \(5, 5\)"):
+    with pytest.raises(ValueError, match=r"shapes differ after the layout change \(crf_rnn/spatial_ker_weights: "
+                                         r"torch \(4, 4\) vs Keras \(5, 5\)"):
         port.torch_to_tf(impls.torch.CrfRnn(4), keras_layer)
     np.testing.assert_array_equal(keras_layer.spatial_ker_weights.numpy(), before)
-    with pytest.raises(ValueError, match=r"weight names differ: only in torch: \['weight'\]"):
+    with pytest.raises(ValueError, match=r"only in torch: \['Linear'\], only in Keras: \['crf_rnn'\]"):
         port.torch_to_tf(__import__("torch").nn.Linear(2, 2, bias=False), keras_layer)
 
 

@@ -8,6 +8,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from impls.tf.crf import dense_crf  # noqa: E402
 from impls.tf.crfrnn import CrfRnn  # noqa: E402
+from impls.tf.deeplab import ASPP, DeepLabV2  # noqa: E402
+from impls.tf.fcn import FCN  # noqa: E402
 from impls.tf.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter  # noqa: E402
 from impls.tf.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy  # noqa: E402
 from impls.tf.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear  # noqa: E402
@@ -17,7 +19,7 @@ __all__ = [
     "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
     "dense_crf",
     "confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou",
-    "CrfRnn",
+    "CrfRnn", "FCN", "ASPP", "DeepLabV2",
 ]
-# Trainable layers of the frameworks, with no NumPy counterpart.
-LAYERS = ["CrfRnn"]
+# Trainable layers and models of the frameworks, with no NumPy counterpart.
+LAYERS = ["CrfRnn", "FCN", "ASPP", "DeepLabV2"]

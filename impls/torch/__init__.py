@@ -2,6 +2,8 @@
 
 from impls.torch.crf import dense_crf
 from impls.torch.crfrnn import CrfRnn
+from impls.torch.deeplab import ASPP, DeepLabV2
+from impls.torch.fcn import FCN
 from impls.torch.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter
 from impls.torch.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy
 from impls.torch.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear
@@ -11,7 +13,7 @@ __all__ = [
     "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
     "dense_crf",
     "confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou",
-    "CrfRnn",
+    "CrfRnn", "FCN", "ASPP", "DeepLabV2",
 ]
-# Trainable layers of the frameworks, with no NumPy counterpart.
-LAYERS = ["CrfRnn"]
+# Trainable layers and models of the frameworks, with no NumPy counterpart.
+LAYERS = ["CrfRnn", "FCN", "ASPP", "DeepLabV2"]

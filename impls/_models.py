@@ -1,0 +1,152 @@
+"""What the torch and Keras versions of FCN and DeepLab-v2 share: the docstrings, the layer
+tables of the reference Caffe definitions, and the argument checks."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from impls import _checks
+
+FCN_VARIANTS = ("32s", "16s", "8s")
+# VGG-16 as FCN's Caffe nets name it: (block, [(layer, output channels)]); a 2x2/2 max pool
+# with ceil rounding ends each block. conv1_1 pads 100, the other 3x3 convolutions 1.
+VGG16 = [(1, [("conv1_1", 64), ("conv1_2", 64)]),
+         (2, [("conv2_1", 128), ("conv2_2", 128)]),
+         (3, [("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256)]),
+         (4, [("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512)]),
+         (5, [("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512)])]
+FIRST_PAD = 100
+# Offsets of Caffe's crop layers in the reference nets.
+FCN_CROPS = {"32s": {"score": 19}, "16s": {"score_pool4c": 5, "score": 27},
+             "8s": {"score_pool4c": 5, "score_pool3c": 9, "score": 31}}
+
+# DeepLab-v2's ResNet-101: (stage, blocks, bottleneck width, output channels, stride, dilation).
+RESNET101 = [(2, 3, 64, 256, 1, 1), (3, 4, 128, 512, 2, 1), (4, 23, 256, 1024, 1, 2), (5, 3, 512, 2048, 1, 4)]
+ASPP_RATES = (6, 12, 18, 24)
+BATCHNORM_EPSILON = 1e-5  # Caffe's and torch's; Keras' default (1e-3) would change the outputs
+
+
+class FCNReference:
+    """FCN-32s, FCN-16s or FCN-8s (Long, Shelhamer & Darrell) on VGG-16, as the reference Caffe
+    nets define them (voc-fcn32s/16s/8s).
+
+    conv1_1 pads the input by 100 so that any input size survives the five 2x2 max pools,
+    which round up (Caffe's and torch's ceil mode; TF has none, so the Keras model pads the
+    bottom/right edge with -inf where a size is odd, which is the same); fc6 and fc7 are 7x7
+    and 1x1 convolutions (4096 channels) with ReLU and dropout 0.5; score_fr scores the classes.
+    Upsampling uses bias-free transposed convolutions initialised with the bilinear kernel
+    (BilinearUpsample, padding "valid"), and Caffe's crop layers cut the result back:
+
+    - 32s: upscore 64/32 (fixed), crop 19;
+    - 16s: upscore2 4/2 (learnt) + score_pool4 cropped at 5, upscore16 32/16 (fixed), crop 27;
+    - 8s: upscore2 4/2 + score_pool4 cropped at 5, upscore_pool4 4/2 + score_pool3 cropped at 9,
+      upscore8 16/8 (fixed), crop 31.
+
+    The output has the input's height and width for every input size.
+
+    Args:
+        variant: "32s", "16s" or "8s".
+        num_classes: C (21 for PASCAL VOC).
+
+    Call with images in the framework's layout, torch (N, 3, H, W), Keras (N, H, W, 3), float;
+    returns (N, C, H, W) or (N, H, W, C) class scores. `feature_maps(x)` returns every named
+    layer's output in order (for localising a port that differs). Layer names are the Caffe
+    nets' (conv1_1 ... fc7, score_fr, score_pool4, upscore2, ...), which `impls.port` matches.
+    """
+
+
+class ASPPReference:
+    """DeepLab-v2's atrous spatial pyramid pooling (ASPP-L): one 3x3 convolution per rate, with
+    dilation and padding equal to the rate and a bias, from `in_channels` to `num_classes`; the
+    branches' scores are summed. Spatial size is preserved.
+
+    Args:
+        in_channels: input channels (2048 on ResNet-101).
+        num_classes: C.
+        rates: the dilation rates (default 6, 12, 18, 24).
+
+    Layer names: aspp_r{rate} (fc1_c0..c3 in the Caffe net).
+    """
+
+
+class DeepLabV2Reference:
+    """DeepLab-v2 (Chen et al., TPAMI 2017): ResNet-101 with atrous convolution (output stride 8),
+    ASPP on top, and multi-scale inputs fused by an element-wise max.
+
+    ResNet-101 follows DeepLab's Caffe net: conv1 7x7/2 (pad 3) + BatchNorm + ReLU, 3x3/2 max
+    pool (pad 1) rounding up, as the widely used PyTorch ports of DeepLab-v2 do, so that a
+    321x321 input gives DeepLab's 41x41 scores; bottleneck blocks with the stride on the first 1x1 convolution
+    (res3a), res4 with dilation 2 and res5 with dilation 4 instead of strides; convolutions
+    without bias, BatchNorm with epsilon 1e-5 in inference mode (running statistics; the
+    Keras model sets epsilon 1e-5 and momentum 1 - torch's momentum so that ported weights give
+    the same numbers). Layer names follow the Caffe net (conv1, bn_conv1, res2a_branch2a,
+    bn2a_branch2a, ..., res4b22_branch2c).
+
+    Multi-scale: for each scale s the image is resized to ceil(s H) x ceil(s W) (s = 1 uses the
+    image as is), run through the network, and its logits resized to the size of the scale-1
+    logits; the output is their element-wise max. Resizing is bilinear with half-pixel centres
+    (torch `interpolate(align_corners=False)`, TF `image.resize`): Caffe's Interp layer aligns
+    corners, but TF 2 has no such resize, and parity between the frameworks comes first.
+
+    Args:
+        num_classes: C.
+        scales: input scales, the first is the reference size (default 1.0, 0.75, 0.5).
+
+    Call with images (N, 3, H, W) torch or (N, H, W, 3) Keras, float; returns the fused logits at
+    output stride 8, (N, C, h, w) or its NHWC twin, where h is H after the trunk's three
+    roundings up (exactly (H - 1) / 8 + 1 for sizes 8k + 1 such as DeepLab's 321 and 513).
+    """
+
+
+def block_names(stage, blocks):
+    """Caffe's block names: res2a, res2b, res2c; res4a, res4b1 ... res4b22 for long stages."""
+    if blocks <= 3:
+        return [f"{stage}{chr(ord('a') + i)}" for i in range(blocks)]
+    return [f"{stage}a"] + [f"{stage}b{i}" for i in range(1, blocks)]
+
+
+def check_fcn(variant, num_classes):
+    _checks.one_of(variant, FCN_VARIANTS, op="FCN", name="variant")
+    return variant, _classes(num_classes, op="FCN")
+
+
+def check_aspp(in_channels, num_classes, rates):
+    in_channels = _checks.positive_int(in_channels, op="ASPP", name="in_channels")
+    try:
+        rates = tuple(_checks.positive_int(r, op="ASPP", name="rates") for r in rates)
+    except TypeError:
+        raise TypeError(f"ASPP: argument 'rates' must be positive integers, got {rates!r}") from None
+    if not rates:
+        raise ValueError("ASPP: argument 'rates' must hold at least one rate")
+    return in_channels, _classes(num_classes, op="ASPP"), rates
+
+
+def check_deeplab(num_classes, scales):
+    scales = tuple(scales)
+    if not scales or not all(isinstance(s, numbers.Real) and 0 < s <= 4 for s in scales):
+        raise ValueError(f"DeepLabV2: argument 'scales' must be numbers in (0, 4], got {scales!r}")
+    return _classes(num_classes, op="DeepLabV2"), tuple(float(s) for s in scales)
+
+
+def deeplab_min_size(scales):
+    """Smallest input side DeepLab-v2 takes: every scaled input needs at least 2 pixels, so that
+    no scale's logits collapse to a single pixel smaller than the max pool's window."""
+    return math.ceil(2 / min(scales))
+
+
+def scaled_size(size, scale):
+    return size if scale == 1.0 else max(1, math.ceil(size * scale))
+
+
+def check_images(shape, dtype_name, *, op, layout, min_size=1):
+    _checks.float_batch(shape, dtype_name, op=op, layout=layout, name="images")
+    _checks.channel_count(shape[layout.index("C")], 3, op=op, layout=layout, name="images")
+    spatial = [shape[layout.index(axis)] for axis in "HW"]
+    if any(s is not None and s < min_size for s in spatial):
+        raise ValueError(f"{op}: argument 'images' must be at least {min_size}x{min_size}, got "
+                         f"{spatial[0]}x{spatial[1]}")
+
+
+def _classes(num_classes, *, op):
+    return _checks.positive_int(num_classes, op=op, name="num_classes")

@@ -1,0 +1,103 @@
+"""FCN-32s/16s/8s on VGG-16 as a Keras 3 model on TensorFlow, layout (N, H, W, C); see
+impls._models.FCNReference."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import keras
+import tensorflow as tf
+
+from impls import _models
+from impls._docs import same_doc_as
+from impls.tf.upsample import BilinearUpsample
+
+__all__ = ["FCN"]
+
+
+@keras.saving.register_keras_serializable(package="impls")
+@same_doc_as(_models.FCNReference)
+class FCN(keras.Model):
+    def __init__(self, variant="32s", num_classes=21):
+        super().__init__()
+        self.variant, self.num_classes = _models.check_fcn(variant, num_classes)
+        self.named = {}
+        for _, layers in _models.VGG16:
+            for name, width in layers:
+                # Caffe pads conv1_1 by 100 (below, explicitly); "same" is Caffe's pad 1 for 3x3/1.
+                self._add(name, keras.layers.Conv2D(width, 3, padding="valid" if name == "conv1_1" else "same"))
+        self._add("fc6", keras.layers.Conv2D(4096, 7))
+        self._add("fc7", keras.layers.Conv2D(4096, 1))
+        self.drop = keras.layers.Dropout(0.5)
+        self._add("score_fr", keras.layers.Conv2D(num_classes, 1))
+        if variant == "32s":
+            self._add("upscore", BilinearUpsample(num_classes, 32, padding="valid"))
+        else:
+            self._add("score_pool4", keras.layers.Conv2D(num_classes, 1))
+            self._add("upscore2", BilinearUpsample(num_classes, 2, trainable=True, padding="valid"))
+        if variant == "16s":
+            self._add("upscore16", BilinearUpsample(num_classes, 16, padding="valid"))
+        if variant == "8s":
+            self._add("score_pool3", keras.layers.Conv2D(num_classes, 1))
+            self._add("upscore_pool4", BilinearUpsample(num_classes, 2, trainable=True, padding="valid"))
+            self._add("upscore8", BilinearUpsample(num_classes, 8, padding="valid"))
+
+    def _add(self, name, layer):
+        layer.name = name  # the Caffe name, which impls.port matches
+        self.named[name] = layer
+
+    def call(self, images, training=False):
+        return self.feature_maps(images, training=training)["score"]
+
+    def feature_maps(self, images, training=False) -> OrderedDict:
+        """Every named layer's output, in the order of the net, ending with "score"."""
+        images = tf.convert_to_tensor(images)
+        _models.check_images(tuple(images.shape), images.dtype.name, op="FCN", layout="NHWC")
+        layer, maps = self.named, OrderedDict()
+        pad = _models.FIRST_PAD
+        x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        for block, layers in _models.VGG16:
+            for name, _ in layers:
+                x = maps[name] = tf.nn.relu(layer[name](x))
+            x = maps[f"pool{block}"] = max_pool_ceil(x, 2, 2)
+        x = maps["fc6"] = self.drop(tf.nn.relu(layer["fc6"](x)), training=training)
+        x = maps["fc7"] = self.drop(tf.nn.relu(layer["fc7"](x)), training=training)
+        x = maps["score_fr"] = layer["score_fr"](x)
+        crops = _models.FCN_CROPS[self.variant]
+        if self.variant == "32s":
+            x = maps["upscore"] = layer["upscore"](x)
+        else:
+            x = maps["upscore2"] = layer["upscore2"](x)
+            maps["score_pool4"] = layer["score_pool4"](maps["pool4"])
+            x = maps["fuse_pool4"] = x + crop(maps["score_pool4"], crops["score_pool4c"], tf.shape(x))
+        if self.variant == "16s":
+            x = maps["upscore16"] = layer["upscore16"](x)
+        if self.variant == "8s":
+            x = maps["upscore_pool4"] = layer["upscore_pool4"](x)
+            maps["score_pool3"] = layer["score_pool3"](maps["pool3"])
+            x = maps["fuse_pool3"] = x + crop(maps["score_pool3"], crops["score_pool3c"], tf.shape(x))
+            x = maps["upscore8"] = layer["upscore8"](x)
+        maps["score"] = crop(x, crops["score"], tf.shape(images))
+        return maps
+
+    def get_config(self):
+        return {"variant": self.variant, "num_classes": self.num_classes}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def max_pool_ceil(x, size, stride):
+    """Max pooling that rounds the output size up, as Caffe and torch's ceil_mode (no padding):
+    the bottom/right edge is padded with -inf so the last, partial window exists."""
+    shape = tf.shape(x)
+    pads = [(-(-(shape[axis] - size) // stride)) * stride + size - shape[axis] for axis in (1, 2)]
+    lowest = x.dtype.min
+    x = tf.pad(x, [[0, 0], [0, pads[0]], [0, pads[1]], [0, 0]], constant_values=lowest)
+    return tf.nn.max_pool2d(x, size, stride, "VALID")
+
+
+def crop(x, offset, like_shape):
+    """Caffe's Crop layer on the spatial axes of NHWC x: x[offset : offset + like's size]."""
+    return x[:, offset:offset + like_shape[1], offset:offset + like_shape[2]]

@@ -1,0 +1,81 @@
+"""FCN-32s/16s/8s on VGG-16 in PyTorch, layout (N, C, H, W); see impls._models.FCNReference."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch.nn.functional as F
+from torch import nn
+
+from impls import _models
+from impls._docs import same_doc_as
+from impls.torch.upsample import BilinearUpsample
+
+__all__ = ["FCN"]
+
+
+@same_doc_as(_models.FCNReference)
+class FCN(nn.Module):
+    def __init__(self, variant="32s", num_classes=21):
+        super().__init__()
+        self.variant, self.num_classes = _models.check_fcn(variant, num_classes)
+        channels = 3
+        for _, layers in _models.VGG16:
+            for name, width in layers:
+                padding = _models.FIRST_PAD if name == "conv1_1" else 1
+                self.add_module(name, nn.Conv2d(channels, width, 3, padding=padding))
+                channels = width
+        self.fc6 = nn.Conv2d(512, 4096, 7)
+        self.fc7 = nn.Conv2d(4096, 4096, 1)
+        self.drop = nn.Dropout(0.5)
+        self.score_fr = nn.Conv2d(4096, num_classes, 1)
+        if variant == "32s":
+            self.upscore = BilinearUpsample(num_classes, 32, padding="valid")
+        else:
+            self.score_pool4 = nn.Conv2d(512, num_classes, 1)
+            self.upscore2 = BilinearUpsample(num_classes, 2, trainable=True, padding="valid")
+        if variant == "16s":
+            self.upscore16 = BilinearUpsample(num_classes, 16, padding="valid")
+        if variant == "8s":
+            self.score_pool3 = nn.Conv2d(256, num_classes, 1)
+            self.upscore_pool4 = BilinearUpsample(num_classes, 2, trainable=True, padding="valid")
+            self.upscore8 = BilinearUpsample(num_classes, 8, padding="valid")
+
+    def forward(self, images):
+        return self.feature_maps(images)["score"]
+
+    def feature_maps(self, images) -> OrderedDict:
+        """Every named layer's output, in the order of the net, ending with "score"."""
+        _models.check_images(tuple(images.shape), str(images.dtype).removeprefix("torch."), op="FCN",
+                             layout="NCHW")
+        maps = OrderedDict()
+        x = images
+        for block, layers in _models.VGG16:
+            for name, _ in layers:
+                x = maps[name] = F.relu(getattr(self, name)(x))
+            x = maps[f"pool{block}"] = F.max_pool2d(x, 2, 2, ceil_mode=True)
+        x = maps["fc6"] = self.drop(F.relu(self.fc6(x)))
+        x = maps["fc7"] = self.drop(F.relu(self.fc7(x)))
+        x = maps["score_fr"] = self.score_fr(x)
+        crops = _models.FCN_CROPS[self.variant]
+        if self.variant == "32s":
+            x = maps["upscore"] = self.upscore(x)
+        else:
+            x = maps["upscore2"] = self.upscore2(x)
+            maps["score_pool4"] = self.score_pool4(maps["pool4"])
+            x = maps["fuse_pool4"] = x + _crop(maps["score_pool4"], crops["score_pool4c"], x)
+        if self.variant == "16s":
+            x = maps["upscore16"] = self.upscore16(x)
+        if self.variant == "8s":
+            x = maps["upscore_pool4"] = self.upscore_pool4(x)
+            maps["score_pool3"] = self.score_pool3(maps["pool3"])
+            x = maps["fuse_pool3"] = x + _crop(maps["score_pool3"], crops["score_pool3c"], x)
+            x = maps["upscore8"] = self.upscore8(x)
+        maps["score"] = _crop(x, crops["score"], images)
+        return maps
+
+
+def _crop(x, offset, like):
+    """Caffe's Crop layer on the spatial axes: x[offset : offset + like's size]."""
+    height, width = like.shape[2:]
+    return x[:, :, offset:offset + height, offset:offset + width]
