@@ -87,3 +87,15 @@ def labels_in_range(outside: int, total: int, num_classes: int, *, op: str, name
 def confusion_shape(shape, *, op: str) -> None:
     if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
         raise ValueError(f"{op}: argument 'confusion' must be a square (C, C) matrix, got shape {tuple(shape)}")
+
+
+def loss_inputs(logits_shape, labels_shape, labels_kind, *, op: str, layout: str) -> None:
+    """Logits (N, ..., C in `layout`) and integer labels (N, H, W) of the same batch and size."""
+    if len(logits_shape) != 4:
+        raise ValueError(f"{op}: argument 'logits' must be 4-D ({', '.join(layout)}), got shape {tuple(logits_shape)}")
+    if labels_kind not in "iu":
+        raise TypeError(f"{op}: argument 'labels' must hold integer labels, got dtype kind {labels_kind!r}")
+    expected = tuple(logits_shape[layout.index(axis)] for axis in "NHW")
+    if tuple(labels_shape) != expected:
+        raise ValueError(f"{op}: argument 'labels' must have the logits' (N, H, W) = {expected}, "
+                         f"got {tuple(labels_shape)}")

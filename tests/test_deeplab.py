@@ -60,7 +60,7 @@ def test_feature_ported_deeplab_agrees_layer_by_layer(direction):
 
 def test_feature_batchnorm_epsilon_and_momentum_are_converted():
     torch_model, keras_model, _ = _pair("torch->tf", scales=(1.0,))
-    layer = next(l for l in keras_model._flatten_layers() if l.name == "bn2a_branch2a")
+    layer = next(found for found in keras_model._flatten_layers() if found.name == "bn2a_branch2a")
     assert (layer.epsilon, layer.momentum) == (1e-5, pytest.approx(0.9))
     layer.epsilon, layer.momentum = 1e-3, 0.99  # Keras' defaults
     port.tf_to_torch(keras_model, torch_model)

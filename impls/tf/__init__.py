@@ -12,6 +12,7 @@ from impls.tf.deeplab import ASPP, DeepLabV2  # noqa: E402
 from impls.tf.fcn import FCN  # noqa: E402
 from impls.tf.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter  # noqa: E402
 from impls.tf.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy  # noqa: E402
+from impls.tf.training import downscale_labels, poly_learning_rate, segmentation_loss  # noqa: E402
 from impls.tf.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear  # noqa: E402
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
     "dense_crf",
     "confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou",
+    "segmentation_loss", "downscale_labels", "poly_learning_rate",
     "CrfRnn", "FCN", "ASPP", "DeepLabV2",
 ]
 # Trainable layers and models of the frameworks, with no NumPy counterpart.

@@ -6,6 +6,7 @@ from impls.torch.deeplab import ASPP, DeepLabV2
 from impls.torch.fcn import FCN
 from impls.torch.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter
 from impls.torch.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy
+from impls.torch.training import downscale_labels, poly_learning_rate, segmentation_loss
 from impls.torch.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact",
     "dense_crf",
     "confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou",
+    "segmentation_loss", "downscale_labels", "poly_learning_rate",
     "CrfRnn", "FCN", "ASPP", "DeepLabV2",
 ]
 # Trainable layers and models of the frameworks, with no NumPy counterpart.
