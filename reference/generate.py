@@ -6,9 +6,10 @@
 
 Goldens hold what has no live oracle on every machine: pydensecrf's outputs on the reference
 images (CI machines without pydensecrf still compare against them, and a new pydensecrf
-release that changes them shows up), and the synthetic scenes of the accuracy gate (so a
-change of the scene generator, which would move the gate's measured margin, shows up too).
-Seeded model and CRF-RNN outputs join as those land.
+release that changes them shows up), the synthetic scenes of the accuracy gate (so a change
+of the scene generator, which would move the gate's measured margin, shows up too), and the
+outputs of small seeded FCN, ASPP, DeepLab-v2 and CRF-RNN configurations in torch and Keras
+(so drift in either framework shows up).
 
 Files are written byte for byte reproducibly (uncompressed zip members with a fixed date),
 so regenerating on an unchanged tree changes no checksum; tests compare the contents with
@@ -17,24 +18,30 @@ the tolerance table, not bytes.
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import hashlib
-import importlib.metadata
-import io
-import json
-import pathlib
-import platform
-import sys
-import tempfile
-import zipfile
+import os
 
-import numpy as np
+# Parity numerics for TF (as conftest sets them): before anything imports TensorFlow.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import difflib  # noqa: E402
+import hashlib  # noqa: E402
+import importlib.metadata  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import zipfile  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 FOLDER = pathlib.Path(__file__).resolve().parent
 MANIFEST = "MANIFEST.json"
 COMMAND = "python reference/generate.py"
-VERSIONED = ("numpy", "scipy", "scikit-image", "pydensecrf2", "impls")
+VERSIONED = ("numpy", "scipy", "scikit-image", "pydensecrf2", "torch", "tensorflow-cpu", "tensorflow", "keras", "impls")
 
 # The astronaut case: pydensecrf's DenseCRF2D with its default-example parameters on a crop
 # of skimage's astronaut and 21-label unaries of the tests' smooth field.
@@ -91,9 +98,74 @@ def synthetic_scenes() -> dict[str, np.ndarray]:
             "unaries": np.stack([s[2] for s in scenes[:2]])}
 
 
+def seeded_models() -> dict[str, np.ndarray]:
+    """Outputs of small seeded configurations in both frameworks: torch initialises the weights
+    (torch.manual_seed(0); BatchNorm statistics drawn too), impls.port copies them into Keras,
+    and both run on the same seeded input. FCN-32s/16s/8s with 3 classes on 37x41, ASPP(16, 3)
+    on 9x11, DeepLabV2(3, scales (1, 0.5)) on 41x45, CrfRnn(3) with random matrices on 17x19."""
+    import tensorflow as tf
+    import torch
+
+    import impls.tf
+    import impls.torch
+    from impls import port
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((1, 37, 41, 3)) * 255).astype(np.float32)
+    arrays = {}
+
+    def run_both(name, make_torch, make_keras, x, extra=()):
+        torch.manual_seed(0)
+        torch_model = make_torch().eval()
+        _draw_batchnorm(torch, torch_model)
+        keras_model = make_keras()
+        keras_model(tf.constant(x), *[tf.constant(e) for e in extra])
+        port.torch_to_tf(torch_model, keras_model)
+        with torch.no_grad():
+            torch_in = [torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in (x, *extra)]
+            arrays[f"{name}_torch"] = torch_model(*torch_in).numpy().transpose(0, 2, 3, 1)
+        arrays[f"{name}_tf"] = keras_model(tf.constant(x), *[tf.constant(e) for e in extra]).numpy()
+
+    for variant in ("32s", "16s", "8s"):
+        run_both(f"fcn{variant}", lambda v=variant: impls.torch.FCN(v, 3), lambda v=variant: impls.tf.FCN(v, 3), image)
+    features = rng.standard_normal((1, 9, 11, 16)).astype(np.float32)
+    run_both("aspp", lambda: impls.torch.ASPP(16, 3), lambda: impls.tf.ASPP(16, 3), features)
+    deeplab_image = (rng.random((1, 41, 45, 3)) * 255).astype(np.float32)
+    run_both("deeplabv2", lambda: impls.torch.DeepLabV2(3, (1.0, 0.5)), lambda: impls.tf.DeepLabV2(3, (1.0, 0.5)),
+             deeplab_image)
+    logits = rng.standard_normal((1, 17, 19, 3)).astype(np.float32)
+    crop = np.ascontiguousarray(deeplab_image[:, :17, :19]).astype(np.uint8)
+
+    def crfrnn():
+        layer = impls.torch.CrfRnn(3)
+        with torch.no_grad():
+            for parameter in layer.parameters():
+                parameter.copy_(torch.randn(parameter.shape))
+        return layer
+
+    run_both("crfrnn", crfrnn, lambda: impls.tf.CrfRnn(3), logits, extra=(crop,))
+    arrays["inputs_fcn"], arrays["inputs_aspp"], arrays["inputs_deeplabv2"] = image, features, deeplab_image
+    arrays["inputs_crfrnn_logits"], arrays["inputs_crfrnn_image"] = logits, crop
+    return arrays
+
+
+def _draw_batchnorm(torch, model):
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(torch.rand(module.running_mean.shape, generator=generator) * 0.4 - 0.2)
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+
+
+# exact: the same bytes on any machine (integer or single-threaded, fixed-order float code);
+# otherwise float results of convolutions whose summation order depends on the CPU and thread
+# count, compared with a tolerance across machines (and by checksum on one machine).
 PRODUCERS = {
-    "pydensecrf_examples.npz": (pydensecrf_examples, "pydensecrf example recipe on im1-3; DenseCRF2D on astronaut"),
-    "synthetic_scenes.npz": (synthetic_scenes, "impls.synthetic.synthetic_set(**GATE_SET)"),
+    "pydensecrf_examples.npz": (pydensecrf_examples, "pydensecrf example recipe on im1-3; DenseCRF2D on astronaut",
+                                True),
+    "synthetic_scenes.npz": (synthetic_scenes, "impls.synthetic.synthetic_set(**GATE_SET)", True),
+    "seeded_models.npz": (seeded_models, "seeded FCN-32s/16s/8s, ASPP, DeepLabV2, CrfRnn in torch and Keras", False),
 }
 
 
@@ -123,15 +195,18 @@ def versions() -> dict:
     return found
 
 
-def generate(folder: pathlib.Path, *, log=print) -> dict:
-    """Writes every golden into `folder` and returns the manifest (also written there)."""
+def generate(folder: pathlib.Path, *, log=print, only=None) -> dict:
+    """Writes the goldens (all, or the file names in `only`) into `folder` and returns the manifest
+    (also written there)."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"command": COMMAND, "files": {}}
-    for file_name, (produce, what) in PRODUCERS.items():
+    for file_name, (produce, what, exact) in PRODUCERS.items():
+        if only is not None and file_name not in only:
+            continue
         log(f"generating {file_name}: {what}")
         save_npz(folder / file_name, produce())
         manifest["files"][file_name] = {**describe(folder / file_name), "produced_by": what, "command": COMMAND,
-                                        "versions": versions()}
+                                        "exact": exact, "versions": versions()}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
@@ -155,6 +230,31 @@ def verify(folder: pathlib.Path, manifest: dict) -> list[str]:
     return problems
 
 
+# Inexact goldens across machines: float32 convolutions summed in another order.
+INEXACT_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+
+
+def content_differences(golden_folder, fresh_folder, manifest) -> list[str]:
+    """What differs between fresh and stored goldens: a checksum for exact files, values beyond
+    INEXACT_TOLERANCE for the others."""
+    problems = []
+    for name, entry in manifest["files"].items():
+        fresh = fresh_folder / name
+        if not fresh.exists():
+            continue
+        if entry.get("exact", True):
+            if describe(fresh)["sha256"] != entry["sha256"]:
+                problems.append(f"{name}: sha256 changed")
+            continue
+        with np.load(golden_folder / name) as stored, np.load(fresh) as new:
+            for key in stored:
+                a, b = new[key].astype(np.float64), stored[key].astype(np.float64)
+                if a.shape != b.shape or not np.allclose(a, b, **INEXACT_TOLERANCE):
+                    worst = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+                    problems.append(f"{name}:{key}: max |difference| {worst:.3g} beyond {INEXACT_TOLERANCE}")
+    return problems
+
+
 def manifest_diff(old: dict, new: dict) -> str:
     """Unified diff of the checksums and shapes of two manifests (versions left out)."""
     def essential(manifest):
@@ -175,12 +275,16 @@ def main(argv=None) -> int:
         generate(args.output)
         print(f"wrote {len(PRODUCERS)} golden file(s) and {MANIFEST} to {args.output}")
         return 0
+    manifest = load_manifest(args.output)
     with tempfile.TemporaryDirectory() as scratch:
-        diff = manifest_diff(load_manifest(args.output), generate(pathlib.Path(scratch)))
+        diff = manifest_diff(manifest, generate(pathlib.Path(scratch)))
+        problems = content_differences(args.output, pathlib.Path(scratch), manifest)
     if diff:
-        print(f"regenerated goldens differ from {args.output / MANIFEST}:\n{diff}", file=sys.stderr)
+        print(f"regenerated checksums differ from {args.output / MANIFEST}:\n{diff}")
+    if problems:
+        print("beyond what the goldens allow:\n" + "\n".join(problems), file=sys.stderr)
         return 1
-    print("regenerated goldens equal the manifest")
+    print("regenerated goldens agree with the manifest" + (" (inexact files within tolerance)" if diff else ""))
     return 0
 
 
