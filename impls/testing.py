@@ -111,6 +111,20 @@ class Backend:
                 return tf.constant(array)
         return array.copy()
 
+    def tensor(self, array):
+        """`array` as a tensor of this backend on its device, axes as they are (label maps, (P, d) matrices)."""
+        array = np.asarray(array)
+        if self.name == "torch":
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        if self.name == "tf":
+            import tensorflow as tf
+
+            with tf.device("/GPU:0" if self.device == "cuda" else "/CPU:0"):
+                return tf.constant(array)
+        return array.copy()
+
     def to_nhwc(self, tensor) -> np.ndarray:
         """NHWC NumPy copy of a native-layout tensor of this backend."""
         array = to_numpy(tensor)

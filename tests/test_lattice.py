@@ -11,21 +11,9 @@ def _points(rng, count, dim, box, channels=4, dtype=np.float64):
     return (rng.random((count, channels)).astype(dtype), (rng.random((count, dim)) * box).astype(dtype))
 
 
-def _native(backend, array):
-    if backend.name == "torch":
-        import torch
-
-        return torch.from_numpy(array).to(backend.device)
-    if backend.name == "tf":
-        import tensorflow as tf
-
-        return tf.constant(array)
-    return array
-
-
 def _filter(backend, values, features, *, exact=False):
     op = backend.module.gaussian_filter_exact if exact else backend.module.permutohedral_filter
-    return to_numpy(op(_native(backend, values), _native(backend, features)))
+    return to_numpy(op(backend.tensor(values), backend.tensor(features)))
 
 
 @pytest.mark.parametrize("dim, box, max_raw, max_normalized", [
@@ -89,10 +77,10 @@ def test_feature_reverse_blur_is_the_adjoint(rng):
 
 def test_feature_lattice_is_reusable(backend, rng):
     values, features = _points(rng, 200, 3, 2.0)
-    lattice = backend.module.PermutohedralLattice(_native(backend, features))
-    first = to_numpy(lattice.filter(_native(backend, values)))
-    assert_close(to_numpy(lattice.filter(_native(backend, values))), first, rtol=0, atol=0)
-    assert_close(to_numpy(lattice.filter(_native(backend, values[:, :1]))), first[:, :1])
+    lattice = backend.module.PermutohedralLattice(backend.tensor(features))
+    first = to_numpy(lattice.filter(backend.tensor(values)))
+    assert_close(to_numpy(lattice.filter(backend.tensor(values))), first, rtol=0, atol=0)
+    assert_close(to_numpy(lattice.filter(backend.tensor(values[:, :1]))), first[:, :1])
     weights = to_numpy(lattice.weights)
     assert_close(weights.sum(axis=1), np.ones(200))
     assert (weights >= -1e-12).all()
@@ -141,11 +129,11 @@ def test_exception_bad_shapes_and_dtypes(backend, values_shape, features_shape, 
     values = np.ones(values_shape)
     features = np.ones(features_shape, features_dtype)
     with pytest.raises(error, match=match):
-        backend.module.permutohedral_filter(_native(backend, values), _native(backend, features))
+        backend.module.permutohedral_filter(backend.tensor(values), backend.tensor(features))
 
 
 def test_exception_non_finite_features(backend):
     features = np.ones((10, 2))
     features[3, 1] = np.nan
     with pytest.raises(ValueError, match="argument 'features' must be finite"):
-        backend.module.permutohedral_filter(_native(backend, np.ones((10, 1))), _native(backend, features))
+        backend.module.permutohedral_filter(backend.tensor(np.ones((10, 1))), backend.tensor(features))

@@ -39,20 +39,6 @@ def loop_scores(confusion):
             "frequency_weighted_iou": weighted if total else float("nan")}
 
 
-def on_backend(backend, array):
-    """An integer label map (no channel axis) as a tensor of the backend, on its device."""
-    if backend.name == "torch":
-        import torch
-
-        return torch.from_numpy(array).to(backend.device)
-    if backend.name == "tf":
-        import tensorflow as tf
-
-        with tf.device("/GPU:0" if backend.device == "cuda" else "/CPU:0"):
-            return tf.constant(array)
-    return array
-
-
 def random_maps(rng, shape, num_classes, used, ignored_fraction=0.1):
     """pred and label using only `used` of the classes (the rest stay empty), some labels ignored."""
     classes = rng.choice(num_classes, size=used, replace=False)
@@ -67,7 +53,7 @@ def test_feature_metrics_match_the_loop_reference(backend, rng, shape, num_class
     pred, label = random_maps(rng, shape, num_classes, used)
     expected_confusion = loop_confusion(pred, label, num_classes, IGNORE)
     module = backend.module
-    confusion = module.confusion_matrix(on_backend(backend, pred), on_backend(backend, label), num_classes)
+    confusion = module.confusion_matrix(backend.tensor(pred), backend.tensor(label), num_classes)
     np.testing.assert_array_equal(to_numpy(confusion), np.array(expected_confusion))
     expected = loop_scores(expected_confusion)
     for score in SCORES:
@@ -90,7 +76,7 @@ def test_feature_hand_computed_example(backend):
     label = np.array([[0, 0, 1, 1], [0, 2, 2, IGNORE]], dtype=np.uint8)
     pred = np.array([[0, 1, 1, 1], [0, 2, 0, 3]], dtype=np.int64)
     module = backend.module
-    confusion = module.confusion_matrix(on_backend(backend, pred), on_backend(backend, label), 4)
+    confusion = module.confusion_matrix(backend.tensor(pred), backend.tensor(label), 4)
     # rows = truth: class 0 -> {0: 2, 1: 1}; class 1 -> {1: 2}; class 2 -> {2: 1, 0: 1}; class 3 empty.
     np.testing.assert_array_equal(to_numpy(confusion), [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
     iou = to_numpy(module.per_class_iou(confusion))
@@ -105,15 +91,15 @@ def test_feature_hand_computed_example(backend):
 def test_feature_predicted_but_absent_class_scores_zero_not_nan(backend):
     module = backend.module
     label, pred = np.zeros((2, 2), np.int64), np.array([[0, 0], [0, 1]])
-    iou = to_numpy(module.per_class_iou(module.confusion_matrix(on_backend(backend, pred),
-                                                                on_backend(backend, label), 2)))
+    iou = to_numpy(module.per_class_iou(module.confusion_matrix(backend.tensor(pred),
+                                                                backend.tensor(label), 2)))
     np.testing.assert_allclose(iou, [3 / 4, 0.0])
 
 
 def test_feature_everything_ignored_gives_nan_scores(backend):
     module = backend.module
     label = np.full((3, 3), IGNORE, np.uint8)
-    confusion = module.confusion_matrix(on_backend(backend, np.zeros((3, 3), np.int64)), on_backend(backend, label), 3)
+    confusion = module.confusion_matrix(backend.tensor(np.zeros((3, 3), np.int64)), backend.tensor(label), 3)
     assert to_numpy(confusion).sum() == 0
     for score in ("mean_iou", "pixel_accuracy", "frequency_weighted_iou"):
         assert np.isnan(to_numpy(getattr(module, score)(confusion))), score
@@ -135,9 +121,9 @@ def test_feature_ignore_index_none_counts_every_pixel():
 ])
 def test_exception_bad_label_maps(backend, pred, label, num_classes, error, match):
     with pytest.raises(error, match=match):
-        backend.module.confusion_matrix(on_backend(backend, pred), on_backend(backend, label), num_classes)
+        backend.module.confusion_matrix(backend.tensor(pred), backend.tensor(label), num_classes)
 
 
 def test_exception_confusion_not_square(backend):
     with pytest.raises(ValueError, match=r"square \(C, C\) matrix, got shape \(2, 3\)"):
-        backend.module.mean_iou(on_backend(backend, np.zeros((2, 3), np.int64)))
+        backend.module.mean_iou(backend.tensor(np.zeros((2, 3), np.int64)))

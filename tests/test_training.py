@@ -10,18 +10,6 @@ from impls.synthetic import synthetic_scene
 from impls.testing import Backend, assert_close, to_numpy
 
 
-def _labels_on(backend, labels):
-    if backend.name == "torch":
-        import torch
-
-        return torch.from_numpy(labels).to(backend.device)
-    if backend.name == "tf":
-        import tensorflow as tf
-
-        return tf.constant(labels)
-    return labels
-
-
 def _loop_loss(logits, labels):
     total, count = 0.0, 0
     for index in np.ndindex(labels.shape):
@@ -38,14 +26,14 @@ def test_feature_loss_ignores_labels_outside_the_classes(backend, dtype, rng):
     labels = rng.integers(0, 5, (2, 7, 9))
     labels[0, :2] = 255
     labels[1, 3, :4] = 5  # >= num_classes: ignored too
-    loss = backend.module.segmentation_loss(backend.from_nhwc(logits), _labels_on(backend, labels))
+    loss = backend.module.segmentation_loss(backend.from_nhwc(logits), backend.tensor(labels))
     assert_close(np.asarray(to_numpy(loss), np.float64), np.float64(_loop_loss(logits, labels)),
                  rtol=1e-6 if dtype == np.float32 else 1e-12, atol=0)  # float32 sums of 100 terms
 
 
 def test_feature_loss_of_nothing_counted_is_zero(backend):
     loss = backend.module.segmentation_loss(backend.from_nhwc(np.ones((1, 2, 2, 3), np.float32)),
-                                            _labels_on(backend, np.full((1, 2, 2), 255)))
+                                            backend.tensor(np.full((1, 2, 2), 255)))
     assert float(to_numpy(loss)) == 0.0
 
 
@@ -54,7 +42,7 @@ def test_feature_downscaled_labels_agree_and_keep_255(backend, rng):
     labels[:, 10:20] = 255
     expected = labels[:, np.floor((np.arange(5) + 0.5) * 37 / 5).astype(int)][
         :, :, np.floor((np.arange(6) + 0.5) * 45 / 6).astype(int)]
-    got = to_numpy(backend.module.downscale_labels(_labels_on(backend, labels), (5, 6)))
+    got = to_numpy(backend.module.downscale_labels(backend.tensor(labels), (5, 6)))
     np.testing.assert_array_equal(got, expected)
     assert set(np.unique(got)) <= set(np.unique(labels))
 
@@ -208,7 +196,7 @@ def _train_fcn32s(framework, images, labels, steps):
 def test_exception_bad_loss_inputs(backend, logits_shape, labels_shape, labels_dtype, error, match):
     logits = backend.from_nhwc(np.zeros(logits_shape, np.float32))
     with pytest.raises(error, match=match):
-        backend.module.segmentation_loss(logits, _labels_on(backend, np.zeros(labels_shape, labels_dtype)))
+        backend.module.segmentation_loss(logits, backend.tensor(np.zeros(labels_shape, labels_dtype)))
 
 
 def test_exception_loss_needs_a_batch():
