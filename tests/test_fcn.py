@@ -109,3 +109,18 @@ def test_exception_port_refuses_another_variant_or_class_count():
     np.testing.assert_array_equal(keras_model.named["score_fr"].kernel.numpy(), before)
     with pytest.raises(ValueError, match="call it once on an input"):
         port.torch_to_tf(impls.torch.FCN("8s"), impls.tf.FCN("8s"))
+
+
+def test_cardinality_tf_ceil_pooling_matches_torch_at_every_size():
+    """TF has no ceil mode; its emulation decides every TF model's sizes, so check it against torch's."""
+    from impls.tf.deeplab import max_pool_ceil as padded_pool
+    from impls.tf.fcn import max_pool_ceil
+
+    for size in range(2, 300):
+        x = np.random.default_rng(size).random((1, size, size + 1, 1)).astype(np.float32)
+        tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+        expected = torch.nn.functional.max_pool2d(tx, 2, 2, ceil_mode=True).numpy().transpose(0, 2, 3, 1)
+        np.testing.assert_array_equal(max_pool_ceil(tf.constant(x), 2, 2).numpy(), expected, err_msg=str(size))
+        expected = torch.nn.functional.max_pool2d(tx, 3, 2, padding=1, ceil_mode=True).numpy().transpose(0, 2, 3, 1)
+        np.testing.assert_array_equal(padded_pool(tf.constant(x), 3, 2, padding=1).numpy(), expected,
+                                      err_msg=str(size))
