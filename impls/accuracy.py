@@ -65,11 +65,12 @@ def crf_gain(crf: Callable[[np.ndarray, np.ndarray], np.ndarray],
     return CrfGain(float(mean_iou(before)), float(mean_iou(after)))
 
 
-def label_agreement(labels, reference) -> float:
-    """Fraction of pixels where two label (or colour (..., 3)) maps agree."""
+def label_agreement(labels, reference, *, channel_axis=None) -> float:
+    """Fraction of pixels where two label maps agree; with `channel_axis` (colour maps, (H, W, 3):
+    -1), a pixel agrees when every channel does. The layout is said, never guessed, so a batch
+    of label maps (N, H, W) is not mistaken for one colour image."""
     labels, reference = np.asarray(labels), np.asarray(reference)
     if labels.shape != reference.shape:
         raise ValueError(f"label_agreement: shapes differ, {labels.shape} and {reference.shape}")
-    if labels.ndim == 3:
-        return float(np.mean(np.all(labels == reference, axis=-1)))
-    return float(np.mean(labels == reference))
+    equal = labels == reference
+    return float(np.mean(equal if channel_axis is None else np.all(equal, axis=channel_axis)))

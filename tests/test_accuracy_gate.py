@@ -80,8 +80,8 @@ def test_gate_pydensecrf_examples_reproduce_stored_outputs(name, reproduce):
     image, annotation, stored = crf_example(name)
     segmentation, _, _ = example_recipe(impls.densecrf, impls.densecrf.utils, image, annotation)
     require(f"impls.densecrf ({impls.densecrf.engine()} engine) on pydensecrf's {name}: fraction of pixels equal "
-            f"to out{name[-1]}.png", label_agreement(segmentation, stored), at_least=MIN_STORED_AGREEMENT,
-            reproduce=reproduce)
+            f"to out{name[-1]}.png", label_agreement(segmentation, stored, channel_axis=-1),
+            at_least=MIN_STORED_AGREEMENT, reproduce=reproduce)
 
 
 @pytest.mark.parametrize("engine", ["framework", "native"])
@@ -129,3 +129,11 @@ def test_exception_require_names_metric_value_threshold_and_command(value, bound
     with pytest.raises(GateFailure, match=match):
         require("m", value, reproduce="cmd", **bounds)
     assert require("m", 0.7, at_least=0.6, at_most=0.8, reproduce="cmd") == 0.7
+
+
+def test_feature_label_agreement_of_label_batches_and_colour_maps():
+    labels = np.zeros((2, 4, 3), np.int64)
+    other = labels.copy()
+    other[0, 0, 0] = 1
+    assert label_agreement(other, labels) == 23 / 24  # a batch of label maps: every entry counts
+    assert label_agreement(other, labels, channel_axis=-1) == 7 / 8  # (H, W, 3) colours: per pixel
