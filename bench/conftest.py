@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import platform
 import shutil
 import subprocess
 from collections import defaultdict
 
 import pytest
+
+from impls.testing import library_versions
 
 # The grid of the size sweeps: (height, width) from 160x120 to 1920x1080, and label counts.
 SIZES = [(120, 160), (240, 320), (375, 500), (720, 1280), (1080, 1920)]
@@ -37,16 +38,6 @@ DISTRIBUTIONS = ("numpy", "scipy", "scikit-image", "matplotlib", "torch", "tenso
 def pytest_addoption(parser):
     parser.addoption("--bench-budget", type=float, default=3.0,
                      help="skip a case whose predicted seconds per call exceed this (default 3)")
-
-
-def _versions():
-    versions = {}
-    for name in DISTRIBUTIONS:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def _gpu():
@@ -144,7 +135,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     from impls import native
 
     machine_info["impls"] = {
-        "libraries": _versions(),
+        "libraries": library_versions(DISTRIBUTIONS),
         "gpu": _gpu(),
         "native": {"built": native.available(), "cuda_build": native.built_with_cuda(),
                    "cuda_device": native.has_cuda()},
@@ -184,6 +175,8 @@ class CostModel:
                         f"> budget {self.budget_s:g} s (--bench-budget)")
 
     def record(self, op, backend, work, benchmark):
+        if benchmark.stats is None:  # --benchmark-disable: the checks ran once, nothing was timed
+            return
         self.measured[(op, backend)][float(work)] = benchmark.stats.stats.median
 
 

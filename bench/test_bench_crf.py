@@ -38,10 +38,7 @@ def crf_inputs(image_name, size, labels):
         if image.shape[0] >= height and image.shape[1] >= width:
             image = np.ascontiguousarray(image[:height, :width])
         else:
-            import skimage.transform
-
-            resized = skimage.transform.resize(image, size, anti_aliasing=True, preserve_range=True)
-            image = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+            image = crf_image(image_name, size=size)
     return image, smooth_unary(*image.shape[:2], labels, seed=1)
 
 

@@ -19,13 +19,9 @@ SOURCE_IMAGE = "astronaut"
 
 
 def _inputs(size):
-    import skimage.transform
-
     from impls.testing import crf_image, smooth_unary
 
-    resized = skimage.transform.resize(crf_image(SOURCE_IMAGE), size, anti_aliasing=True, preserve_range=True)
-    image = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
-    return -smooth_unary(*size, CLASSES, seed=2), image
+    return -smooth_unary(*size, CLASSES, seed=2), crf_image(SOURCE_IMAGE, size=size)
 
 
 def _expected_q(logits, image):

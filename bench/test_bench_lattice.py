@@ -22,10 +22,8 @@ SOURCE_IMAGE = "astronaut"
 @functools.lru_cache(maxsize=1)
 def filter_inputs(size):
     """(features float32 (P, 5), values float32 (P, C)) for an image of `size` (height, width)."""
-    import skimage.transform
-
     height, width = size
-    image = skimage.transform.resize(crf_image(SOURCE_IMAGE), size, anti_aliasing=True, preserve_range=True)
+    image = crf_image(SOURCE_IMAGE, size=size).astype(np.float64)
     y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     features = np.concatenate([np.stack([x.ravel(), y.ravel()], 1) / 80.0, image.reshape(-1, 3) / 13.0], axis=1)
     values = np.random.default_rng(0).random((height * width, CHANNELS))

@@ -151,21 +151,37 @@ def crf_example(name):
     return tuple(read)
 
 
-def crf_image(name, *, scale=1.0):
-    """A real RGB uint8 image by name: a pydensecrf example or a `skimage.data` image,
-    optionally rescaled (anti-aliased) by `scale`."""
+def crf_image(name, *, scale=1.0, size=None):
+    """A real RGB uint8 image by name: a pydensecrf example or a `skimage.data` image, optionally
+    rescaled by `scale` or resized to `size` (height, width), anti-aliased either way."""
     if name in CRF_EXAMPLES:
         image = crf_example(name)[0]
     else:
         import skimage.data
 
         image = getattr(skimage.data, name)()[..., :3]
-    if scale != 1.0:
+    if scale != 1.0 or size is not None:
         import skimage.transform
 
-        image = skimage.transform.rescale(image, scale, channel_axis=-1, anti_aliasing=True, preserve_range=True)
+        if size is None:
+            image = skimage.transform.rescale(image, scale, channel_axis=-1, anti_aliasing=True, preserve_range=True)
+        else:
+            image = skimage.transform.resize(image, size, anti_aliasing=True, preserve_range=True)
         image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image)
+
+
+def library_versions(distributions) -> dict[str, str | None]:
+    """{distribution: installed version or None}, for recording what produced a result."""
+    import importlib.metadata
+
+    found = {}
+    for name in distributions:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def example_recipe(dcrf, utils, image, annotation):

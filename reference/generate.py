@@ -27,7 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse  # noqa: E402
 import difflib  # noqa: E402
 import hashlib  # noqa: E402
-import importlib.metadata  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
@@ -186,13 +185,9 @@ def describe(path) -> dict:
 
 
 def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    from impls.testing import library_versions
+
+    return {"python": platform.python_version(), **library_versions(VERSIONED)}
 
 
 def generate(folder: pathlib.Path, *, log=print, only=None) -> dict:
