@@ -52,47 +52,52 @@ class PortReport:
 
 def torch_to_tf(torch_module, keras_model) -> PortReport:
     """Copies every weight of a torch module into the Keras layer or model with the same layer names."""
-    plan = []
-    for name, module, layer in _pairs(torch_module, keras_model, "torch", "Keras"):
-        kind, table = _kind(module)
-        weights = []
-        for torch_name, keras_name, axes in table:
-            value = getattr(module, torch_name).detach().cpu().numpy()
-            value = value.transpose(axes) if axes else value
-            weights.append((keras_name, _keras_weight(layer, keras_name), value))
-        plan.append((name, kind, module, layer, weights))
-    _check_shapes(plan, "torch", "Keras")
+    plan = _plan(torch_module, keras_model, to_keras=True)
     for _, kind, module, layer, weights in plan:
         for _, variable, value in weights:
             variable.assign(value.astype(variable.dtype))
         if kind == "BatchNorm":
             layer.epsilon, layer.momentum = module.eps, 1.0 - (module.momentum or 0.0)
-    return PortReport("torch -> Keras", tuple((name, kind, tuple((w, v.shape) for w, _, v in weights))
-                                              for name, kind, _, _, weights in plan))
+    return _report("torch -> Keras", plan)
 
 
 def tf_to_torch(keras_model, torch_module) -> PortReport:
     """Copies every weight of a Keras layer or model into the torch module with the same layer names."""
     import torch
 
-    plan = []
-    for name, module, layer in _pairs(torch_module, keras_model, "torch", "Keras"):
-        kind, table = _kind(module)
-        weights = []
-        for torch_name, keras_name, axes in table:
-            value = np.asarray(_keras_weight(layer, keras_name).numpy())
-            value = value.transpose(np.argsort(axes)) if axes else value
-            weights.append((torch_name, getattr(module, torch_name), value))
-        plan.append((name, kind, module, layer, weights))
-    _check_shapes(plan, "Keras", "torch")
+    plan = _plan(torch_module, keras_model, to_keras=False)
     with torch.no_grad():
         for _, kind, module, layer, weights in plan:
             for _, tensor, value in weights:
                 tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(tensor.dtype))
             if kind == "BatchNorm":
                 module.eps, module.momentum = float(layer.epsilon), 1.0 - float(layer.momentum)
-    return PortReport("Keras -> torch", tuple((name, kind, tuple((w, tuple(v.shape)) for w, _, v in weights))
-                                              for name, kind, _, _, weights in plan))
+    return _report("Keras -> torch", plan)
+
+
+def _plan(torch_module, keras_model, *, to_keras):
+    """[(layer name, kind, torch module, Keras layer, [(target weight name, target, value in the
+    target's layout)])] for every matched layer, shapes checked: nothing is copied yet."""
+    plan = []
+    for name, module, layer in _pairs(torch_module, keras_model, "torch", "Keras"):
+        kind, table = _kind(module)
+        weights = []
+        for torch_name, keras_name, axes in table:
+            tensor, variable = getattr(module, torch_name), _keras_weight(layer, keras_name)
+            if to_keras:
+                value = tensor.detach().cpu().numpy()
+                weights.append((keras_name, variable, value.transpose(axes) if axes else value))
+            else:
+                value = np.asarray(variable.numpy())
+                weights.append((torch_name, tensor, value.transpose(np.argsort(axes)) if axes else value))
+        plan.append((name, kind, module, layer, weights))
+    _check_shapes(plan, *(("torch", "Keras") if to_keras else ("Keras", "torch")))
+    return plan
+
+
+def _report(direction, plan):
+    return PortReport(direction, tuple((name, kind, tuple((w, tuple(v.shape)) for w, _, v in weights))
+                                       for name, kind, _, _, weights in plan))
 
 
 def _kind(module):
