@@ -70,6 +70,14 @@ void require_rows(const char *what, std::size_t got, std::size_t expected) {
                                 std::to_string(got));
 }
 
+// The (kind, values) compatibility and normalisation code of add_kernel, checked once for
+// the CPU and CUDA mean fields alike.
+impls::Compatibility compatibility_of(int kind, FloatVectorIn compat, int normalization) {
+  if (kind < 0 || kind > 2) throw std::invalid_argument("compatibility kind must be 0, 1 or 2");
+  if (normalization < 0 || normalization > 3) throw std::invalid_argument("normalization must be 0..3");
+  return impls::Compatibility{kind, std::vector<float>(compat.data(), compat.data() + compat.shape(0))};
+}
+
 #if IMPLS_WITH_CUDA
 template <typename T>
 using CudaMatrixIn = nb::ndarray<const T, nb::ndim<2>, nb::c_contig, nb::device::cuda>;
@@ -139,9 +147,7 @@ void bind_cuda(nb::module_ &m) {
           [](impls::DenseCrfCUDA &self, CudaMatrixIn<float> features, int kind, FloatVectorIn compat, int normalization) {
             require_same_device(self, features, "features");
             require_rows("features", features.shape(0), self.num_points());
-            if (kind < 0 || kind > 2) throw std::invalid_argument("compatibility kind must be 0, 1 or 2");
-            if (normalization < 0 || normalization > 3) throw std::invalid_argument("normalization must be 0..3");
-            impls::Compatibility compatibility{kind, std::vector<float>(compat.data(), compat.data() + compat.shape(0))};
+            impls::Compatibility compatibility = compatibility_of(kind, compat, normalization);
             const float *data = features.data();
             const int dim = static_cast<int>(features.shape(1));
             nb::gil_scoped_release release;
@@ -227,9 +233,7 @@ NB_MODULE(_native, m) {
           "add_kernel",
           [](impls::DenseCrfCPU &self, FloatMatrixIn features, int kind, FloatVectorIn compat, int normalization) {
             require_rows("features", features.shape(0), self.num_points());
-            if (kind < 0 || kind > 2) throw std::invalid_argument("compatibility kind must be 0, 1 or 2");
-            if (normalization < 0 || normalization > 3) throw std::invalid_argument("normalization must be 0..3");
-            impls::Compatibility compatibility{kind, std::vector<float>(compat.data(), compat.data() + compat.shape(0))};
+            impls::Compatibility compatibility = compatibility_of(kind, compat, normalization);
             const float *data = features.data();
             const int dim = static_cast<int>(features.shape(1));
             nb::gil_scoped_release release;
