@@ -2,12 +2,13 @@
 
     python bench/report.py bench/results/benchmark.json --output bench/results/report.md
 
-The report holds, all from the one run in the JSON: the machine; which backends were absent
-and why, and which cases were skipped and why; one table per benchmark group (median and
-interquartile range per backend, speedups against the NumPy reference and pydensecrf); a
-log-log plot of dense-CRF time against pixels per backend; a bar chart of speedups against
-pydensecrf; and one image with its unary argmax and the CRF result side by side. Figures are
-PNG files written next to the report (matplotlib, headless).
+The report holds, all from the one run in the JSON: the machine; the fastest dense CRF of
+each case; which backends were absent and why, and which cases were skipped and why; one
+table per benchmark group (median and interquartile range per backend, speedups against the
+NumPy reference and pydensecrf); a log-log plot of dense-CRF time against pixels per
+backend; a bar chart of speedups against pydensecrf; and one image with its unary argmax and
+the CRF result side by side (the example runs a CRF, so it needs impls installed). Figures
+are PNG files written next to the report (matplotlib, headless).
 """
 
 from __future__ import annotations
