@@ -103,7 +103,7 @@ def _float_matrix(value, *, op, name, dtypes=("float32",), columns=None):
         raise ValueError(f"{op}: argument '{name}' must have {columns} columns, got {array.shape[1]}")
     if not np.isfinite(array).all():
         raise ValueError(f"{op}: argument '{name}' must be finite (no NaN or inf)")
-    return np.ascontiguousarray(array)
+    return array
 
 
 class Lattice:

@@ -6,6 +6,8 @@
 // or layout are refused (TypeError), never converted behind the caller's back.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
@@ -13,7 +15,9 @@
 #include <vector>
 
 #include "impls_native.h"
+#include "lattice/isa.h"
 #include "lattice/lattice.h"
+#include "lattice/profile.h"
 #if IMPLS_WITH_CUDA
 #include <cuda_runtime.h>
 
@@ -26,7 +30,8 @@ namespace {
 
 using HostMatrix = nb::ndarray<nb::numpy, double, nb::ndim<2>>;
 using FloatMatrixIn = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
-using FloatMatrixInOut = nb::ndarray<float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using FloatMatrixView = nb::ndarray<const float, nb::ndim<2>, nb::device::cpu>;
+using FloatMatrixInOutView = nb::ndarray<float, nb::ndim<2>, nb::device::cpu>;
 using FloatVectorIn = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using FloatMatrixOut = nb::ndarray<nb::numpy, float, nb::ndim<2>>;
 using DoubleMatrixIn = nb::ndarray<const double, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
@@ -68,6 +73,18 @@ void require_rows(const char *what, std::size_t got, std::size_t expected) {
   if (got != expected)
     throw std::invalid_argument(std::string(what) + " must have " + std::to_string(expected) + " rows (points), got " +
                                 std::to_string(got));
+}
+
+impls::MatrixView view_of(const FloatMatrixView &matrix) {
+  return impls::MatrixView{matrix.data(), static_cast<long long>(matrix.stride(0)),
+                           static_cast<long long>(matrix.stride(1))};
+}
+
+void require_marginals(const impls::DenseCrfCPU &self, const FloatMatrixInOutView &q) {
+  require_rows("q", q.shape(0), self.num_points());
+  if (q.shape(1) != static_cast<std::size_t>(self.num_labels()))
+    throw std::invalid_argument("q must have one column per label (" + std::to_string(self.num_labels()) + "), got " +
+                                std::to_string(q.shape(1)));
 }
 
 // The (kind, values) compatibility and normalisation code of add_kernel, checked once for
@@ -192,14 +209,43 @@ NB_MODULE(_native, m) {
   m.def("cuda_device_count", &impls::cuda_device_count,
         "CUDA devices visible to the runtime; 0 without CUDA support or a driver.");
 
-  nb::class_<impls::LatticeCPU>(m, "LatticeCPU", "Permutohedral lattice of (P, d) float32 features, on the CPU.")
+  m.def("instruction_sets", &impls::instruction_sets,
+        "[(name, supported by this CPU)] of the instruction sets the CPU kernels were compiled for.");
+  m.def("instruction_set", &impls::instruction_set,
+        "The instruction set the CPU kernels run (the best supported, or IMPLS_NATIVE_ISA's).");
+  m.def(
+      "profile_enable", [](bool on) { impls::profile::totals().enabled.store(on); }, nb::arg("on"),
+      "Switch the CPU engine's per-phase timer on or off.");
+  m.def(
+      "profile_reset",
+      [] {
+        for (int phase = 0; phase < impls::profile::kPhases; ++phase) {
+          impls::profile::totals().nanoseconds[phase].store(0);
+          impls::profile::totals().calls[phase].store(0);
+        }
+      },
+      "Zero the per-phase totals.");
+  m.def(
+      "profile_read",
+      [] {
+        nb::dict result;
+        for (int phase = 0; phase < impls::profile::kPhases; ++phase)
+          result[impls::profile::name(phase)] =
+              nb::make_tuple(impls::profile::totals().nanoseconds[phase].load() * 1e-9,
+                             impls::profile::totals().calls[phase].load());
+        return result;
+      },
+      "{phase: (seconds, calls)} accumulated since the last reset while the timer was on.");
+
+  nb::class_<impls::LatticeCPU>(m, "LatticeCPU",
+                                "Permutohedral lattice of (P, d) float32 features (any strides), on the CPU.")
       .def(
           "__init__",
-          [](impls::LatticeCPU *self, FloatMatrixIn features) {
-            const float *data = features.data();
+          [](impls::LatticeCPU *self, FloatMatrixView features) {
+            const impls::MatrixView view = view_of(features);
             const int points = static_cast<int>(features.shape(0)), dim = static_cast<int>(features.shape(1));
             nb::gil_scoped_release release;
-            new (self) impls::LatticeCPU(data, points, dim);
+            new (self) impls::LatticeCPU(view, points, dim);
           },
           nb::arg("features").noconvert())
       .def("filter", &filter_values<float, FloatMatrixIn>, nb::arg("values").noconvert(), nb::arg("reverse") = false,
@@ -219,25 +265,26 @@ NB_MODULE(_native, m) {
           },
           nb::rv_policy::move);
 
-  nb::class_<impls::DenseCrfCPU>(m, "DenseCrfCPU", "Dense-CRF mean field over (P, L) float32 unaries, on the CPU.")
+  nb::class_<impls::DenseCrfCPU>(m, "DenseCrfCPU",
+                                 "Dense-CRF mean field over (P, L) float32 unaries (any strides), on the CPU.")
       .def(
           "__init__",
-          [](impls::DenseCrfCPU *self, FloatMatrixIn unary) {
-            const float *data = unary.data();
+          [](impls::DenseCrfCPU *self, FloatMatrixView unary) {
+            const impls::MatrixView view = view_of(unary);
             const int points = static_cast<int>(unary.shape(0)), labels = static_cast<int>(unary.shape(1));
             nb::gil_scoped_release release;
-            new (self) impls::DenseCrfCPU(data, points, labels);
+            new (self) impls::DenseCrfCPU(view, points, labels);
           },
           nb::arg("unary").noconvert())
       .def(
           "add_kernel",
-          [](impls::DenseCrfCPU &self, FloatMatrixIn features, int kind, FloatVectorIn compat, int normalization) {
+          [](impls::DenseCrfCPU &self, FloatMatrixView features, int kind, FloatVectorIn compat, int normalization) {
             require_rows("features", features.shape(0), self.num_points());
             impls::Compatibility compatibility = compatibility_of(kind, compat, normalization);
-            const float *data = features.data();
+            const impls::MatrixView view = view_of(features);
             const int dim = static_cast<int>(features.shape(1));
             nb::gil_scoped_release release;
-            self.add_kernel(data, dim, std::move(compatibility), static_cast<impls::Normalization>(normalization));
+            self.add_kernel(view, dim, std::move(compatibility), static_cast<impls::Normalization>(normalization));
           },
           nb::arg("features").noconvert(), nb::arg("kind"), nb::arg("compat").noconvert(), nb::arg("normalization"))
       .def(
@@ -246,21 +293,33 @@ NB_MODULE(_native, m) {
             float *q;
             auto result = new_matrix<float>(self.num_points(), self.num_labels(), &q);
             nb::gil_scoped_release release;
-            self.inference(iterations, q);
+            self.inference(iterations, q, self.num_labels(), 1);
             return result;
           },
-          nb::arg("iterations"))
+          nb::arg("iterations"), "(P, L) marginals after `iterations` updates, as a new array.")
+      .def(
+          "inference_into",
+          [](const impls::DenseCrfCPU &self, int iterations, FloatMatrixInOutView q) {
+            require_marginals(self, q);
+            float *data = q.data();
+            const long long point_stride = q.stride(0), label_stride = q.stride(1);
+            nb::gil_scoped_release release;
+            self.inference(iterations, data, point_stride, label_stride);
+          },
+          nb::arg("iterations"), nb::arg("q").noconvert(),
+          "The marginals written into `q` (P, L), any strides: a transposed view takes (L, P) layouts.")
       .def(
           "step",
-          [](const impls::DenseCrfCPU &self, FloatMatrixInOut q) {
-            require_rows("q", q.shape(0), self.num_points());
-            if (q.shape(1) != static_cast<std::size_t>(self.num_labels()))
-              throw std::invalid_argument("q must have one column per label");
+          [](const impls::DenseCrfCPU &self, FloatMatrixInOutView q) {
+            require_marginals(self, q);
             float *data = q.data();
+            const long long point_stride = q.stride(0), label_stride = q.stride(1);
             nb::gil_scoped_release release;
-            self.step(data);
+            self.step(data, point_stride, label_stride);
           },
-          nb::arg("q").noconvert());
+          nb::arg("q").noconvert(), "One mean-field update of the marginals `q` (P, L), any strides, in place.")
+      .def_prop_ro("num_points", &impls::DenseCrfCPU::num_points)
+      .def_prop_ro("num_labels", &impls::DenseCrfCPU::num_labels);
 
 #if IMPLS_WITH_CUDA
   bind_cuda(m);

@@ -1,37 +1,33 @@
-// CPU permutohedral lattice: per-point simplex search in parallel, one sequential pass
-// over a hash table to number the vertices, then splat as a gather (each vertex sums
-// its own corners, no atomics), blur and slice, all parallel over vertices or points.
+// CPU permutohedral lattice. Building: per-point simplices in parallel; each vertex key
+// packed into a 64-bit code (mixed radix over a box bounding every key the features can
+// produce), each thread numbering the codes of its range of points in a table of its own,
+// then the tables merged in range order, which numbers vertices by their first corner
+// whatever the thread count; neighbours by adding a fixed delta to a code. Filtering:
+// splat as a gather (each vertex sums its own corners, no atomics), blur and slice.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <memory>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
+#include "lattice/code_table.h"
+#include "lattice/isa.h"
 #include "lattice/lattice.h"
 #include "lattice/parallel.h"
+#include "lattice/profile.h"
 #include "lattice/simplex.h"
 
 namespace impls {
 namespace {
 
+// Points per thread below which building on more threads does not pay.
+constexpr int kPointsPerBuildThread = 4096;
+// Points whose simplices are computed together (vectorised), then numbered.
+constexpr int kSimplexBatch = 256;
 
-// x (stride floats, a multiple of kLanes) times w, added to y: fixed-width blocks vectorise fully.
-inline void add_scaled(float *__restrict y, const float *__restrict x, float w, int stride) {
-  for (int c = 0; c < stride; c += kLanes) {
-    for (int k = 0; k < kLanes; ++k) y[c + k] += w * x[c + k];
-  }
-}
-
-inline void add_scaled_product(float *__restrict y, const float *__restrict x, float w, float s, int stride) {
-  for (int c = 0; c < stride; c += kLanes) {
-    for (int k = 0; k < kLanes; ++k) y[c + k] += w * (x[c + k] * s);
-  }
-}
-
-
-// Open-addressing table from d-int keys to vertex ids; ids are given in insertion order.
-// It starts small and doubles, since a lattice has far fewer vertices than corners.
+// Open-addressing table from d-int keys to vertex ids, in insertion order: the general
+// build, for keys too wide to pack into 64 bits (many dimensions over a wide range).
 class KeyTable {
  public:
   KeyTable(int key_size, std::size_t expected) : key_size_(key_size) {
@@ -89,58 +85,277 @@ class KeyTable {
   std::vector<uint64_t> hashes_;
 };
 
+// [first, last) of part `part` of `count` items split into `parts` nearly equal ranges.
+inline std::ptrdiff_t part_begin(std::ptrdiff_t count, int part, int parts) {
+  return static_cast<std::ptrdiff_t>(static_cast<long double>(count) * part / parts);
+}
+
 }  // namespace
 
-LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_points_(num_points), dim_(dim) {
-  if (num_points < 1) throw std::invalid_argument("Lattice: features must have at least one point");
-  if (dim < 1 || dim > 63)
-    throw std::invalid_argument("Lattice: feature dimension d must be in [1, 63], got " + std::to_string(dim));
-  const int d = dim, corners = dim + 1;
-  const std::size_t total = static_cast<std::size_t>(num_points) * corners;
+// The box of vertex keys: every coordinate i of every key, and of its blur neighbours, lies
+// in [low[i], low[i] + span[i]); codes are mixed-radix numbers over it.
+struct LatticeCPU::KeyBox {
+  bool fits = false;
+  int64_t low[kMaxDim] = {}, span[kMaxDim] = {};
+  uint64_t radix[kMaxDim] = {};
+  // Remainder-0 coordinates outside [inner_low, inner_high] would put a corner or one of its
+  // neighbours outside the box; the packed build then gives way to the general one.
+  int64_t inner_low[kMaxDim] = {}, inner_high[kMaxDim] = {};
+};
 
+LatticeCPU::LatticeCPU(MatrixView features, int num_points, int dim) : num_points_(num_points), dim_(dim) {
+  if (num_points < 1) throw std::invalid_argument("Lattice: features must have at least one point");
+  if (dim < 1 || dim > kMaxDim)
+    throw std::invalid_argument("Lattice: feature dimension d must be in [1, 63], got " + std::to_string(dim));
+  const int d = dim;
   // Rounded as pydensecrf (inv_std_dev to float first), see elevation_scale in Python.
-  std::vector<float> scale(d);
+  float scale[kMaxDim];
   const double inv_std_dev = static_cast<float>(std::sqrt(2.0 / 3.0) * (d + 1));
   for (int i = 0; i < d; ++i) scale[i] = static_cast<float>(1.0 / std::sqrt((i + 1.0) * (i + 2.0)) * inv_std_dev);
 
-  bool finite = true;
-#pragma omp parallel for schedule(static) reduction(&& : finite)
-  for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(num_points) * d; ++i)
-    finite = finite && std::isfinite(features[i]);
-  if (!finite) throw std::invalid_argument("Lattice: features must be finite (no NaN or inf)");
-  // Scratch written once each before it is read: left uninitialised (no zeroing pass).
-  std::unique_ptr<int32_t[]> keys(new int32_t[total * d]);
-  std::unique_ptr<uint64_t[]> hashes(new uint64_t[total]);
-  weight_.resize(total);
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points; ++p) {
-    enclosing_simplex(features + static_cast<std::size_t>(p) * d, d, scale.data(), &keys[p * corners * d],
-                      &weight_[static_cast<std::size_t>(p) * corners]);
-    for (int r = 0; r < corners; ++r)
-      hashes[static_cast<std::size_t>(p) * corners + r] = hash_key(&keys[(p * corners + r) * d], d);
+  const KeyBox box = key_box(features, scale);
+  bool packed = false;
+  if (box.fits) {
+    switch (d) {
+      case 1: packed = build_packed<1>(features, scale, box); break;
+      case 2: packed = build_packed<2>(features, scale, box); break;
+      case 3: packed = build_packed<3>(features, scale, box); break;
+      case 4: packed = build_packed<4>(features, scale, box); break;
+      case 5: packed = build_packed<5>(features, scale, box); break;
+      case 6: packed = build_packed<6>(features, scale, box); break;
+      default: packed = build_packed<0>(features, scale, box); break;
+    }
   }
+  if (!packed) build_general(features, scale);
+}
 
-  KeyTable table(d, static_cast<std::size_t>(num_points) / 4 + 16);
-  vertex_.resize(total);
-  // Neighbouring points mostly share their simplex: reuse the previous point's vertex for
-  // the same corner when the key matches, and probe the table only otherwise.
-  for (int p = 0; p < num_points; ++p) {
-    for (int r = 0; r < corners; ++r) {
-      const std::size_t i = static_cast<std::size_t>(p) * corners + r;
-      if (p > 0 && hashes[i] == hashes[i - corners] &&
-          std::memcmp(&keys[i * d], &keys[(i - corners) * d], d * sizeof(int32_t)) == 0) {
-        vertex_[i] = vertex_[i - corners];
-      } else {
-        vertex_[i] = table.insert(&keys[i * d], hashes[i]);
+// Checks the features (finite, not so large that float32 rounding breaks the simplex
+// search) and bounds the keys from the features' per-dimension range: coordinate i of the
+// elevated point is sum_{m>=i} s_m - i s_{i-1} with s = f * scale, the remainder-0 point is
+// within 1.5 (d+1) of it, a corner within d of that and a neighbour within d more.
+LatticeCPU::KeyBox LatticeCPU::key_box(MatrixView features, const float *scale) const {
+  const int d = dim_;
+  std::vector<float> low(d, std::numeric_limits<float>::infinity()), high(d, -std::numeric_limits<float>::infinity());
+  bool finite = true;
+#pragma omp parallel
+  {
+    std::vector<float> lo(d, std::numeric_limits<float>::infinity()), hi(d, -std::numeric_limits<float>::infinity());
+    bool ok = true;
+#pragma omp for schedule(static) nowait
+    for (int p = 0; p < num_points_; ++p) {
+      const float *f = features.row(p);
+      for (int j = 0; j < d; ++j) {
+        const float v = f[j * features.column_stride];
+        ok = ok && std::isfinite(v);
+        lo[j] = std::min(lo[j], v);
+        hi[j] = std::max(hi[j], v);
+      }
+    }
+#pragma omp critical(impls_key_box)
+    {
+      finite = finite && ok;
+      for (int j = 0; j < d; ++j) {
+        low[j] = std::min(low[j], lo[j]);
+        high[j] = std::max(high[j], hi[j]);
       }
     }
   }
-  num_vertices_ = table.size();
+  if (!finite) throw std::invalid_argument("Lattice: features must be finite (no NaN or inf)");
 
+  std::vector<double> s_low(d), s_high(d);
+  double magnitude = 0.0;
+  for (int j = 0; j < d; ++j) {
+    s_low[j] = static_cast<double>(low[j]) * scale[j];
+    s_high[j] = static_cast<double>(high[j]) * scale[j];
+    magnitude += std::max(std::abs(s_low[j]), std::abs(s_high[j]));
+  }
+  // The elevated coordinates are at most (d+1) * magnitude; round_half_even is exact below 2^22.
+  if (magnitude * (d + 1) >= static_cast<double>(kMaxElevated))
+    throw std::invalid_argument("Lattice: features too large for the float32 lattice: the scaled features sum to " +
+                                std::to_string(magnitude) + " in magnitude, the limit is " +
+                                std::to_string(kMaxElevated / (d + 1)) + " (divide them by their standard deviation)");
+  KeyBox box;
+  const double rounding = 1e-5 * magnitude * (d + 1) + 1.0;
+  const double margin = 1.5 * (d + 1) + d + (d + 1) + rounding + 2.0;
+  double tail_low = 0.0, tail_high = 0.0, log_volume = 0.0;
+  std::vector<double> e_low(d + 1), e_high(d + 1);
+  for (int i = d - 1; i >= 0; --i) {
+    tail_low += s_low[i];
+    tail_high += s_high[i];
+    e_low[i] = tail_low;
+    e_high[i] = tail_high;
+  }
+  for (int i = 1; i < d; ++i) {
+    e_low[i] -= i * s_high[i - 1];
+    e_high[i] -= i * s_low[i - 1];
+  }
+  for (int i = 0; i < d; ++i) {
+    box.low[i] = static_cast<int64_t>(std::floor(e_low[i] - margin));
+    const int64_t top = static_cast<int64_t>(std::ceil(e_high[i] + margin));
+    box.span[i] = top - box.low[i] + 1;
+    box.inner_low[i] = box.low[i] + 2 * d + 1;
+    box.inner_high[i] = top - (2 * d + 1);
+    log_volume += std::log2(static_cast<double>(box.span[i]));
+  }
+  box.fits = log_volume < 62.0;
+  if (box.fits) {
+    uint64_t radix = 1;
+    for (int i = d - 1; i >= 0; --i) {
+      box.radix[i] = radix;
+      radix *= static_cast<uint64_t>(box.span[i]);
+    }
+  }
+  return box;
+}
+
+// The packed build for dimension D (0: any). Returns false, leaving the lattice unbuilt,
+// when a point falls outside the box (it cannot by construction; the check is cheap).
+template <int D>
+bool LatticeCPU::build_packed(MatrixView features, const float *scale, const KeyBox &box) {
+  const int d = D > 0 ? D : dim_, corners = d + 1;
+  const std::size_t total = static_cast<std::size_t>(num_points_) * corners;
+  vertex_.resize(total);
+  weight_.resize(total);
+  uint64_t radix_sum = 0;
+  for (int i = 0; i < d; ++i) radix_sum += box.radix[i];
+
+  const int threads =
+      std::max(1, std::min(max_threads(), (num_points_ + kPointsPerBuildThread - 1) / kPointsPerBuildThread));
+  const IsaKernels &isa = isa_kernels();
+  std::vector<CodeTable> tables(threads);
+  int parts = 1;
+  bool outside = false;
+  profile::Timer simplices(profile::lattice_simplices);
+#pragma omp parallel num_threads(threads) reduction(|| : outside)
+  {
+#pragma omp single
+    parts = team_size();
+    const int part = thread_index();
+    const std::ptrdiff_t first = part_begin(num_points_, part, parts), last = part_begin(num_points_, part + 1, parts);
+    CodeTable table(static_cast<std::size_t>(last - first) / 8 + 16);
+    uint64_t previous[kMaxDim + 1];
+    int32_t previous_id[kMaxDim + 1];
+    std::vector<int32_t> remainder0s(static_cast<std::size_t>(kSimplexBatch) * corners);
+    std::vector<int32_t> ranks(static_cast<std::size_t>(kSimplexBatch) * corners);
+    for (std::ptrdiff_t batch = first; batch < last && !outside; batch += kSimplexBatch) {
+      const int count = static_cast<int>(std::min<std::ptrdiff_t>(kSimplexBatch, last - batch));
+      if (d <= kMaxVectorSimplexDim) {
+        isa.simplices(SimplexCall{d, features.data, features.row_stride, features.column_stride, scale,
+                                  static_cast<int>(batch), count, weight_.data(), remainder0s.data(), ranks.data()});
+      } else {
+        for (int k = 0; k < count; ++k)
+          simplex_of<D>(features.row(batch + k), features.column_stride, d, scale, &remainder0s[k * corners],
+                        &ranks[k * corners], &weight_[static_cast<std::size_t>(batch + k) * corners]);
+      }
+      for (int k = 0; k < count; ++k) {
+        const std::ptrdiff_t p = batch + k;
+        const int32_t *remainder0 = &remainder0s[k * corners], *rank = &ranks[k * corners];
+        int32_t coordinate_of_rank[kMaxDim + 1];
+        uint64_t code = 0;
+        for (int i = 0; i < d; ++i) {
+          outside = outside || remainder0[i] < box.inner_low[i] || remainder0[i] > box.inner_high[i];
+          code += static_cast<uint64_t>(remainder0[i] - box.low[i]) * box.radix[i];
+        }
+        for (int i = 0; i <= d; ++i) coordinate_of_rank[rank[i]] = i;
+        int32_t *vertex = &vertex_[static_cast<std::size_t>(p) * corners];
+        // Corner r+1 is corner r moved by +1 in every coordinate but the one of rank d-r,
+        // which moves by -d.
+        for (int r = 0; r <= d; ++r) {
+          if (r > 0) {
+            code += radix_sum;
+            const int moved = coordinate_of_rank[d - r + 1];
+            if (moved < d) code -= static_cast<uint64_t>(d + 1) * box.radix[moved];
+          }
+          // Neighbouring points mostly share their simplex: reuse the previous point's id.
+          vertex[r] = (p > first && code == previous[r]) ? previous_id[r] : table.insert_cached(code);
+          previous[r] = code;
+          previous_id[r] = vertex[r];
+        }
+      }
+    }
+    tables[part] = std::move(table);
+  }
+  simplices.stop();
+  if (outside) return false;
+
+  profile::Timer merging(profile::lattice_merge);
+  // Merge in range order: a code's global id is that of its first corner over all points.
+  std::size_t listed = 0;
+  for (int part = 0; part < parts; ++part) listed += tables[part].size();
+  CodeTable global(listed / 2 + 16);
+  std::vector<std::vector<int32_t>> remap(parts);
+  for (int part = 0; part < parts; ++part) {
+    remap[part].resize(tables[part].size());
+    for (int32_t id = 0; id < tables[part].size(); ++id) remap[part][id] = global.insert(tables[part].codes()[id]);
+  }
+  num_vertices_ = global.size();
+  // Part 0's ids are already global: its table was merged first.
+#pragma omp parallel for schedule(static, 1) num_threads(parts)
+  for (int part = 1; part < parts; ++part) {
+    const std::size_t first = part_begin(num_points_, part, parts) * corners;
+    const std::size_t last = part_begin(num_points_, part + 1, parts) * corners;
+    const int32_t *to_global = remap[part].data();
+    for (std::size_t i = first; i < last; ++i) vertex_[i] = to_global[vertex_[i]];
+  }
+
+  merging.stop();
+
+  profile::Timer neighbouring(profile::lattice_neighbors);
+  // Neighbours: along direction j < d every coordinate moves by -1/+1 and coordinate j by
+  // +d/-d; along direction d every coordinate by -1/+1. The box has room for them.
+  std::vector<uint64_t> delta(2 * corners);
+  for (int direction = 0; direction <= d; ++direction) {
+    uint64_t up = radix_sum;  // +1 everywhere, as a wrapping unsigned difference
+    if (direction < d) up -= static_cast<uint64_t>(d + 1) * box.radix[direction];
+    delta[2 * direction] = 0 - up;
+    delta[2 * direction + 1] = up;
+  }
+  neighbor_.resize(static_cast<std::size_t>(corners) * num_vertices_ * 2);
+  const std::vector<uint64_t> &codes = global.codes();
+#pragma omp parallel for schedule(static)
+  for (int v = 0; v < num_vertices_; ++v) {
+    for (int direction = 0; direction <= d; ++direction) {
+      int32_t *pair = &neighbor_[(static_cast<std::size_t>(direction) * num_vertices_ + v) * 2];
+      pair[0] = global.find(codes[v] + delta[2 * direction]);
+      pair[1] = global.find(codes[v] + delta[2 * direction + 1]);
+    }
+  }
+  return true;
+}
+
+// Keys too wide to pack: full d-int keys in one table, inserted point by point.
+void LatticeCPU::build_general(MatrixView features, const float *scale) {
+  const int d = dim_, corners = d + 1;
+  const std::size_t total = static_cast<std::size_t>(num_points_) * corners;
+  std::vector<int32_t> keys(total * d);
+  std::vector<uint64_t> hashes(total);
+  weight_.resize(total);
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < num_points_; ++p) {
+    int32_t remainder0[kMaxDim + 1], rank[kMaxDim + 1];
+    simplex_of<0>(features.row(p), features.column_stride, d, scale, remainder0, rank,
+                  &weight_[static_cast<std::size_t>(p) * corners]);
+    for (int r = 0; r < corners; ++r) {
+      int32_t *key = &keys[(static_cast<std::size_t>(p) * corners + r) * d];
+      for (int i = 0; i < d; ++i) key[i] = corner_coordinate(remainder0, rank, d, r, i);
+      hashes[static_cast<std::size_t>(p) * corners + r] = hash_key(key, d);
+    }
+  }
+  KeyTable table(d, static_cast<std::size_t>(num_points_) / 4 + 16);
+  vertex_.resize(total);
+  for (std::size_t i = 0; i < total; ++i) {
+    if (i >= static_cast<std::size_t>(corners) && hashes[i] == hashes[i - corners] &&
+        std::memcmp(&keys[i * d], &keys[(i - corners) * d], d * sizeof(int32_t)) == 0) {
+      vertex_[i] = vertex_[i - corners];
+    } else {
+      vertex_[i] = table.insert(&keys[i * d], hashes[i]);
+    }
+  }
+  num_vertices_ = table.size();
   neighbor_.resize(static_cast<std::size_t>(corners) * num_vertices_ * 2);
 #pragma omp parallel for schedule(static)
   for (int v = 0; v < num_vertices_; ++v) {
-    int32_t shifted[64];
+    int32_t shifted[kMaxDim];
     const int32_t *key = table.key(v);
     for (int direction = 0; direction < corners; ++direction) {
       for (int side = 0; side < 2; ++side) {
@@ -151,10 +366,15 @@ LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_poi
       }
     }
   }
+}
 
-  // Counting sort of the corners by vertex, points ascending within a vertex: splatting
-  // becomes a gather that accumulates each vertex in registers (no atomics, no races).
-  splat_offset_.assign(num_vertices_ + 1, 0);
+float LatticeCPU::slicing_alpha() const { return static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))); }
+
+// Counting sort of the corners by vertex, points ascending within a vertex.
+void LatticeCPU::build_splat_index() const {
+  const std::size_t total = vertex_.size();
+  const int corners = dim_ + 1;
+  splat_offset_.assign(static_cast<std::size_t>(num_vertices_) + 1, 0);
   for (std::size_t i = 0; i < total; ++i) ++splat_offset_[vertex_[i] + 1];
   for (int v = 0; v < num_vertices_; ++v) splat_offset_[v + 1] += splat_offset_[v];
   splat_point_.resize(total);
@@ -167,152 +387,85 @@ LatticeCPU::LatticeCPU(const float *features, int num_points, int dim) : num_poi
   }
 }
 
-template <typename T>
-void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse, const float *in_scale,
-                        const float *out_scale) const {
-  const int stride = padded_channels(channels);
-  if (stride == channels) {
-    filter_padded(in, out, stride, reverse, in_scale, out_scale);
-    return;
-  }
-  const std::size_t size = static_cast<std::size_t>(num_points_) * stride;
-  Buffers<T> &buffers = this->buffers<T>();
-  if (buffers.padded_in.size() < size) {
-    buffers.padded_in.assign(size, T(0));
-    buffers.padded_out.assign(size, T(0));
-  }
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p)
-    std::copy(in + static_cast<std::size_t>(p) * channels, in + static_cast<std::size_t>(p + 1) * channels,
-              buffers.padded_in.data() + static_cast<std::size_t>(p) * stride);
-  filter_padded(buffers.padded_in.data(), buffers.padded_out.data(), stride, reverse, in_scale, out_scale);
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p)
-    std::copy(buffers.padded_out.data() + static_cast<std::size_t>(p) * stride,
-              buffers.padded_out.data() + static_cast<std::size_t>(p) * stride + channels, out + static_cast<std::size_t>(p) * channels);
+template <>
+ScratchPool<LatticeCPU::FilterScratch<float>> &LatticeCPU::filter_scratch<float>() const {
+  return float_scratch_;
+}
+
+template <>
+ScratchPool<LatticeCPU::FilterScratch<double>> &LatticeCPU::filter_scratch<double>() const {
+  return double_scratch_;
 }
 
 template <typename T>
-void LatticeCPU::filter_padded(const T *in, T *out, int stride, bool reverse, const float *in_scale,
-                               const float *out_scale) const {
+void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
+  if (channels < 1) return;
+  profile::Timer timer(profile::filter);
+  // One channel (the dense CRF's normalisation): splatting corner by corner in point order
+  // adds in the same order as the gather and needs no index; wider values gather in
+  // parallel, each vertex over its own corners.
+  const bool gather = channels > 1;
+  if (gather) std::call_once(splat_index_once_, [this] { build_splat_index(); });
+  auto scratch = filter_scratch<T>().take();
+  const std::size_t stride = static_cast<std::size_t>(channels);
   const std::size_t lattice_size = (static_cast<std::size_t>(num_vertices_) + 1) * stride;
-  Buffers<T> &buffers = this->buffers<T>();
-  if (buffers.a.size() < lattice_size) {
-    buffers.a.assign(lattice_size, T(0));
-    buffers.b.assign(lattice_size, T(0));
-  }
-  T *a = buffers.a.data(), *b = buffers.b.data();
+  scratch->a.reserve(lattice_size);
+  scratch->b.reserve(lattice_size);
+  T *a = scratch->a.data(), *b = scratch->b.data();
+  // Row 0 stands for every absent neighbour: zero in both buffers.
   std::fill(a, a + stride, T(0));
   std::fill(b, b + stride, T(0));
-  switch (stride) {
-    case 8: splat<T, 8>(in, a, in_scale); break;
-    case 16: splat<T, 16>(in, a, in_scale); break;
-    case 24: splat<T, 24>(in, a, in_scale); break;
-    case 32: splat<T, 32>(in, a, in_scale); break;
-    default: splat<T, 0>(in, a, in_scale, stride); break;
+  const int corners = dim_ + 1;
+  const T alpha = static_cast<T>(slicing_alpha());
+  const int vertices = num_vertices_, points = num_points_;
+  if (!gather) {
+    std::fill(a + 1, a + 1 + vertices, T(0));
+    const std::size_t total = vertex_.size();
+    for (std::size_t i = 0; i < total; ++i) a[vertex_[i] + 1] += static_cast<T>(weight_[i]) * in[i / corners];
   }
-  a = blur(a, b, stride, reverse);
-  switch (stride) {
-    case 8: slice<T, 8>(a, out, out_scale); break;
-    case 16: slice<T, 16>(a, out, out_scale); break;
-    case 24: slice<T, 24>(a, out, out_scale); break;
-    case 32: slice<T, 32>(a, out, out_scale); break;
-    default: slice<T, 0>(a, out, out_scale, stride); break;
-  }
-}
-
-// Each vertex sums its corners' weighted values. Width > 0 is a compile-time row width
-// whose accumulators stay in registers (independent add chains); 0 is any width, in
-// blocks of kLanes.
-template <typename T, int Width>
-void LatticeCPU::splat(const T *in, T *lattice, const float *in_scale, int stride) const {
-  if (Width > 0) stride = Width;
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int v = 0; v < num_vertices_; ++v) {
-    T *__restrict row = lattice + (static_cast<std::size_t>(v) + 1) * stride;
-    const int first = splat_offset_[v], last = splat_offset_[v + 1];
-    for (int c0 = 0; c0 < stride; c0 += (Width > 0 ? Width : kLanes)) {
-      constexpr int Block = Width > 0 ? Width : kLanes;
-      T sum[Block] = {};
-      for (int k = first; k < last; ++k) {
-        const int point = splat_point_[k];
-        const T w = splat_weight_[k];
-        const T *__restrict value = in + static_cast<std::size_t>(point) * stride + c0;
-        if (in_scale) {
-          const T s = in_scale[point];
-          for (int c = 0; c < Block; ++c) sum[c] += w * (value[c] * s);
-        } else {
-          for (int c = 0; c < Block; ++c) sum[c] += w * value[c];
+#pragma omp parallel
+  {
+    if (gather) {
+#pragma omp for schedule(static)
+      for (int v = 0; v < vertices; ++v) {
+        T *__restrict row = a + (static_cast<std::size_t>(v) + 1) * stride;
+        std::fill(row, row + stride, T(0));
+        for (int k = splat_offset_[v]; k < splat_offset_[v + 1]; ++k) {
+          const T w = static_cast<T>(splat_weight_[k]);
+          const T *__restrict value = in + static_cast<std::size_t>(splat_point_[k]) * stride;
+          for (std::size_t c = 0; c < stride; ++c) row[c] += w * value[c];
         }
       }
-      for (int c = 0; c < Block; ++c) row[c0 + c] = sum[c];
     }
-  }
-}
-
-template <typename T, int Width>
-void LatticeCPU::slice(const T *lattice, T *out, const float *out_scale, int stride) const {
-  if (Width > 0) stride = Width;
-  const int corners = dim_ + 1;
-  const T alpha = static_cast<T>(static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))));
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p) {
-    const std::size_t first = static_cast<std::size_t>(p) * corners;
-    T *__restrict target = out + static_cast<std::size_t>(p) * stride;
-    for (int c0 = 0; c0 < stride; c0 += (Width > 0 ? Width : kLanes)) {
-      constexpr int Block = Width > 0 ? Width : kLanes;
-      T sum[Block] = {};
+    for (int step = 0; step <= dim_; ++step) {
+      const int32_t *pairs = neighbors(reverse ? dim_ - step : step);
+      const T *source = (step % 2 == 0) ? a : b;
+      T *target = (step % 2 == 0) ? b : a;
+#pragma omp for schedule(static)
+      for (int v = 0; v < vertices; ++v) {
+        const T *__restrict self = source + (static_cast<std::size_t>(v) + 1) * stride;
+        const T *__restrict before = source + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
+        const T *__restrict after = source + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
+        T *__restrict row = target + (static_cast<std::size_t>(v) + 1) * stride;
+        for (std::size_t c = 0; c < stride; ++c) row[c] = self[c] + T(0.5) * (before[c] + after[c]);
+      }
+    }
+    const T *blurred = (dim_ % 2 == 0) ? b : a;
+#pragma omp for schedule(static)
+    for (int p = 0; p < points; ++p) {
+      T *__restrict target = out + static_cast<std::size_t>(p) * stride;
+      std::fill(target, target + stride, T(0));
       for (int r = 0; r < corners; ++r) {
-        const T w = static_cast<T>(weight_[first + r]) * alpha;
-        const T *__restrict row = lattice + (static_cast<std::size_t>(vertex_[first + r]) + 1) * stride + c0;
-        for (int c = 0; c < Block; ++c) sum[c] += w * row[c];
-      }
-      if (out_scale) {
-        const T s = out_scale[p];
-        for (int c = 0; c < Block; ++c) target[c0 + c] = sum[c] * s;
-      } else {
-        for (int c = 0; c < Block; ++c) target[c0 + c] = sum[c];
+        const std::size_t corner = static_cast<std::size_t>(p) * corners + r;
+        const T w = static_cast<T>(weight_[corner]) * alpha;
+        const T *__restrict row = blurred + (static_cast<std::size_t>(vertex_[corner]) + 1) * stride;
+        for (std::size_t c = 0; c < stride; ++c) target[c] += w * row[c];
       }
     }
   }
 }
 
-float LatticeCPU::slicing_alpha() const { return static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))); }
-
-template <typename T>
-T *LatticeCPU::blur(T *a, T *b, int stride, bool reverse) const {
-  for (int step = 0; step <= dim_; ++step) {
-    const int direction = reverse ? dim_ - step : step;
-    const int32_t *pairs = &neighbor_[static_cast<std::size_t>(direction) * num_vertices_ * 2];
-#pragma omp parallel for schedule(static)
-    for (int v = 0; v < num_vertices_; ++v) {
-      const T *__restrict old_row = a + (static_cast<std::size_t>(v) + 1) * stride;
-      const T *__restrict before = a + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
-      const T *__restrict after = a + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
-      T *__restrict new_row = b + (static_cast<std::size_t>(v) + 1) * stride;
-      for (int c = 0; c < stride; c += kLanes) {
-        for (int k = 0; k < kLanes; ++k) new_row[c + k] = old_row[c + k] + T(0.5) * (before[c + k] + after[c + k]);
-      }
-    }
-    std::swap(a, b);
-  }
-  return a;
-}
-
-template float *LatticeCPU::blur<float>(float *, float *, int, bool) const;
-
-template <>
-LatticeCPU::Buffers<float> &LatticeCPU::buffers<float>() const {
-  return float_buffers_;
-}
-
-template <>
-LatticeCPU::Buffers<double> &LatticeCPU::buffers<double>() const {
-  return double_buffers_;
-}
-
-template void LatticeCPU::filter<float>(const float *, float *, int, bool, const float *, const float *) const;
-template void LatticeCPU::filter<double>(const double *, double *, int, bool, const float *, const float *) const;
-template void LatticeCPU::filter_padded<float>(const float *, float *, int, bool, const float *, const float *) const;
+template void LatticeCPU::filter<float>(const float *, float *, int, bool) const;
+template void LatticeCPU::filter<double>(const double *, double *, int, bool) const;
 
 }  // namespace impls

@@ -1,296 +1,266 @@
 // Dense-CRF mean field on the CPU: Q = softmax(-unary - sum_k compat_k(norm_k K_k Q)).
-// Rows are padded to a multiple of kLanes labels so every loop runs in fixed-width
-// blocks; all buffers are allocated once, and Q ping-pongs between two of them.
+//
+// This file sets up each kernel (lattice, normalisation, the rows of each block of points
+// and the merge index) and picks the mean-field loops compiled for the best instruction
+// set this CPU has (mean_field_isa.inc); results are the same on every one.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
+#include <cstdlib>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "lattice/lattice.h"
+#include "lattice/isa.h"
 #include "lattice/parallel.h"
-#include "lattice/simplex.h"
+#include "lattice/profile.h"
 
 namespace impls {
 namespace {
 
-
-
-// exp for x <= 0 (softmax after subtracting the max), branch-free so it vectorises:
-// x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial (error < 2 ulp), 2^n in the exponent.
-inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.0f);
-  const float n = round_half_even(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  // 2^n enters the exponent field; unsigned, since shifting a negative int is undefined.
-  uint32_t bits;
-  std::memcpy(&bits, &p, sizeof(bits));
-  bits += static_cast<uint32_t>(static_cast<int32_t>(n)) << 23;
-  std::memcpy(&p, &bits, sizeof(bits));
-  return p;
+// Points per block, from the number of points alone (never from the thread count, so that
+// the sums do not depend on it): about 48 blocks, for load balance, of 1024 to 16384
+// points, so that a block's rows stay in L2 while it splats and few vertices need the rows
+// of many blocks.
+int block_points_for(int points) {
+  int block = 1024;
+  while (block < 16384 && block * 48 < points) block *= 2;
+  return block;
 }
+// The energy of the padding labels of a row: their probability comes out 0.
+constexpr float kPaddingEnergy = 1e30f;
+// Per-thread scratch of the mean-field loops, in rows: a group of points (kGroup in
+// isa_kernels.inc) and 4 more for rows too wide for registers.
+constexpr int kScratchRows = 16 + 4;
+
+int row_width_for(int labels) { return labels < 8 ? labels : (labels + 7) / 8 * 8; }
 
 }  // namespace
 
-DenseCrfCPU::DenseCrfCPU(const float *unary, int num_points, int num_labels)
-    : num_points_(num_points), num_labels_(num_labels), stride_(padded_channels(num_labels)) {
+struct DenseCrfCPU::Kernel {
+  std::unique_ptr<LatticeCPU> lattice;
+  int corners = 0;
+  int kind = 0;        // compatibility: 0 Potts, 1 diagonal, 2 matrix
+  float potts = 0.0f;  // -w of a Potts compatibility
+  AlignedArray<float> compat;  // diagonal: (row_width); matrix: column j of W as row j, (L, row_width)
+  AlignedArray<float> splat_weight, slice_weight;  // (P, corners): weight * in-scale, weight * alpha * out-scale
+  AlignedArray<uint32_t> local;                    // (P, corners): the corner's row within its block
+  std::vector<int32_t> block_rows;                 // (B+1): first row of each block
+  std::vector<int32_t> merge_offset;               // (M+1) CSR over vertices ...
+  std::vector<int32_t> merge_row;                  // ... of the block rows of each vertex, in block order
+};
+
+struct DenseCrfCPU::Scratch {
+  struct PerKernel {
+    AlignedArray<float> rows;  // (block rows, row_width): what each block splats
+    AlignedArray<float> a, b;  // (M+1, row_width): merged and blurred lattice, row 0 zero
+  };
+  std::vector<PerKernel> kernels;
+  std::vector<KernelView> views;
+  AlignedArray<float> per_thread;  // kScratchRows rows per thread
+};
+
+DenseCrfCPU::DenseCrfCPU(MatrixView unary, int num_points, int num_labels)
+    : num_points_(num_points),
+      num_labels_(num_labels),
+      row_width_(row_width_for(num_labels)),
+      block_points_(block_points_for(num_points)) {
   if (num_points < 1) throw std::invalid_argument("DenseCrf: the unary must have at least one point");
   if (num_labels < 2)
     throw std::invalid_argument("DenseCrf: the unary must have at least 2 labels, got " + std::to_string(num_labels));
-  const std::size_t size = static_cast<std::size_t>(num_points) * num_labels;
+  profile::Timer timer(profile::unary_setup);
+  unary_.resize(static_cast<std::size_t>(num_points) * row_width_);
+  const int labels = num_labels, width = row_width_;
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
-  for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(size); ++i) finite = finite && std::isfinite(unary[i]);
+  for (int p = 0; p < num_points; ++p) {
+    const float *source = unary.row(p);
+    float *target = unary_.data() + static_cast<std::size_t>(p) * width;
+    for (int l = 0; l < labels; ++l) {
+      const float value = source[l * unary.column_stride];
+      finite = finite && std::isfinite(value);
+      target[l] = value;
+    }
+    for (int l = labels; l < width; ++l) target[l] = kPaddingEnergy;
+  }
   if (!finite) throw std::invalid_argument("DenseCrf: the unary must be finite (no NaN or inf)");
-  const std::size_t padded = static_cast<std::size_t>(num_points) * stride_;
-  unary_.reset(new float[padded]);
-  logits_.reset(new float[padded]);
-  q_a_.reset(new float[padded]);
-  pad(unary, unary_.get());
-  scratch_.assign(static_cast<std::size_t>(max_threads()) * scratch_stride(), 0.0f);
-  lane_bias_.resize(stride_);
-  lane_mask_.resize(stride_);
-  for (int c = 0; c < stride_; ++c) {
-    lane_bias_[c] = c < num_labels ? 0.0f : -1.0e30f;
-    lane_mask_[c] = c < num_labels ? 1.0f : 0.0f;
-  }
 }
 
-void DenseCrfCPU::pad(const float *rows, float *padded) const {
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p) {
-    float *target = padded + static_cast<std::size_t>(p) * stride_;
-    std::copy(rows + static_cast<std::size_t>(p) * num_labels_, rows + static_cast<std::size_t>(p + 1) * num_labels_,
-              target);
-    std::fill(target + num_labels_, target + stride_, 0.0f);
-  }
-}
+DenseCrfCPU::~DenseCrfCPU() = default;
 
-void DenseCrfCPU::unpad(const float *padded, float *rows) const {
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p)
-    std::copy(padded + static_cast<std::size_t>(p) * stride_,
-              padded + static_cast<std::size_t>(p) * stride_ + num_labels_, rows + static_cast<std::size_t>(p) * num_labels_);
-}
+int DenseCrfCPU::num_kernels() const { return static_cast<int>(kernels_.size()); }
 
-void DenseCrfCPU::add_kernel(const float *features, int dim, Compatibility compat, Normalization normalization) {
-  const int labels = num_labels_;
+void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat, Normalization normalization) {
+  const int labels = num_labels_, width = row_width_, points = num_points_;
   const std::size_t expected =
       compat.kind == 0 ? 1 : compat.kind == 1 ? labels : static_cast<std::size_t>(labels) * labels;
-  if (compat.values.size() != expected)
+  if (compat.kind < 0 || compat.kind > 2 || compat.values.size() != expected)
     throw std::invalid_argument("DenseCrf: compatibility has " + std::to_string(compat.values.size()) +
                                 " values, expected " + std::to_string(expected));
-  if (compat.kind == 1) compat.values.resize(stride_, 0.0f);  // padding labels get weight 0
-  Kernel kernel{std::make_unique<LatticeCPU>(features, num_points_, dim), std::move(compat), {}, {}};
-  std::vector<float> ones(num_points_, 1.0f), norm(num_points_);
-  kernel.lattice->filter(ones.data(), norm.data(), 1, false);
-  std::vector<float> scale(num_points_);
-  for (int p = 0; p < num_points_; ++p) {
-    // In double then rounded, as pydensecrf; its 1e-20 only matters where the norm is 0.
-    const double wide = static_cast<double>(norm[p]) + 1e-20;
-    scale[p] = static_cast<float>(normalization == Normalization::symmetric ? 1.0 / std::sqrt(wide) : 1.0 / wide);
-  }
-  if (normalization == Normalization::symmetric || normalization == Normalization::before) kernel.in_scale = scale;
-  if (normalization == Normalization::symmetric || normalization == Normalization::after) kernel.out_scale = scale;
-
+  auto kernel = std::make_unique<Kernel>();
+  kernel->lattice = std::make_unique<LatticeCPU>(features, points, dim);
+  const LatticeCPU &lattice = *kernel->lattice;
+  profile::Timer timer(profile::kernel_setup);
   const int corners = dim + 1;
-  const std::vector<float> &weight = kernel.lattice->weights();
-  const float alpha = kernel.lattice->slicing_alpha();
-  kernel.splat_weight.resize(weight.size());
-  kernel.slice_weight.resize(weight.size());
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p) {
-    const float in = kernel.in_scale.empty() ? 1.0f : kernel.in_scale[p];
-    const float out = kernel.out_scale.empty() ? 1.0f : kernel.out_scale[p];
-    for (int r = 0; r < corners; ++r) {
-      const std::size_t corner = static_cast<std::size_t>(p) * corners + r;
-      kernel.splat_weight[corner] = weight[corner] * in;
-      kernel.slice_weight[corner] = weight[corner] * alpha * out;
+  kernel->corners = corners;
+  kernel->kind = compat.kind;
+  if (compat.kind == 0) {
+    kernel->potts = -compat.values[0];
+  } else if (compat.kind == 1) {
+    kernel->compat.resize(width);
+    for (int l = 0; l < width; ++l) kernel->compat[l] = l < labels ? compat.values[l] : 0.0f;
+  } else {
+    kernel->compat.resize(static_cast<std::size_t>(labels) * width);
+    for (int j = 0; j < labels; ++j) {
+      for (int l = 0; l < width; ++l)
+        kernel->compat[static_cast<std::size_t>(j) * width + l] =
+            l < labels ? compat.values[static_cast<std::size_t>(l) * labels + j] : 0.0f;
     }
   }
-  const std::size_t rows = static_cast<std::size_t>(kernel.lattice->num_vertices()) + 1;
-  kernel.lattice_a.assign(rows * stride_, 0.0f);
-  kernel.lattice_b.assign(rows * stride_, 0.0f);
-  kernel.partial.assign(rows * stride_ * max_threads(), 0.0f);
+
+  // Normalisation n = K 1, as pydensecrf: in double, then rounded; its 1e-20 only matters
+  // where n is 0.
+  std::vector<float> ones(points, 1.0f), norm(points);
+  lattice.filter(ones.data(), norm.data(), 1, false);
+  const bool scale_in = normalization == Normalization::symmetric || normalization == Normalization::before;
+  const bool scale_out = normalization == Normalization::symmetric || normalization == Normalization::after;
+  const std::vector<float> &weight = lattice.weights();
+  const float alpha = lattice.slicing_alpha();
+  kernel->splat_weight.resize(weight.size());
+  kernel->slice_weight.resize(weight.size());
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < points; ++p) {
+    const double wide = static_cast<double>(norm[p]) + 1e-20;
+    const float scale =
+        static_cast<float>(normalization == Normalization::symmetric ? 1.0 / std::sqrt(wide) : 1.0 / wide);
+    const float in = scale_in ? scale : 1.0f, out = scale_out ? scale : 1.0f;
+    for (int r = 0; r < corners; ++r) {
+      const std::size_t corner = static_cast<std::size_t>(p) * corners + r;
+      kernel->splat_weight[corner] = weight[corner] * in;
+      kernel->slice_weight[corner] = weight[corner] * alpha * out;
+    }
+  }
+
+  // Each block's rows: the vertices its corners touch, in the order first touched.
+  const int block_points = block_points_, blocks = (points + block_points - 1) / block_points;
+  const int vertices = lattice.num_vertices();
+  const std::vector<int32_t> &vertex = lattice.corner_vertices();
+  kernel->local.resize(vertex.size());
+  std::vector<std::vector<int32_t>> touched(blocks);
+#pragma omp parallel
+  {
+    std::vector<int32_t> stamp(vertices, -1), row_of(vertices);
+#pragma omp for schedule(static)
+    for (int b = 0; b < blocks; ++b) {
+      std::vector<int32_t> &list = touched[b];
+      const std::size_t first = static_cast<std::size_t>(b) * block_points * corners;
+      const std::size_t last = std::min(static_cast<std::size_t>(b + 1) * block_points, static_cast<std::size_t>(points)) *
+                               corners;
+      for (std::size_t i = first; i < last; ++i) {
+        const int32_t v = vertex[i];
+        if (stamp[v] != b) {
+          stamp[v] = b;
+          row_of[v] = static_cast<int32_t>(list.size());
+          list.push_back(v);
+        }
+        kernel->local[i] = static_cast<uint32_t>(row_of[v]);
+      }
+    }
+  }
+  kernel->block_rows.assign(blocks + 1, 0);
+  for (int b = 0; b < blocks; ++b) kernel->block_rows[b + 1] = kernel->block_rows[b] + static_cast<int32_t>(touched[b].size());
+  kernel->merge_offset.assign(static_cast<std::size_t>(vertices) + 1, 0);
+  for (const std::vector<int32_t> &list : touched) {
+    for (int32_t v : list) ++kernel->merge_offset[v + 1];
+  }
+  for (int v = 0; v < vertices; ++v) kernel->merge_offset[v + 1] += kernel->merge_offset[v];
+  kernel->merge_row.resize(kernel->block_rows[blocks]);
+  std::vector<int32_t> cursor(kernel->merge_offset.begin(), kernel->merge_offset.end() - 1);
+  for (int b = 0; b < blocks; ++b) {
+    for (std::size_t i = 0; i < touched[b].size(); ++i)
+      kernel->merge_row[cursor[touched[b][i]]++] = kernel->block_rows[b] + static_cast<int32_t>(i);
+  }
   kernels_.push_back(std::move(kernel));
 }
 
-// Softmax over the real labels of one padded row; padding lanes come out 0. Branch-free
-// (padding handled by a bias and a mask) so that it vectorises.
-void DenseCrfCPU::softmax_row(const float *__restrict in, float *__restrict out) const {
-  const int stride = stride_;
-  const float *bias = lane_bias_.data(), *mask = lane_mask_.data();
-  float lane_max[kLanes];
-  for (int k = 0; k < kLanes; ++k) lane_max[k] = -3.0e38f;
-  for (int c = 0; c < stride; c += kLanes) {
-    for (int k = 0; k < kLanes; ++k) lane_max[k] = std::max(lane_max[k], in[c + k] + bias[c + k]);
-  }
-  float top = lane_max[0];
-  for (int k = 1; k < kLanes; ++k) top = std::max(top, lane_max[k]);
-  float lane_sum[kLanes] = {};
-  for (int c = 0; c < stride; c += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      const float e = exp_nonpositive(in[c + k] - top) * mask[c + k];
-      out[c + k] = e;
-      lane_sum[k] += e;
-    }
-  }
-  float total = 0.0f;
-  for (int k = 0; k < kLanes; ++k) total += lane_sum[k];
-  const float inverse = 1.0f / total;
-  for (int c = 0; c < stride; c += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      // Marginals under 1e-20 become 0: once filtered they would turn into subnormal
-      // floats, which x86 handles about a hundred times slower.
-      const float value = out[c + k] * inverse;
-      out[c + k] = value >= 1e-20f ? value : 0.0f;
-    }
-  }
-}
-
-void DenseCrfCPU::softmax_rows(const float *logits, float *q) const {
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p) {
-    softmax_row(logits + static_cast<std::size_t>(p) * stride_, q + static_cast<std::size_t>(p) * stride_);
-  }
-}
-
-// Each thread's scratch rows start on their own pages: shared cache lines between the
-// threads (false sharing) cost more than the whole computation.
-std::size_t DenseCrfCPU::scratch_stride() const { return (3 * static_cast<std::size_t>(stride_) + 1023) / 1024 * 1024; }
-
-void DenseCrfCPU::clear_partials(int thread) const {
-  for (const Kernel &kernel : kernels_) {
-    const std::size_t size = kernel.lattice_a.size();
-    std::fill(kernel.partial.begin() + size * thread, kernel.partial.begin() + size * (thread + 1), 0.0f);
-  }
-}
-
-void DenseCrfCPU::splat_all(const float *q) const {
-  const int stride = stride_;
-#pragma omp parallel
-  {
-    const int thread = thread_index();
-    clear_partials(thread);
-#pragma omp for schedule(static)
-    for (int p = 0; p < num_points_; ++p) {
-      const float *__restrict marginals = q + static_cast<std::size_t>(p) * stride;
-      for (const Kernel &kernel : kernels_) scatter(kernel, thread, p, marginals);
-    }
-  }
-  reduce_partials();
-}
-
-// Adds point p's weighted marginals to this thread's private copy of the kernel's lattice.
-void DenseCrfCPU::scatter(const Kernel &kernel, int thread, int p, const float *__restrict marginals) const {
-  const int stride = stride_, corners = kernel.lattice->dim() + 1;
-  const std::size_t rows = static_cast<std::size_t>(kernel.lattice->num_vertices()) + 1;
-  float *base = const_cast<float *>(kernel.partial.data()) + rows * stride * thread;
-  const int32_t *vertex = kernel.lattice->corner_vertices().data() + static_cast<std::size_t>(p) * corners;
-  const float *weight = kernel.splat_weight.data() + static_cast<std::size_t>(p) * corners;
-  for (int r = 0; r < corners; ++r) {
-    float *__restrict row = base + (static_cast<std::size_t>(vertex[r]) + 1) * stride;
-    const float w = weight[r];
-    for (int c = 0; c < stride; c += kLanes) {
-      for (int k = 0; k < kLanes; ++k) row[c + k] += w * marginals[c + k];
-    }
-  }
-}
-
-void DenseCrfCPU::reduce_partials() const {
-  const int threads = max_threads();
-  for (const Kernel &kernel : kernels_) {
-    const std::size_t size = kernel.lattice_a.size();
-    float *target = kernel.lattice_a.data();
-    const float *partial = kernel.partial.data();
-#pragma omp parallel for schedule(static)
-    for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(size); ++i) {
-      float sum = partial[i];
-      for (int t = 1; t < threads; ++t) sum += partial[size * t + i];
-      target[i] = sum;
-    }
-  }
-}
-
-void DenseCrfCPU::fused_step(float *q_out) const {
-  const int stride = stride_, labels = num_labels_;
-  std::vector<const float *> blurred;
-  blurred.reserve(kernels_.size());
-  for (const Kernel &kernel : kernels_) {
-    blurred.push_back(kernel.lattice->blur(kernel.lattice_a.data(), kernel.lattice_b.data(), stride, false));
-  }
-#pragma omp parallel
-  {
-    const int thread = thread_index();
-    clear_partials(thread);
-    float *scratch = scratch_.data() + static_cast<std::size_t>(thread) * scratch_stride();
-    float *__restrict logits = scratch, *__restrict message = scratch + stride, *__restrict q = scratch + 2 * stride;
-#pragma omp for schedule(static)
-    for (int p = 0; p < num_points_; ++p) {
-      const float *__restrict unary = unary_.get() + static_cast<std::size_t>(p) * stride;
-      for (int c = 0; c < stride; ++c) logits[c] = -unary[c];
-      for (std::size_t k = 0; k < kernels_.size(); ++k) {
-        const Kernel &kernel = kernels_[k];
-        const int corners = kernel.lattice->dim() + 1;
-        const int32_t *vertex = kernel.lattice->corner_vertices().data() + static_cast<std::size_t>(p) * corners;
-        const float *weight = kernel.slice_weight.data() + static_cast<std::size_t>(p) * corners;
-        for (int c = 0; c < stride; ++c) message[c] = 0.0f;
-        for (int r = 0; r < corners; ++r) {
-          const float *__restrict row = blurred[k] + (static_cast<std::size_t>(vertex[r]) + 1) * stride;
-          const float w = weight[r];
-          for (int c = 0; c < stride; c += kLanes) {
-            for (int j = 0; j < kLanes; ++j) message[c + j] += w * row[c + j];
-          }
-        }
-        const float *w = kernel.compat.values.data();
-        if (kernel.compat.kind == 0) {
-          const float potts = -w[0];
-          for (int c = 0; c < stride; ++c) logits[c] -= potts * message[c];
-        } else if (kernel.compat.kind == 1) {
-          for (int c = 0; c < stride; ++c) logits[c] -= message[c] * w[c];
-        } else {
-          for (int l = 0; l < labels; ++l) {
-            float sum = 0.0f;
-            for (int j = 0; j < labels; ++j) sum += message[j] * w[l * labels + j];
-            logits[l] -= sum;
-          }
-        }
-      }
-      softmax_row(logits, q);
-      if (q_out) std::copy(q, q + stride, q_out + static_cast<std::size_t>(p) * stride);
-      for (const Kernel &kernel : kernels_) scatter(kernel, thread, p, q);
-    }
-  }
-  reduce_partials();
-}
-
-void DenseCrfCPU::inference(int iterations, float *q) const {
+void DenseCrfCPU::inference(int iterations, float *q, long long point_stride, long long label_stride) const {
   if (iterations < 0) throw std::invalid_argument("DenseCrf: iterations must be non-negative");
-  const std::size_t size = static_cast<std::size_t>(num_points_) * stride_;
-  float *logits = logits_.get();
-#pragma omp parallel for schedule(static)
-  for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(size); ++i) logits[i] = -unary_[i];
-  softmax_rows(logits, q_a_.get());
-  if (iterations > 0) {
-    splat_all(q_a_.get());
-    for (int it = 0; it < iterations; ++it) fused_step(it + 1 == iterations ? q_a_.get() : nullptr);
-  }
-  unpad(q_a_.get(), q);
+  run(iterations, nullptr, q, point_stride, label_stride);
 }
 
-void DenseCrfCPU::step(float *q) const {
-  pad(q, q_a_.get());
-  splat_all(q_a_.get());
-  fused_step(q_a_.get());
-  unpad(q_a_.get(), q);
+void DenseCrfCPU::step(float *q, long long point_stride, long long label_stride) const {
+  run(1, q, q, point_stride, label_stride);
+}
+
+void DenseCrfCPU::run(int iterations, const float *q_in, float *q_out, long long point_stride,
+                      long long label_stride) const {
+  const IsaKernels &isa = isa_kernels();
+  auto scratch = scratch_.take();
+  const int S = row_width_, kernels = num_kernels();
+  scratch->kernels.resize(kernels);
+  scratch->views.resize(kernels);
+  for (int k = 0; k < kernels; ++k) {
+    const Kernel &kernel = *kernels_[k];
+    const LatticeCPU &lattice = *kernel.lattice;
+    Scratch::PerKernel &buffers = scratch->kernels[k];
+    const std::size_t lattice_size = (static_cast<std::size_t>(lattice.num_vertices()) + 1) * S;
+    buffers.rows.reserve(static_cast<std::size_t>(kernel.block_rows.back()) * S);
+    buffers.a.reserve(lattice_size);
+    buffers.b.reserve(lattice_size);
+    // Row 0 stands for every absent neighbour.
+    std::fill(buffers.a.data(), buffers.a.data() + S, 0.0f);
+    std::fill(buffers.b.data(), buffers.b.data() + S, 0.0f);
+    scratch->views[k] = KernelView{lattice.dim(),
+                                   kernel.corners,
+                                   lattice.num_vertices(),
+                                   kernel.kind,
+                                   kernel.potts,
+                                   kernel.compat.data(),
+                                   lattice.corner_vertices().data(),
+                                   kernel.local.data(),
+                                   kernel.splat_weight.data(),
+                                   kernel.slice_weight.data(),
+                                   kernel.block_rows.data(),
+                                   kernel.merge_offset.data(),
+                                   kernel.merge_row.data(),
+                                   lattice.neighbors(0),
+                                   buffers.rows.data(),
+                                   buffers.a.data(),
+                                   buffers.b.data()};
+  }
+  // The thread count is read once per call: changing it between calls is safe.
+  const int threads = max_threads();
+  // Each thread's rows start on their own cache line (no false sharing).
+  const std::size_t per_thread = (static_cast<std::size_t>(kScratchRows) * S + 15) / 16 * 16;
+  scratch->per_thread.reserve(static_cast<std::size_t>(threads) * per_thread);
+  double phase_seconds[3] = {0.0, 0.0, 0.0};
+  const bool timing = profile::totals().enabled.load(std::memory_order_relaxed);
+  const MeanFieldCall call{num_points_,
+                           num_labels_,
+                           S,
+                           block_points_,
+                           (num_points_ + block_points_ - 1) / block_points_,
+                           unary_.data(),
+                           scratch->views.data(),
+                           kernels,
+                           iterations,
+                           q_in,
+                           q_out,
+                           point_stride,
+                           label_stride,
+                           threads,
+                           scratch->per_thread.data(),
+                           per_thread,
+                           timing ? phase_seconds : nullptr};
+  isa.run_mean_field(call);
+  if (timing) {
+    const profile::Phase phases[3] = {profile::points, profile::merge, profile::blur};
+    for (int i = 0; i < 3; ++i) {
+      profile::totals().nanoseconds[phases[i]].fetch_add(static_cast<int64_t>(phase_seconds[i] * 1e9));
+      profile::totals().calls[phases[i]].fetch_add(1);
+    }
+  }
 }
 
 }  // namespace impls
