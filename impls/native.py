@@ -92,6 +92,8 @@ def _cuda_matrix(value, *, op, name, dtype):
 
 
 def _float_matrix(value, *, op, name, dtypes=("float32",), columns=None):
+    """A 2-D host array of one of `dtypes`, strides kept (the C++ side reads any layout and
+    checks finiteness itself, in the same pass as its copy)."""
     array = host_array(value, op=op, name=name)
     if array.ndim != 2:
         raise ValueError(f"{op}: argument '{name}' must be 2-D, got shape {array.shape}")
@@ -101,8 +103,6 @@ def _float_matrix(value, *, op, name, dtypes=("float32",), columns=None):
         raise ValueError(f"{op}: argument '{name}' must not be empty, got shape {array.shape}")
     if columns is not None and array.shape[1] != columns:
         raise ValueError(f"{op}: argument '{name}' must have {columns} columns, got {array.shape[1]}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{op}: argument '{name}' must be finite (no NaN or inf)")
     return array
 
 
@@ -219,9 +219,22 @@ class DenseCrf:
         self._crf.add_kernel(features, kinds[compat.shape], np.ascontiguousarray(compat.ravel(), np.float32),
                              NORMALIZATION_CODES[normalization])
 
-    def inference(self, iterations):
+    def set_unary(self, unary):
+        """Replace the (P, L) float32 unary (any strides, e.g. the transpose of pydensecrf's
+        (L, P)); the kernels and their lattices stay. A CPU object only."""
+        if self.cuda:
+            raise NotImplementedError("DenseCrf.set_unary: not available for a CUDA unary; make a new DenseCrf")
+        unary = _float_matrix(unary, op="DenseCrf.set_unary", name="unary")
+        if unary.shape != (self.num_points, self.num_labels):
+            raise ValueError(f"DenseCrf.set_unary: argument 'unary' must have shape "
+                             f"({self.num_points}, {self.num_labels}), got {unary.shape}")
+        self._crf.set_unary(unary)
+
+    def inference(self, iterations, *, out=None):
         """(P, L) marginals after `iterations` (>= 0) mean-field updates from softmax(-unary):
-        a NumPy array, or a CUDA torch tensor for a CUDA unary."""
+        a NumPy array, or a CUDA torch tensor for a CUDA unary. `out`, a writable (P, L)
+        float32 NumPy array of any strides (the transpose of an (L, P) one, say), receives
+        them instead of a new array and is returned."""
         if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
             raise ValueError(f"DenseCrf.inference: argument 'iterations' must be a non-negative integer, "
                              f"got {iterations!r}")
@@ -231,7 +244,21 @@ class DenseCrf:
             q = torch.empty(self.num_points, self.num_labels, dtype=torch.float32, device=self.device)
             self._crf.inference_into(int(iterations), q)
             return q
-        return self._crf.inference(int(iterations))
+        if out is None:
+            return self._crf.inference(int(iterations))
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (self.num_points,
+                                                                                       self.num_labels):
+            raise ValueError(f"DenseCrf.inference: argument 'out' must be a float32 NumPy array of shape "
+                             f"({self.num_points}, {self.num_labels}), got "
+                             f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+        if not out.flags.writeable:
+            raise ValueError("DenseCrf.inference: argument 'out' must be writeable")
+        self._crf.inference_into(int(iterations), out)
+        return out
+
+    def unary(self):
+        """A (P, L) copy of the unary (CPU objects)."""
+        return self._crf.unary()
 
     def step(self, q):
         """One mean-field update of (P, L) float32 marginals `q`, in place (a CUDA tensor for a
@@ -240,7 +267,7 @@ class DenseCrf:
             self._crf.step(q)
             return
         if not isinstance(q, np.ndarray) or q.dtype != np.float32 or q.shape != (self.num_points, self.num_labels) \
-                or not q.flags.c_contiguous:
-            raise ValueError(f"DenseCrf.step: argument 'q' must be a C-contiguous float32 NumPy array of shape "
-                             f"({self.num_points}, {self.num_labels})")
+                or not q.flags.writeable:
+            raise ValueError(f"DenseCrf.step: argument 'q' must be a writeable float32 NumPy array of shape "
+                             f"({self.num_points}, {self.num_labels}) (any strides)")
         self._crf.step(q)

@@ -214,6 +214,16 @@ NB_MODULE(_native, m) {
   m.def("instruction_set", &impls::instruction_set,
         "The instruction set the CPU kernels run (the best supported, or IMPLS_NATIVE_ISA's).");
   m.def(
+      "memory_cache", [] { return std::make_pair(impls::BlockCache::instance().cached_bytes(),
+                                                 impls::BlockCache::instance().capacity()); },
+      "(bytes cached, capacity): large blocks kept between dense CRFs to spare page faults.");
+  m.def(
+      "set_memory_cache_capacity", [](std::size_t bytes) { impls::BlockCache::instance().set_capacity(bytes); },
+      nb::arg("bytes"), "Keep at most this many bytes of freed large blocks (0 disables the cache).");
+  m.def(
+      "release_memory", [] { return impls::BlockCache::instance().release(); },
+      "Free every cached block; returns the bytes freed.");
+  m.def(
       "profile_enable", [](bool on) { impls::profile::totals().enabled.store(on); }, nb::arg("on"),
       "Switch the CPU engine's per-phase timer on or off.");
   m.def(
@@ -318,8 +328,31 @@ NB_MODULE(_native, m) {
             self.step(data, point_stride, label_stride);
           },
           nb::arg("q").noconvert(), "One mean-field update of the marginals `q` (P, L), any strides, in place.")
+      .def(
+          "set_unary",
+          [](impls::DenseCrfCPU &self, FloatMatrixView unary) {
+            require_rows("unary", unary.shape(0), self.num_points());
+            if (unary.shape(1) != static_cast<std::size_t>(self.num_labels()))
+              throw std::invalid_argument("unary must have one column per label (" +
+                                          std::to_string(self.num_labels()) + "), got " +
+                                          std::to_string(unary.shape(1)));
+            const impls::MatrixView view = view_of(unary);
+            nb::gil_scoped_release release;
+            self.set_unary(view);
+          },
+          nb::arg("unary").noconvert(), "Replace the (P, L) unary (any strides); the kernels stay.")
+      .def(
+          "unary",
+          [](const impls::DenseCrfCPU &self) {
+            float *out;
+            auto result = new_matrix<float>(self.num_points(), self.num_labels(), &out);
+            self.copy_unary(out);
+            return result;
+          },
+          "A (P, L) copy of the unary.")
       .def_prop_ro("num_points", &impls::DenseCrfCPU::num_points)
-      .def_prop_ro("num_labels", &impls::DenseCrfCPU::num_labels);
+      .def_prop_ro("num_labels", &impls::DenseCrfCPU::num_labels)
+      .def_prop_ro("num_kernels", &impls::DenseCrfCPU::num_kernels);
 
 #if IMPLS_WITH_CUDA
   bind_cuda(m);

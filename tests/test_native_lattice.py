@@ -190,7 +190,7 @@ def test_exception_the_binding_itself_rejects_mismatched_shapes():
         lattice.filter(np.ones((9, 2), np.float32))
     with pytest.raises(TypeError):
         lattice.filter(np.ones((10, 2), np.int32))
-    with pytest.raises(ValueError, match="features must be finite"):
+    with pytest.raises(ValueError, match="argument 'features' must be finite"):
         native._module().LatticeCPU(np.full((4, 2), np.nan, np.float32))
 
 

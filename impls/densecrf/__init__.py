@@ -140,8 +140,8 @@ class DenseCRF:
         # The NumPy engine also serves klDivergence for the native one.
         self._engine = _NumpyEngine() if self._native else ENGINES[self.engine]()
         self._kernels = []  # (features (P, d) float32, compat, normalization name)
-        self._native_crf = None
-        self._unary = None
+        self._native_crf = None  # the native engine's CRF, made by setUnaryEnergy
+        self._unary = None  # (P, L) for the other engines
         self._terms = None
 
     def setUnaryEnergy(self, u, f=None):  # noqa: N802 (pydensecrf's name)
@@ -149,10 +149,22 @@ class DenseCRF:
         if f is not None:
             raise NotImplementedError("setUnaryEnergy: the learned LogisticUnary (argument 'f') is not supported")
         u = _float32_matrix(u, "u", (self._nlabel, self._nvar), op="setUnaryEnergy")
+        if self._native:
+            # The native CRF copies the unary from its transpose (no copy here) and checks it.
+            try:
+                if self._native_crf is None:
+                    self._native_crf = self._new_native_crf(u.T)
+                else:
+                    self._native_crf.set_unary(u.T)
+            except ValueError as error:
+                if "finite" not in str(error):
+                    raise
+                raise ValueError("setUnaryEnergy: argument 'u' must be finite (no NaN or inf)") from None
+            self._unary = None  # klDivergence fetches it back from the native CRF
+            return
         if not np.isfinite(u).all():
             raise ValueError("setUnaryEnergy: argument 'u' must be finite (no NaN or inf)")
         self._unary = self._engine.array(np.ascontiguousarray(u.T))
-        self._native_crf = self._terms = None
 
     def addPairwiseEnergy(self, features, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
         """Add a Gaussian kernel on `features` (d, nvar) float32, already scaled by their std."""
@@ -162,21 +174,31 @@ class DenseCRF:
         self._add_term(features.T, compat, kernel, normalization)
 
     def _add_term(self, features, compat, kernel, normalization):
+        """Add a kernel on (nvar, d) float32 features (any strides)."""
         if kernel not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
             raise ValueError(f"argument 'kernel' must be CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel!r}")
         if normalization not in _NORMALIZATION_NAMES:
             raise ValueError(f"argument 'normalization' must be one of NO_NORMALIZATION, NORMALIZE_BEFORE, "
                              f"NORMALIZE_AFTER, NORMALIZE_SYMMETRIC, got {normalization!r}")
         # The kernel type only matters for learning its parameters, which this port does not do.
-        self._kernels.append((np.ascontiguousarray(features, np.float32), _compatibility(compat, self._nlabel),
-                              _NORMALIZATION_NAMES[normalization]))
-        self._native_crf = self._terms = None
+        kernel_args = (features, _compatibility(compat, self._nlabel), _NORMALIZATION_NAMES[normalization])
+        if self._native and self._native_crf is not None:
+            # As pydensecrf: the lattice is built now, from the features as they are now.
+            self._native_crf.add_kernel(*kernel_args)
+        else:
+            # Kept until the unary is set: a copy, so that later changes to the caller's array
+            # do not reach this CRF (pydensecrf copies them at once too).
+            kernel_args = (np.array(features, np.float32),) + kernel_args[1:]
+        self._kernels.append(kernel_args)
+        self._terms = None
 
     def inference(self, niter):
         """Q (nlabels, nvar) float32 after `niter` mean-field iterations."""
         niter = _non_negative(niter, "niter")
         if self._native:
-            return np.ascontiguousarray(self._crf().inference(niter).T)
+            q = np.empty((self._nlabel, self._nvar), np.float32)
+            self._require_native().inference(niter, out=q.T)
+            return q
         q = self._engine.softmax(-self._require_unary())
         for _ in range(niter):
             q = self._step(q)
@@ -190,9 +212,12 @@ class DenseCRF:
     def stepInference(self, Q, tmp1=None, tmp2=None):  # noqa: N802, N803
         """One mean-field iteration, updating Q in place as pydensecrf does."""
         Q_array = _float32_matrix(Q, "Q", (self._nlabel, self._nvar), op="stepInference")  # noqa: N806
+        if self._native and isinstance(Q, np.ndarray) and Q.flags.writeable:
+            self._require_native().step(Q.T)
+            return
         if self._native:
             q = np.ascontiguousarray(Q_array.T)
-            self._crf().step(q)
+            self._require_native().step(q)
             Q[...] = q.T
             return
         q = self._step(self._engine.array(np.ascontiguousarray(Q_array.T)))
@@ -216,19 +241,26 @@ class DenseCRF:
 
     def _pairwise_terms(self):
         if self._terms is None:
-            self._terms = [self._engine.term(*kernel) for kernel in self._kernels]
+            self._terms = [self._engine.term(np.ascontiguousarray(features), compat, normalization)
+                           for features, compat, normalization in self._kernels]
         return self._terms
 
-    def _crf(self):
-        if self._native_crf is None:
-            from impls import native
+    def _new_native_crf(self, unary):
+        from impls import native
 
-            self._native_crf = native.DenseCrf(self._engine.numpy(self._require_unary()))
-            for features, compat, normalization in self._kernels:
-                self._native_crf.add_kernel(features, compat, normalization)
+        crf = native.DenseCrf(unary)
+        for features, compat, normalization in self._kernels:
+            crf.add_kernel(features, compat, normalization)
+        return crf
+
+    def _require_native(self):
+        if self._native_crf is None:
+            raise RuntimeError("DenseCRF: call setUnaryEnergy before inference")
         return self._native_crf
 
     def _require_unary(self):
+        if self._native:
+            return self._require_native().unary()
         if self._unary is None:
             raise RuntimeError("DenseCRF: call setUnaryEnergy before inference")
         return self._unary
@@ -240,13 +272,11 @@ class DenseCRF2D(DenseCRF):
     def __init__(self, w, h, nlabels):
         self._w, self._h = _positive(w, "w"), _positive(h, "h")
         super().__init__(self._w * self._h, nlabels)
-        y, x = np.meshgrid(np.arange(self._h, dtype=np.float32), np.arange(self._w, dtype=np.float32), indexing="ij")
-        self._positions = np.stack([x.ravel(), y.ravel()], axis=1)
 
     def addPairwiseGaussian(self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
         """Smoothness kernel on (x / sx, y / sy)."""
         sxy = _stds(sxy, 2, "sxy")
-        self._add_term(self._positions / sxy, compat, kernel, normalization)
+        self._add_term(self._grid_features(sxy), compat, kernel, normalization)
 
     def addPairwiseBilateral(self, sxy, srgb, rgbim, compat, kernel=DIAG_KERNEL,  # noqa: N802
                              normalization=NORMALIZE_SYMMETRIC):
@@ -258,8 +288,17 @@ class DenseCRF2D(DenseCRF):
         if rgbim.shape != (self._h, self._w, 3):
             raise ValueError(f"addPairwiseBilateral: argument 'rgbim' must have shape {(self._h, self._w, 3)}, "
                              f"got {rgbim.shape}")
-        colours = rgbim.reshape(-1, 3).astype(np.float32) / srgb
-        self._add_term(np.concatenate([self._positions / sxy[:2], colours], axis=1), compat, kernel, normalization)
+        self._add_term(self._grid_features(sxy, rgbim, srgb), compat, kernel, normalization)
+
+    def _grid_features(self, sxy, image=None, srgb=None):
+        """(h w, 2 or 5) float32: (x / sx, y / sy[, r / sr, g / sg, b / sb]) written in place, the
+        same float32 divisions as pydensecrf's."""
+        features = np.empty((self._h, self._w, 2 if image is None else 5), np.float32)
+        np.divide(np.arange(self._w, dtype=np.float32), sxy[0], out=features[:, :, 0])
+        np.divide(np.arange(self._h, dtype=np.float32)[:, None], sxy[1], out=features[:, :, 1])
+        if image is not None:
+            np.divide(image, srgb, out=features[:, :, 2:])
+        return features.reshape(self._nvar, -1)
 
 
 def _positive(value, name):

@@ -8,13 +8,13 @@ namespace {
 
 const std::vector<IsaKernels> &built() {
   static const std::vector<IsaKernels> sets = [] {
-    std::vector<IsaKernels> found{{"baseline", &isa_baseline::run_mean_field, &isa_baseline::simplices, true}};
+    std::vector<IsaKernels> found{{"baseline", &isa_baseline::run_mean_field, &isa_baseline::simplices, &isa_baseline::row_multiple, true}};
 #if IMPLS_HAVE_X86_64_V3
-    found.push_back({"x86-64-v3", &isa_x86_64_v3::run_mean_field, &isa_x86_64_v3::simplices,
+    found.push_back({"x86-64-v3", &isa_x86_64_v3::run_mean_field, &isa_x86_64_v3::simplices, &isa_x86_64_v3::row_multiple,
                      __builtin_cpu_supports("x86-64-v3") != 0});
 #endif
 #if IMPLS_HAVE_X86_64_V4
-    found.push_back({"x86-64-v4", &isa_x86_64_v4::run_mean_field, &isa_x86_64_v4::simplices,
+    found.push_back({"x86-64-v4", &isa_x86_64_v4::run_mean_field, &isa_x86_64_v4::simplices, &isa_x86_64_v4::row_multiple,
                      __builtin_cpu_supports("x86-64-v4") != 0});
 #endif
     return found;

@@ -14,6 +14,7 @@ struct IsaKernels {
   const char *name;
   void (*run_mean_field)(const MeanFieldCall &);
   void (*simplices)(const SimplexCall &);
+  int (*row_multiple)();
   bool supported;  // by this CPU
 };
 

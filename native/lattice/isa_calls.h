@@ -26,6 +26,8 @@ struct KernelView {
   float *a, *b;               // (M+1, S) scratch: merged and blurred lattice; row 0 stays zero
 };
 
+// Rows of more than 8 labels are padded to a multiple of the kernels' row_multiple()
+// (the vector width: 4, 8 or 16 floats); rows of 2..7 labels are not padded.
 struct MeanFieldCall {
   int points, labels, width, block_points, blocks;
   const float *unary;  // (P, S) with padding lanes at a huge energy
@@ -63,6 +65,7 @@ constexpr int kMaxVectorSimplexDim = 8;
   namespace name {                                 \
   void run_mean_field(const MeanFieldCall &call);  \
   void simplices(const SimplexCall &call);         \
+  int row_multiple();                              \
   }
 IMPLS_DECLARE_ISA(isa_baseline)
 IMPLS_DECLARE_ISA(isa_x86_64_v3)

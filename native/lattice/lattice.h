@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,8 +46,8 @@ class LatticeCPU {
   int dim() const { return dim_; }
   int num_vertices() const { return num_vertices_; }
   // (P, d+1): the vertex of each simplex corner and its barycentric weight.
-  const std::vector<int32_t> &corner_vertices() const { return vertex_; }
-  const std::vector<float> &weights() const { return weight_; }
+  const AlignedArray<int32_t> &corner_vertices() const { return vertex_; }
+  const AlignedArray<float> &weights() const { return weight_; }
   // (M, 2) neighbours of every vertex along `direction` (0..d), -1 where absent.
   const int32_t *neighbors(int direction) const {
     return neighbor_.data() + static_cast<std::size_t>(direction) * num_vertices_ * 2;
@@ -68,6 +69,8 @@ class LatticeCPU {
   void build_general(MatrixView features, const float *scale);
   void build_splat_index() const;
   template <typename T>
+  void filter_one_channel(const T *in, T *out, bool reverse) const;
+  template <typename T>
   struct FilterScratch {
     AlignedArray<T> a, b;
   };
@@ -75,8 +78,8 @@ class LatticeCPU {
   ScratchPool<FilterScratch<T>> &filter_scratch() const;
 
   int num_points_, dim_, num_vertices_ = 0;
-  std::vector<int32_t> vertex_;    // (P, d+1) vertex of each simplex corner
-  std::vector<float> weight_;      // (P, d+1) barycentric weights
+  AlignedArray<int32_t> vertex_;   // (P, d+1) vertex of each simplex corner
+  AlignedArray<float> weight_;     // (P, d+1) barycentric weights
   std::vector<int32_t> neighbor_;  // (d+1, M, 2) blur neighbours, -1 when absent
   // The corners sorted by vertex, points ascending (CSR), built on the first filter():
   // splatting is then a gather in which each vertex sums its points in pydensecrf's order.
@@ -97,7 +100,7 @@ class LatticeCPU {
 // the same sums in the same order whatever the number of threads, so results do not
 // depend on it. Rows hold L labels (2..8 labels) or L rounded up to a multiple of 8.
 // inference() and step() are const, take their scratch per call and may run on several
-// threads at once; add_kernel() must not run concurrently with them.
+// threads at once; add_kernel() waits for running calls, and calls wait for it.
 class DenseCrfCPU {
  public:
   DenseCrfCPU(MatrixView unary, int num_points, int num_labels);
@@ -106,6 +109,10 @@ class DenseCrfCPU {
   DenseCrfCPU &operator=(const DenseCrfCPU &) = delete;
 
   void add_kernel(MatrixView features, int dim, Compatibility compat, Normalization normalization);
+  // Replaces the unary (P, L), kernels kept; waits for running calls like add_kernel().
+  void set_unary(MatrixView unary);
+  // The unary as (P, L) rows into `out`.
+  void copy_unary(float *out) const;
   // q (P, L), strided: written with the marginals after `iterations` updates from
   // softmax(-unary).
   void inference(int iterations, float *q, long long point_stride, long long label_stride) const;
@@ -121,10 +128,12 @@ class DenseCrfCPU {
 
  private:
   void run(int iterations, const float *q_in, float *q_out, long long point_stride, long long label_stride) const;
+  static void copy_padded(MatrixView unary, int points, int labels, int width, float *target);
 
   int num_points_, num_labels_, row_width_, block_points_;
   AlignedArray<float> unary_;  // (P, row_width), padding lanes at a huge energy
   std::vector<std::unique_ptr<Kernel>> kernels_;
+  mutable std::shared_mutex kernels_mutex_;  // add_kernel() exclusive, inference() shared
   mutable ScratchPool<Scratch> scratch_;
 };
 

@@ -160,7 +160,7 @@ LatticeCPU::KeyBox LatticeCPU::key_box(MatrixView features, const float *scale) 
       }
     }
   }
-  if (!finite) throw std::invalid_argument("Lattice: features must be finite (no NaN or inf)");
+  if (!finite) throw std::invalid_argument("Lattice: argument 'features' must be finite (no NaN or inf)");
 
   std::vector<double> s_low(d), s_high(d);
   double magnitude = 0.0;
@@ -401,11 +401,11 @@ template <typename T>
 void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
   if (channels < 1) return;
   profile::Timer timer(profile::filter);
-  // One channel (the dense CRF's normalisation): splatting corner by corner in point order
-  // adds in the same order as the gather and needs no index; wider values gather in
-  // parallel, each vertex over its own corners.
-  const bool gather = channels > 1;
-  if (gather) std::call_once(splat_index_once_, [this] { build_splat_index(); });
+  if (channels == 1) {
+    filter_one_channel(in, out, reverse);
+    return;
+  }
+  std::call_once(splat_index_once_, [this] { build_splat_index(); });
   auto scratch = filter_scratch<T>().take();
   const std::size_t stride = static_cast<std::size_t>(channels);
   const std::size_t lattice_size = (static_cast<std::size_t>(num_vertices_) + 1) * stride;
@@ -418,23 +418,17 @@ void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
   const int corners = dim_ + 1;
   const T alpha = static_cast<T>(slicing_alpha());
   const int vertices = num_vertices_, points = num_points_;
-  if (!gather) {
-    std::fill(a + 1, a + 1 + vertices, T(0));
-    const std::size_t total = vertex_.size();
-    for (std::size_t i = 0; i < total; ++i) a[vertex_[i] + 1] += static_cast<T>(weight_[i]) * in[i / corners];
-  }
 #pragma omp parallel
   {
-    if (gather) {
+    // Splat as a gather: each vertex sums its own corners, in point order.
 #pragma omp for schedule(static)
-      for (int v = 0; v < vertices; ++v) {
-        T *__restrict row = a + (static_cast<std::size_t>(v) + 1) * stride;
-        std::fill(row, row + stride, T(0));
-        for (int k = splat_offset_[v]; k < splat_offset_[v + 1]; ++k) {
-          const T w = static_cast<T>(splat_weight_[k]);
-          const T *__restrict value = in + static_cast<std::size_t>(splat_point_[k]) * stride;
-          for (std::size_t c = 0; c < stride; ++c) row[c] += w * value[c];
-        }
+    for (int v = 0; v < vertices; ++v) {
+      T *__restrict row = a + (static_cast<std::size_t>(v) + 1) * stride;
+      std::fill(row, row + stride, T(0));
+      for (int k = splat_offset_[v]; k < splat_offset_[v + 1]; ++k) {
+        const T w = static_cast<T>(splat_weight_[k]);
+        const T *__restrict value = in + static_cast<std::size_t>(splat_point_[k]) * stride;
+        for (std::size_t c = 0; c < stride; ++c) row[c] += w * value[c];
       }
     }
     for (int step = 0; step <= dim_; ++step) {
@@ -461,6 +455,47 @@ void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
         const T *__restrict row = blurred + (static_cast<std::size_t>(vertex_[corner]) + 1) * stride;
         for (std::size_t c = 0; c < stride; ++c) target[c] += w * row[c];
       }
+    }
+  }
+}
+
+// One channel (the dense CRF's normalisation): splatting corner by corner in point order
+// adds in the same order as the gather and needs no index.
+template <typename T>
+void LatticeCPU::filter_one_channel(const T *in, T *out, bool reverse) const {
+  auto scratch = filter_scratch<T>().take();
+  const std::size_t lattice_size = static_cast<std::size_t>(num_vertices_) + 1;
+  scratch->a.reserve(lattice_size);
+  scratch->b.reserve(lattice_size);
+  T *a = scratch->a.data(), *b = scratch->b.data();
+  std::fill(a, a + lattice_size, T(0));
+  b[0] = T(0);
+  const int corners = dim_ + 1, vertices = num_vertices_, points = num_points_;
+  const int32_t *vertex = vertex_.data();
+  const float *weight = weight_.data();
+  for (int p = 0; p < points; ++p) {
+    const T value = in[p];
+    for (int r = 0; r < corners; ++r, ++vertex, ++weight) a[*vertex + 1] += static_cast<T>(*weight) * value;
+  }
+  const T alpha = static_cast<T>(slicing_alpha());
+#pragma omp parallel
+  {
+    for (int step = 0; step <= dim_; ++step) {
+      const int32_t *pairs = neighbors(reverse ? dim_ - step : step);
+      const T *source = (step % 2 == 0) ? a : b;
+      T *target = (step % 2 == 0) ? b : a;
+#pragma omp for schedule(static)
+      for (int v = 0; v < vertices; ++v) target[v + 1] = source[v + 1] + T(0.5) * (source[pairs[2 * v] + 1] + source[pairs[2 * v + 1] + 1]);
+    }
+    const T *blurred = (dim_ % 2 == 0) ? b : a;
+#pragma omp for schedule(static)
+    for (int p = 0; p < points; ++p) {
+      T sum = T(0);
+      for (int r = 0; r < corners; ++r) {
+        const std::size_t corner = static_cast<std::size_t>(p) * corners + r;
+        sum += (static_cast<T>(weight_[corner]) * alpha) * blurred[vertex_[corner] + 1];
+      }
+      out[p] = sum;
     }
   }
 }

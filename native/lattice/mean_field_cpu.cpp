@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -34,7 +35,13 @@ constexpr float kPaddingEnergy = 1e30f;
 // isa_kernels.inc) and 4 more for rows too wide for registers.
 constexpr int kScratchRows = 16 + 4;
 
-int row_width_for(int labels) { return labels < 8 ? labels : (labels + 7) / 8 * 8; }
+// 2..8 labels: rows of exactly L floats (8 is one AVX vector); more: padded to the
+// vector width of the kernels in use.
+int row_width_for(int labels) {
+  if (labels <= 8) return labels;
+  const int multiple = isa_kernels().row_multiple();
+  return (labels + multiple - 1) / multiple * multiple;
+}
 
 }  // namespace
 
@@ -69,27 +76,55 @@ DenseCrfCPU::DenseCrfCPU(MatrixView unary, int num_points, int num_labels)
   if (num_points < 1) throw std::invalid_argument("DenseCrf: the unary must have at least one point");
   if (num_labels < 2)
     throw std::invalid_argument("DenseCrf: the unary must have at least 2 labels, got " + std::to_string(num_labels));
-  profile::Timer timer(profile::unary_setup);
   unary_.resize(static_cast<std::size_t>(num_points) * row_width_);
-  const int labels = num_labels, width = row_width_;
+  copy_padded(unary, num_points, num_labels, row_width_, unary_.data());
+}
+
+// Copies a (P, L) strided unary into rows of `width` (padding lanes at kPaddingEnergy),
+// checking that it is finite in the same pass.
+void DenseCrfCPU::copy_padded(MatrixView unary, int points, int labels, int width, float *target_rows) {
+  profile::Timer timer(profile::unary_setup);
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
-  for (int p = 0; p < num_points; ++p) {
+  for (int p = 0; p < points; ++p) {
     const float *source = unary.row(p);
-    float *target = unary_.data() + static_cast<std::size_t>(p) * width;
+    float *target = target_rows + static_cast<std::size_t>(p) * width;
+    uint32_t exponents_all_ones = 0;  // an exponent of all ones is inf or NaN
     for (int l = 0; l < labels; ++l) {
       const float value = source[l * unary.column_stride];
-      finite = finite && std::isfinite(value);
+      uint32_t bits;
+      std::memcpy(&bits, &value, sizeof(bits));
+      exponents_all_ones |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
       target[l] = value;
     }
     for (int l = labels; l < width; ++l) target[l] = kPaddingEnergy;
+    finite = finite && exponents_all_ones == 0;
   }
-  if (!finite) throw std::invalid_argument("DenseCrf: the unary must be finite (no NaN or inf)");
+  if (!finite) throw std::invalid_argument("DenseCrf: argument 'unary' must be finite (no NaN or inf)");
+}
+
+void DenseCrfCPU::set_unary(MatrixView unary) {
+  // Checked into a new buffer first: a bad unary leaves the old one in place.
+  AlignedArray<float> rows(static_cast<std::size_t>(num_points_) * row_width_);
+  copy_padded(unary, num_points_, num_labels_, row_width_, rows.data());
+  std::unique_lock<std::shared_mutex> lock(kernels_mutex_);
+  unary_ = std::move(rows);
+}
+
+void DenseCrfCPU::copy_unary(float *out) const {
+  std::shared_lock<std::shared_mutex> lock(kernels_mutex_);
+  for (int p = 0; p < num_points_; ++p)
+    std::copy(unary_.data() + static_cast<std::size_t>(p) * row_width_,
+              unary_.data() + static_cast<std::size_t>(p) * row_width_ + num_labels_,
+              out + static_cast<std::size_t>(p) * num_labels_);
 }
 
 DenseCrfCPU::~DenseCrfCPU() = default;
 
-int DenseCrfCPU::num_kernels() const { return static_cast<int>(kernels_.size()); }
+int DenseCrfCPU::num_kernels() const {
+  std::shared_lock<std::shared_mutex> lock(kernels_mutex_);
+  return static_cast<int>(kernels_.size());
+}
 
 void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat, Normalization normalization) {
   const int labels = num_labels_, width = row_width_, points = num_points_;
@@ -121,14 +156,16 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
 
   // Normalisation n = K 1, as pydensecrf: in double, then rounded; its 1e-20 only matters
   // where n is 0.
-  std::vector<float> ones(points, 1.0f), norm(points);
+  AlignedArray<float> ones(points), norm(points);
+  std::fill(ones.data(), ones.data() + points, 1.0f);
   lattice.filter(ones.data(), norm.data(), 1, false);
   const bool scale_in = normalization == Normalization::symmetric || normalization == Normalization::before;
   const bool scale_out = normalization == Normalization::symmetric || normalization == Normalization::after;
-  const std::vector<float> &weight = lattice.weights();
+  const AlignedArray<float> &weight = lattice.weights();
   const float alpha = lattice.slicing_alpha();
   kernel->splat_weight.resize(weight.size());
   kernel->slice_weight.resize(weight.size());
+  float *splat_weight = kernel->splat_weight.data(), *slice_weight = kernel->slice_weight.data();
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < points; ++p) {
     const double wide = static_cast<double>(norm[p]) + 1e-20;
@@ -137,34 +174,39 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
     const float in = scale_in ? scale : 1.0f, out = scale_out ? scale : 1.0f;
     for (int r = 0; r < corners; ++r) {
       const std::size_t corner = static_cast<std::size_t>(p) * corners + r;
-      kernel->splat_weight[corner] = weight[corner] * in;
-      kernel->slice_weight[corner] = weight[corner] * alpha * out;
+      splat_weight[corner] = weight[corner] * in;
+      slice_weight[corner] = weight[corner] * alpha * out;
     }
   }
 
   // Each block's rows: the vertices its corners touch, in the order first touched.
   const int block_points = block_points_, blocks = (points + block_points - 1) / block_points;
   const int vertices = lattice.num_vertices();
-  const std::vector<int32_t> &vertex = lattice.corner_vertices();
+  const AlignedArray<int32_t> &vertex = lattice.corner_vertices();
   kernel->local.resize(vertex.size());
+  uint32_t *local = kernel->local.data();
   std::vector<std::vector<int32_t>> touched(blocks);
 #pragma omp parallel
   {
-    std::vector<int32_t> stamp(vertices, -1), row_of(vertices);
+    struct Seen {
+      int32_t block, row;  // the last block that touched the vertex, and its row there
+    };
+    std::vector<Seen> seen(vertices, Seen{-1, 0});
 #pragma omp for schedule(static)
     for (int b = 0; b < blocks; ++b) {
       std::vector<int32_t> &list = touched[b];
+      list.reserve(static_cast<std::size_t>(block_points) * corners / 4);
       const std::size_t first = static_cast<std::size_t>(b) * block_points * corners;
       const std::size_t last = std::min(static_cast<std::size_t>(b + 1) * block_points, static_cast<std::size_t>(points)) *
                                corners;
       for (std::size_t i = first; i < last; ++i) {
         const int32_t v = vertex[i];
-        if (stamp[v] != b) {
-          stamp[v] = b;
-          row_of[v] = static_cast<int32_t>(list.size());
+        Seen &s = seen[v];
+        if (s.block != b) {
+          s = Seen{b, static_cast<int32_t>(list.size())};
           list.push_back(v);
         }
-        kernel->local[i] = static_cast<uint32_t>(row_of[v]);
+        local[i] = static_cast<uint32_t>(s.row);
       }
     }
   }
@@ -181,6 +223,7 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
     for (std::size_t i = 0; i < touched[b].size(); ++i)
       kernel->merge_row[cursor[touched[b][i]]++] = kernel->block_rows[b] + static_cast<int32_t>(i);
   }
+  std::unique_lock<std::shared_mutex> lock(kernels_mutex_);
   kernels_.push_back(std::move(kernel));
 }
 
@@ -196,8 +239,9 @@ void DenseCrfCPU::step(float *q, long long point_stride, long long label_stride)
 void DenseCrfCPU::run(int iterations, const float *q_in, float *q_out, long long point_stride,
                       long long label_stride) const {
   const IsaKernels &isa = isa_kernels();
+  std::shared_lock<std::shared_mutex> lock(kernels_mutex_);
   auto scratch = scratch_.take();
-  const int S = row_width_, kernels = num_kernels();
+  const int S = row_width_, kernels = static_cast<int>(kernels_.size());
   scratch->kernels.resize(kernels);
   scratch->views.resize(kernels);
   for (int k = 0; k < kernels; ++k) {
