@@ -9,6 +9,8 @@ CUDA torch tensors on the same device); otherwise they raise a ValueError that s
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from impls import _checks
@@ -21,7 +23,8 @@ except ImportError as error:  # a source checkout that was never built
 else:
     _import_error = None
 
-__all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel", "Lattice", "DenseCrf"]
+__all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel", "Lattice", "DenseCrf", "threads",
+           "instruction_set", "instruction_sets", "profile"]
 
 NORMALIZATION_CODES = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
 
@@ -48,6 +51,48 @@ def built_with_cuda() -> bool:
 def has_cuda() -> bool:
     """True when the extension has CUDA code and a CUDA device is visible: tests skip on False."""
     return built_with_cuda() and _native.cuda_device_count() > 0
+
+
+@contextlib.contextmanager
+def threads(count):
+    """Run the native calls made from this Python thread on `count` OpenMP threads inside the
+    block (results do not depend on it; only the time does)."""
+    count = _checks.positive_int(count, op="threads", name="count")
+    module = _module()
+    previous = module.get_num_threads()
+    module.set_num_threads(count)
+    try:
+        yield
+    finally:
+        module.set_num_threads(previous)
+
+
+def instruction_set() -> str:
+    """The instruction set the CPU kernels run: the best this CPU supports among those built
+    ("baseline", "x86-64-v3" (AVX2 + FMA), "x86-64-v4" (AVX-512)), or IMPLS_NATIVE_ISA's."""
+    return _module().instruction_set()
+
+
+def instruction_sets() -> dict[str, bool]:
+    """{instruction set: supported by this CPU} for every one the CPU kernels were built for."""
+    return dict(_module().instruction_sets())
+
+
+@contextlib.contextmanager
+def profile():
+    """Time the CPU engine's phases inside the block: yields a dict that, on exit, holds
+    {phase: (seconds, calls)} for the phases that ran (lattice build, kernel setup, the mean
+    field's points pass, merge and blur, filters). Not meant to be nested or used from
+    several threads at once."""
+    module = _module()
+    module.profile_reset()
+    module.profile_enable(True)
+    phases = {}
+    try:
+        yield phases
+    finally:
+        module.profile_enable(False)
+        phases.update({name: value for name, value in module.profile_read().items() if value[1]})
 
 
 def bilinear_kernel(factor):

@@ -17,6 +17,7 @@
 #include "impls_native.h"
 #include "lattice/isa.h"
 #include "lattice/lattice.h"
+#include "lattice/parallel.h"
 #include "lattice/profile.h"
 #if IMPLS_WITH_CUDA
 #include <cuda_runtime.h>
@@ -206,6 +207,15 @@ NB_MODULE(_native, m) {
   m.def("bilinear_kernel", &bilinear_kernel_array, nb::arg("factor"),
         "The FCN bilinear kernel (k x k float64, k = 2f - f % 2), computed in C++.");
   m.def("built_with_cuda", &impls::built_with_cuda, "True when CMake compiled the CUDA sources.");
+  m.def("get_num_threads", &impls::max_threads,
+        "OpenMP threads the next native call from this thread will use (omp_get_max_threads).");
+  m.def(
+      "set_num_threads",
+      [](int threads) {
+        if (threads < 1) throw std::invalid_argument("set_num_threads: threads must be at least 1");
+        impls::set_max_threads(threads);
+      },
+      nb::arg("threads"), "OpenMP threads of the native calls made from this thread (omp_set_num_threads).");
   m.def("cuda_device_count", &impls::cuda_device_count,
         "CUDA devices visible to the runtime; 0 without CUDA support or a driver.");
 

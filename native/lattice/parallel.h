@@ -15,6 +15,14 @@ inline int max_threads() {
 #endif
 }
 
+inline void set_max_threads(int threads) {
+#ifdef _OPENMP
+  omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
 inline int team_size() {
 #ifdef _OPENMP
   return omp_get_num_threads();

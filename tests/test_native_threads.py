@@ -1,0 +1,218 @@
+"""The native CPU engine under threads and on every instruction set: one object used from
+several Python threads at once, the OpenMP thread count changed after construction (results
+do not depend on it, bit for bit), every row width of the mean field, and each instruction
+set the kernels were built for against the NumPy reference."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from impls import native
+from impls.numpy.crf import dense_crf as reference_dense_crf
+from impls.testing import assert_close, crf_image, smooth_unary
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="impls._native is not built")
+
+
+def _image_crf(height, width, labels, *, seed=7):
+    """A native DenseCrf with pydensecrf's two kernels on a real image, and its inputs."""
+    image = np.resize(crf_image("im2"), (height, width, 3)).astype(np.uint8)
+    unary = smooth_unary(height, width, labels, seed=seed).reshape(-1, labels)
+    y, x = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
+    positions = np.stack([x.ravel(), y.ravel()], axis=1)
+    kernels = [(positions / 3, 3.0), (np.concatenate([positions / 80, image.reshape(-1, 3) / np.float32(13)], 1), 10.0)]
+    crf = native.DenseCrf(unary)
+    for features, compat in kernels:
+        crf.add_kernel(features, compat)
+    return crf, unary, kernels
+
+
+def _run_in_threads(count, work):
+    """Runs work(index) on `count` Python threads at once; re-raises the first error."""
+    errors = []
+    barrier = threading.Barrier(count)
+
+    def run(index):
+        try:
+            barrier.wait()
+            work(index)
+        except BaseException as error:  # noqa: BLE001 (reported in the main thread)
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def test_feature_results_do_not_depend_on_the_thread_count():
+    """Vertices are numbered, and every sum is taken, in an order fixed by the points alone."""
+    with native.threads(1):
+        crf, unary, kernels = _image_crf(120, 160, 5)
+        expected = crf.inference(5)
+    for count in (2, 3, 4, 7):
+        with native.threads(count):
+            assert np.array_equal(crf.inference(5), expected), f"{count} threads changed the marginals"
+    with native.threads(4):
+        built_on_four = native.DenseCrf(unary)
+        for features, compat in kernels:
+            built_on_four.add_kernel(features, compat)
+    with native.threads(1):
+        assert np.array_equal(built_on_four.inference(5), expected)
+    features = kernels[1][0]
+    with native.threads(1):
+        lattice = native.Lattice(features)
+        values = np.random.default_rng(3).random((len(features), 7)).astype(np.float32)
+        filtered = lattice.filter(values)
+    with native.threads(5):
+        again = native.Lattice(features)
+        assert again.num_vertices == lattice.num_vertices
+        assert np.array_equal(again.weights, lattice.weights)
+        assert np.array_equal(again.filter(values), filtered)
+
+
+def test_feature_two_threads_share_one_dense_crf():
+    crf, _, _ = _image_crf(90, 120, 21)
+    expected = crf.inference(5)
+    stepped = crf.inference(2)
+    crf.step(stepped)
+    results = [[] for _ in range(2)]
+
+    def work(index):
+        for _ in range(6):
+            results[index].append(crf.inference(5))
+            q = crf.inference(2)
+            crf.step(q)
+            results[index].append(q)
+
+    with native.threads(2):
+        _run_in_threads(2, work)
+    for thread_results in results:
+        assert len(thread_results) == 12
+        for k, result in enumerate(thread_results):
+            assert np.array_equal(result, expected if k % 2 == 0 else stepped)
+
+
+def test_feature_two_threads_share_one_lattice():
+    features = np.random.default_rng(4).random((5000, 5)).astype(np.float32) * 4
+    lattice = native.Lattice(features)
+    inputs = [np.random.default_rng(seed).random((5000, channels)) for seed, channels in ((5, 1), (6, 21))]
+    inputs = [inputs[0].astype(np.float32), inputs[1], inputs[1].astype(np.float32)]
+    expected = [lattice.filter(values, reverse=bool(k % 2)) for k, values in enumerate(inputs)]
+
+    def work(index):
+        for _ in range(8):
+            for k, values in enumerate(inputs):
+                assert np.array_equal(lattice.filter(values, reverse=bool(k % 2)), expected[k])
+
+    _run_in_threads(2, work)
+
+
+def test_feature_kernels_added_while_another_thread_runs_inference():
+    """add_kernel waits for running calls (and they for it): no crash, and afterwards the
+    object equals one built in sequence."""
+    crf, unary, kernels = _image_crf(60, 80, 4)
+    extra = (np.random.default_rng(8).random((len(unary), 3)).astype(np.float32) * 5, 2.0)
+
+    def work(index):
+        if index == 0:
+            for _ in range(10):
+                crf.inference(3)
+        else:
+            crf.add_kernel(*extra)
+
+    _run_in_threads(2, work)
+    fresh = native.DenseCrf(unary)
+    for features, compat in [*kernels, extra]:
+        fresh.add_kernel(features, compat)
+    assert np.array_equal(crf.inference(4), fresh.inference(4))
+
+
+@pytest.mark.parametrize("labels", [2, 3, 7, 8, 9, 16, 21, 33, 60, 64, 65, 130])
+def test_feature_every_row_width_equals_the_numpy_mean_field(labels):
+    """2..7 labels run unpadded rows of scalars, 8 one vector, up to 64 rows held in
+    registers, more rows in scratch: each against the NumPy reference."""
+    image = crf_image("im1")[:36, :52].copy()
+    unary = smooth_unary(36, 52, labels, seed=labels)
+    options = dict(gaussian_compat=3.0, bilateral_compat=-np.linspace(8, 12, labels), iterations=4)
+    ours = reference_dense_crf(unary[None], image[None], engine="native", **options)
+    expected = reference_dense_crf(unary[None], image[None], engine="framework", **options)
+    assert_close(ours, expected)
+
+
+def test_feature_strided_unary_and_marginals_are_read_and_written_in_place():
+    """pydensecrf's (L, P) layout goes in and out as transposed views, without copies."""
+    crf, unary, kernels = _image_crf(40, 50, 6)
+    transposed = np.ascontiguousarray(unary.T)
+    from_view = native.DenseCrf(transposed.T)
+    for features, compat in kernels:
+        from_view.add_kernel(np.asfortranarray(features), compat)
+    q = np.empty((6, len(unary)), np.float32)
+    assert from_view.inference(5, out=q.T) is not None
+    assert np.array_equal(q.T, crf.inference(5))
+    crf.set_unary(unary[:, ::-1].copy())
+    assert np.array_equal(crf.unary(), unary[:, ::-1])
+
+
+ISA_SCRIPT = """
+import json, sys
+import numpy as np
+from impls import native
+from impls.numpy.crf import dense_crf
+from impls.testing import crf_image, smooth_unary
+image = crf_image("im1")[:48, :64].copy()
+for labels in (2, 5, 21):
+    unary = smooth_unary(48, 64, labels, seed=labels)
+    q = dense_crf(unary[None], image[None], engine="native", iterations=5)
+    np.save(sys.argv[1] + f"/{labels}.npy", q)
+print(json.dumps(native.instruction_set()))
+"""
+
+
+@pytest.mark.parametrize("isa", sorted(native.instruction_sets()) if native.available() else [])
+def test_feature_every_instruction_set_equals_the_numpy_mean_field(isa, tmp_path):
+    """Each build of the kernels, forced with IMPLS_NATIVE_ISA in a fresh process (the choice
+    is made once per process), against the NumPy reference."""
+    if not native.instruction_sets()[isa]:
+        pytest.skip(f"this CPU does not support {isa}")
+    environment = dict(os.environ, IMPLS_NATIVE_ISA=isa)
+    done = subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(tmp_path)], env=environment, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == isa
+    image = crf_image("im1")[:48, :64].copy()
+    for labels in (2, 5, 21):
+        unary = smooth_unary(48, 64, labels, seed=labels)
+        expected = reference_dense_crf(unary[None], image[None], engine="framework", iterations=5)
+        assert_close(np.load(tmp_path / f"{labels}.npy"), expected, msg=f"{isa}, {labels} labels")
+
+
+def test_exception_unknown_instruction_set_is_named():
+    environment = dict(os.environ, IMPLS_NATIVE_ISA="avx9000")
+    script = "from impls import native; native.instruction_set()"
+    done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0
+    assert "IMPLS_NATIVE_ISA=avx9000: not one of the instruction sets built (baseline" in done.stderr
+
+
+def test_exception_thread_count_must_be_positive():
+    with pytest.raises(ValueError, match="argument 'count' must be a positive integer"):
+        with native.threads(0):
+            pass
+
+
+def test_cardinality_profile_reports_the_phases_that_ran():
+    crf, _, _ = _image_crf(30, 40, 3)
+    with native.profile() as phases:
+        crf.inference(2)
+    assert set(phases) == {"points", "merge", "blur"}
+    assert phases["points"][1] == 1 and phases["points"][0] > 0
