@@ -28,8 +28,12 @@ LABELS = [2, 21, 60]
 # Prior cost of one call per unit of work (ns per pixel x effective label x iteration for the
 # dense CRF; per pixel x channel for the filter alone), from the 2-core development VM. It only
 # decides what the first case of a backend may cost; this run's own measurements replace it.
-PRIOR_NS = {"numpy-cpu": 60, "torch-cpu": 60, "tf-cpu": 75, "native-cpu": 8, "pydensecrf-cpu": 16,
-            "torch-cuda": 2, "native-cuda": 1}
+PRIOR_NS = {"numpy-cpu": 60, "torch-cpu": 60, "tf-cpu": 75, "native-cpu": 4, "native1-cpu": 8, "pydensecrf-cpu": 16,
+            "simplecrf-cpu": 16, "torch-cuda": 2, "native-cuda": 1}
+
+# SimpleCRF (PyPI `simplecrf`) is a peer dense CRF; its newest release does not build here.
+SIMPLECRF_BUILD_FAILURE = ("its newest release on PyPI (SimpleCRF 0.2.1.1) does not build against NumPy 2: its C "
+                           "sources use NPY_IN_ARRAY, which NumPy 2.0 removed")
 
 DISTRIBUTIONS = ("numpy", "scipy", "scikit-image", "matplotlib", "torch", "tensorflow-cpu", "tensorflow", "keras",
                  "pydensecrf2", "nanobind", "impls")
@@ -63,9 +67,11 @@ def backend_availability() -> dict[str, str | None]:
     """{backend-device: None if present, else why it is absent} for every backend the suite knows."""
     from impls import native
 
+    native_cpu = None if native.available() else "impls._native is not built (pip install .)"
+    simplecrf = _importable("denseCRF")
     absent = {"numpy-cpu": None, "torch-cpu": _importable("torch"), "tf-cpu": _importable("tensorflow"),
-              "pydensecrf-cpu": _importable("pydensecrf.densecrf"),
-              "native-cpu": None if native.available() else "impls._native is not built (pip install .)"}
+              "pydensecrf-cpu": _importable("pydensecrf.densecrf"), "native-cpu": native_cpu, "native1-cpu": native_cpu,
+              "simplecrf-cpu": simplecrf and f"SimpleCRF is not installed: {SIMPLECRF_BUILD_FAILURE}"}
     if absent["torch-cpu"]:
         absent["torch-cuda"] = absent["torch-cpu"]
     else:
@@ -99,16 +105,24 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("sweep_labels", LABELS, ids=[f"{n}labels" for n in LABELS])
     if "crf_backend" in metafunc.fixturenames:
         metafunc.parametrize("crf_backend", crf_backends(metafunc.config), indirect=True)
-    if "filter_backend" in metafunc.fixturenames:  # pydensecrf has no lattice of its own in Python
-        metafunc.parametrize("filter_backend", crf_backends(metafunc.config)[:-1], indirect=True)
+    if "filter_backend" in metafunc.fixturenames:
+        metafunc.parametrize("filter_backend", lattice_backends(metafunc.config), indirect=True)
+    if "volume_backend" in metafunc.fixturenames:
+        metafunc.parametrize("volume_backend", ["numpy-cpu", "native-cpu", "native1-cpu", "pydensecrf-cpu"],
+                             indirect=True)
 
 
-def crf_backends(config) -> list[str]:
-    """The dense-CRF implementations of the grid (--backend, --device) plus native and pydensecrf."""
+def lattice_backends(config) -> list[str]:
+    """The permutohedral lattices of the grid (--backend, --device) plus native's."""
     devices = config.impls_devices
     names = [f"{name}-{device}" for name in config.impls_backends for device in devices
              if not (name in ("numpy", "tf") and device == "cuda")]
-    return names + [f"native-{device}" for device in devices] + ["pydensecrf-cpu"]
+    return names + [f"native-{device}" for device in devices]
+
+
+def crf_backends(config) -> list[str]:
+    """The dense CRFs: the lattices, native on one thread (its speed per core), pydensecrf and SimpleCRF."""
+    return lattice_backends(config) + ["native1-cpu", "pydensecrf-cpu", "simplecrf-cpu"]
 
 
 @pytest.fixture
@@ -129,6 +143,9 @@ def crf_backend(request):
     if request.param != "pydensecrf-cpu" and backend_availability()["pydensecrf-cpu"]:
         pytest.skip("pydensecrf is absent, and every result is checked against it before it is timed")
     return request.param
+
+
+volume_backend = crf_backend
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

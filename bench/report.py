@@ -3,7 +3,9 @@
     python bench/report.py bench/results/benchmark.json --output bench/results/report.md
 
 The report holds, all from the one run in the JSON: the machine; the fastest dense CRF of
-each case; which backends were absent and why, and which cases were skipped and why; one
+each case; native against pydensecrf on every core and per core (native on one thread);
+native's time per pixel-label across sizes (linear scaling); which backends were absent and
+why, and which cases were skipped and why; one
 table per benchmark group (median and interquartile range per backend, speedups against the
 NumPy reference and pydensecrf); a log-log plot of dense-CRF time against pixels per
 backend; a bar chart of speedups against pydensecrf; and one image with its unary argmax and
@@ -118,10 +120,59 @@ def _fastest(groups):
     return lines if len(lines) > 5 else []
 
 
+def _per_core(groups):
+    """Native against pydensecrf on every core and on one (pydensecrf runs on one), per case."""
+    lines = ["", "## Native against pydensecrf, on every core and per core", "",
+             "| case | native (all cores) | native (1 thread) | speedup, all cores | speedup per core |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for group, rows in groups.items():
+        native = next((r for r in rows if r["backend"] == "native" and r["device"] == "cpu"), None)
+        single = next((r for r in rows if r["backend"] == "native1"), None)
+        if not any(r.get("op") == "dense_crf" for r in rows) or not (native or single):
+            continue
+        cells = [f"{r['median_ms']:.1f} ms on {r.get('cores', '?')} core{'' if r.get('cores') == 1 else 's'}"
+                 if r else "n/a" for r in (native, single)]
+        ratios = [_ratio(speedup(rows, r, "pydensecrf")) if r else "n/a" for r in (native, single)]
+        lines.append(f"| {group.removeprefix('dense_crf ')} | {cells[0]} | {cells[1]} | {ratios[0]} | {ratios[1]} |")
+    return lines if len(lines) > 5 else []
+
+
+def scaling(groups, backend) -> dict[int, dict[int, float]]:
+    """{labels: {pixels: ns per pixel x label x iteration}} of `backend` over the size sweep."""
+    table = defaultdict(dict)
+    for row in _crf_rows(groups):
+        if row["backend"] == backend and row["device"] == "cpu" and row.get("image") == "astronaut" \
+                and row.get("iterations") == 5:
+            table[row["labels"]][row["pixels"]] = row["median_ms"] * 1e6 / (row["pixels"] * row["labels"] * 5)
+    return dict(table)
+
+
+def _scaling(groups):
+    """Time per pixel-label of native across the sweep: linear scaling keeps it flat."""
+    lines = ["", "## Native: time per pixel x label x iteration across sizes", "",
+             "Flat means linear in the number of pixels; the last column is the largest image's figure over "
+             "500x375's.", ""]
+    for backend in ("native", "native1"):
+        table = scaling(groups, backend)
+        if not table:
+            continue
+        sizes = sorted({pixels for per_size in table.values() for pixels in per_size})
+        lines += [f"**{backend}** (ns):", "", "| labels | " + " | ".join(f"{p:,} px" for p in sizes) +
+                  " | largest / 500x375 |", "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: |"]
+        for labels, per_size in sorted(table.items()):
+            cells = [f"{per_size[p]:.2f}" if p in per_size else "n/a" for p in sizes]
+            middle, largest = per_size.get(500 * 375), per_size.get(max(per_size))
+            ratio = _ratio(largest / middle) if middle and largest else "n/a"
+            lines.append(f"| {labels} | " + " | ".join(cells) + f" | {ratio} |")
+        lines.append("")
+    return lines if len(lines) > 4 else []
+
+
 def render(results: dict, figures: list[str] = ()) -> str:
     """The Markdown report; `figures` are the file names of figures already written next to it."""
     groups = rows_by_group(results)
-    lines = _header(results) + _fastest(groups) + _absent_and_skipped(results)
+    lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + \
+        _absent_and_skipped(results)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name.removesuffix('.png')}]({name})" for name in figures]
     return "\n".join(lines + _tables(groups)) + "\n"

@@ -55,14 +55,32 @@ def test_feature_report_says_what_was_absent_and_skipped():
 
 def test_feature_dense_crf_speedups_in_the_table():
     table = _table(report.render(json.loads(SMALL.read_text())), "dense_crf 320x240-21labels-5it")
-    assert [row[0] for row in table] == ["numpy", "native", "pydensecrf"]
-    assert [row[5:] for row in table] == [["1.00x", "0.25x"], ["10.00x", "2.50x"], ["4.00x", "1.00x"]]
+    assert [row[0] for row in table] == ["numpy", "native", "native1", "pydensecrf"]
+    assert [row[5:] for row in table] == [["1.00x", "0.25x"], ["10.00x", "2.50x"], ["5.00x", "1.25x"],
+                                          ["4.00x", "1.00x"]]
 
 
 def test_feature_fastest_backend_per_case():
     markdown = report.render(json.loads(SMALL.read_text()))
-    assert "| 320x240-21labels-5it | native-cpu | 40.0 | 2.50x | pydensecrf-cpu (100.0 ms) |" in markdown
-    assert "| astronaut-500x375-21labels-10it | native-cpu | 250.0 | 2.20x | pydensecrf-cpu (550.0 ms) |" in markdown
+    assert "| 320x240-21labels-5it | native-cpu | 40.0 | 2.50x | native1-cpu (80.0 ms) |" in markdown
+    assert "| astronaut-500x375-21labels-10it | native-cpu | 250.0 | 2.20x | native1-cpu (275.0 ms) |" in markdown
+    assert "| volume-69x51x72-5labels-5it | native-cpu | 200.0 | 3.00x | native1-cpu (300.0 ms) |" in markdown
+
+
+def test_feature_native_on_every_core_and_per_core():
+    markdown = report.render(json.loads(SMALL.read_text()))
+    assert ("| astronaut-500x375-21labels-10it | 250.0 ms on 2 cores | 275.0 ms on 1 core | 2.20x | 2.00x |"
+            in markdown)
+    assert "| 1280x720-21labels-5it | 600.0 ms on 2 cores | n/a | 2.50x | n/a |" in markdown
+
+
+def test_feature_native_scaling_table():
+    """ns per pixel x label x iteration over the sweep, and the largest image's over 500x375's."""
+    section = report.render(json.loads(SMALL.read_text())).split("## Native: time per pixel", 1)[1]
+    native = section.split("**native** (ns):", 1)[1].split("**native1**", 1)[0]
+    # 0.01 s / (19200 px x 21 x 5) = 4.96 ns; 0.12 s at 187500 px: 6.10; 0.6 s at 921600 px: 6.20.
+    assert "| 21 | 4.96 | 4.96 | 6.10 | 6.20 | 1.02x |" in native
+    assert "| 21 | 9.92 | 9.92 | 10.16 | 1.00x |" in section.split("**native1** (ns):", 1)[1]
 
 
 def test_smoke_command_line_writes_the_report_and_figures(tmp_path):
@@ -82,23 +100,30 @@ def test_feature_example_picture(tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize("min_speedup, status", [(2.0, 0), (2.2, 0), (2.3, 1), (4.0, 1)])
-def test_feature_ratio_gate(min_speedup, status):
-    # The small JSON's target case: native 250 ms, pydensecrf 550 ms, so 2.2x.
+@pytest.mark.parametrize("min_speedup, status", [(1.5, 0), (2.0, 0), (2.01, 1), (4.0, 1)])
+def test_feature_ratio_gate_per_core(min_speedup, status):
+    # The small JSON's target case: native on one thread 275 ms, pydensecrf 550 ms, so 2.0x.
     code, message = gate.check(json.loads(SMALL.read_text()), min_speedup=min_speedup)
     assert code == status, message
-    assert "native vs pydensecrf on astronaut-500x375-21labels-10it: 2.20x" in message
+    assert "native1 vs pydensecrf on astronaut-500x375-21labels-10it: 2.00x" in message
+    assert "on 1 core(s)" in message
     assert f"threshold {min_speedup:g}x" in message and ("met" if status == 0 else "MISSED") in message
+
+
+def test_feature_ratio_gate_on_every_core():
+    code, message = gate.check(json.loads(SMALL.read_text()), backend="native", min_speedup=4.0)
+    assert code == 1 and "native vs pydensecrf on astronaut-500x375-21labels-10it: 2.20x" in message
 
 
 def test_exception_ratio_gate_without_measurements():
     code, message = gate.check(json.loads(SMALL.read_text()), case="no-such-case")
-    assert code == 2 and "no dense_crf measurement of native and pydensecrf" in message
+    assert code == 2 and "no dense_crf measurement of native1 and pydensecrf" in message
 
 
 def test_smoke_ratio_gate_command_line(tmp_path, capsys):
     assert gate.main([str(SMALL), "--min-speedup", "4"]) == 1
     assert "MISSED" in capsys.readouterr().err
+    assert gate.main([str(SMALL), "--backend", "native", "--min-speedup", "2.2"]) == 0
 
 
 def test_exception_not_a_benchmark_file(tmp_path):

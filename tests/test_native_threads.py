@@ -184,8 +184,9 @@ def test_feature_every_instruction_set_equals_the_numpy_mean_field(isa, tmp_path
     if not native.instruction_sets()[isa]:
         pytest.skip(f"this CPU does not support {isa}")
     environment = dict(os.environ, IMPLS_NATIVE_ISA=isa)
+    # From tmp_path: the checkout's own impls/ (without the built extension) must not shadow the installed one.
     done = subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(tmp_path)], env=environment, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == isa
     image = crf_image("im1")[:48, :64].copy()
@@ -195,11 +196,11 @@ def test_feature_every_instruction_set_equals_the_numpy_mean_field(isa, tmp_path
         assert_close(np.load(tmp_path / f"{labels}.npy"), expected, msg=f"{isa}, {labels} labels")
 
 
-def test_exception_unknown_instruction_set_is_named():
+def test_exception_unknown_instruction_set_is_named(tmp_path):
     environment = dict(os.environ, IMPLS_NATIVE_ISA="avx9000")
     script = "from impls import native; native.instruction_set()"
     done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd=tmp_path)
     assert done.returncode != 0
     assert "IMPLS_NATIVE_ISA=avx9000: not one of the instruction sets built (baseline" in done.stderr
 

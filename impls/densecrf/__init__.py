@@ -6,8 +6,9 @@
 Same classes, methods, argument names, constants and array layouts as pydensecrf:
 unaries and Q are (labels, pixels) float32, features (d, pixels), images (H, W, 3)
 uint8. Inference runs on the fastest engine present, in the order of `ENGINES`; the
-environment variable IMPLS_DENSECRF_ENGINE picks one by name, and `engine()` (or a
-CRF's `.engine` attribute) says which one is in use and why.
+environment variable IMPLS_DENSECRF_ENGINE picks one by name for every CRF, the keyword
+`engine=` of DenseCRF / DenseCRF2D (an addition to pydensecrf's signatures) for one, and
+`engine()` (or a CRF's `.engine` attribute) says which one is in use and why.
 """
 
 from __future__ import annotations
@@ -108,7 +109,11 @@ _ENGINE_MODULES = {"native": "impls._native", "torch": "torch", "numpy": "numpy"
 
 
 def engine() -> tuple[str, str]:
-    """(name, reason) of the engine new CRFs use."""
+    """(name, reason) of the engine new CRFs use (unless they are given `engine=`)."""
+    return _chosen_engine()
+
+
+def _chosen_engine() -> tuple[str, str]:
     forced = os.environ.get("IMPLS_DENSECRF_ENGINE")
     if forced:
         if forced not in ENGINES:
@@ -129,12 +134,17 @@ def engine() -> tuple[str, str]:
 class DenseCRF:
     """Fully-connected CRF over `nvar` variables with `nlabels` labels (pydensecrf.densecrf.DenseCRF)."""
 
-    def __init__(self, nvar, nlabels):
+    def __init__(self, nvar, nlabels, *, engine=None):
         self._nvar = _positive(nvar, "nvar")
         self._nlabel = _positive(nlabels, "nlabels")
         if self._nlabel < 2:
             raise ValueError(f"DenseCRF: argument 'nlabels' must be at least 2, got {nlabels}")
-        self.engine, reason = engine()
+        if engine is None:
+            self.engine, reason = _chosen_engine()
+        elif engine in ENGINES:
+            self.engine, reason = engine, "asked for by name"
+        else:
+            raise ValueError(f"DenseCRF: argument 'engine' must be None or one of {tuple(ENGINES)}, got {engine!r}")
         log.info("impls.densecrf: using the %s engine (%s)", self.engine, reason)
         self._native = self.engine == "native"
         # The NumPy engine also serves klDivergence for the native one.
@@ -269,9 +279,9 @@ class DenseCRF:
 class DenseCRF2D(DenseCRF):
     """Fully-connected CRF on a w x h image (pydensecrf.densecrf.DenseCRF2D)."""
 
-    def __init__(self, w, h, nlabels):
+    def __init__(self, w, h, nlabels, *, engine=None):
         self._w, self._h = _positive(w, "w"), _positive(h, "h")
-        super().__init__(self._w * self._h, nlabels)
+        super().__init__(self._w * self._h, nlabels, engine=engine)
 
     def addPairwiseGaussian(self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
         """Smoothness kernel on (x / sx, y / sy)."""

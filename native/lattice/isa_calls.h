@@ -16,8 +16,12 @@ struct KernelView {
   float potts;  // -w of a Potts compatibility
   const float *compat;        // diagonal (S) or the columns of the matrix as rows (L, S)
   const int32_t *vertex;      // (P, corners) the vertex of each simplex corner
-  const uint32_t *local;      // (P, corners) its row among the block's rows
-  const float *splat_weight;  // (P, corners) barycentric weight * input normalisation
+  // The splat as a gather: entries [row_entries[r], row_entries[r+1]) of block row r are
+  // its corners, points ascending: the point's offset in its block and its barycentric
+  // weight * input normalisation.
+  const int32_t *row_entries;
+  const uint16_t *entry_point;
+  const float *entry_weight;
   const float *slice_weight;  // (P, corners) barycentric weight * alpha * output normalisation
   const int32_t *block_rows;  // (B+1) first row of each block
   const int32_t *merge_offset, *merge_row;  // CSR: the block rows of each vertex, in block order
@@ -38,7 +42,7 @@ struct MeanFieldCall {
   float *q_out;       // (P, L) strided
   long long point_stride, label_stride;
   int threads;
-  // Per thread, `scratch_per_thread` floats: a group of rows, and a few more beyond 64 labels.
+  // Per thread, `scratch_per_thread` floats: block_points rows, and 4 more beyond 64 labels.
   float *scratch;
   std::size_t scratch_per_thread;
   // Seconds spent in the points pass, the merge and the blur, when not null.

@@ -107,6 +107,10 @@ LatticeCPU::LatticeCPU(MatrixView features, int num_points, int dim) : num_point
   if (num_points < 1) throw std::invalid_argument("Lattice: features must have at least one point");
   if (dim < 1 || dim > kMaxDim)
     throw std::invalid_argument("Lattice: feature dimension d must be in [1, 63], got " + std::to_string(dim));
+  // Corners and vertices are numbered with int32.
+  if (static_cast<long long>(num_points) * (dim + 1) > std::numeric_limits<int32_t>::max())
+    throw std::invalid_argument("Lattice: points x (d + 1) must be below 2^31, got " + std::to_string(num_points) +
+                                " x " + std::to_string(dim + 1));
   const int d = dim;
   // Rounded as pydensecrf (inv_std_dev to float first), see elevation_scale in Python.
   float scale[kMaxDim];

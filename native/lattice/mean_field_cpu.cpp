@@ -20,20 +20,22 @@
 namespace impls {
 namespace {
 
-// Points per block, from the number of points alone (never from the thread count, so that
-// the sums do not depend on it): about 48 blocks, for load balance, of 1024 to 16384
-// points, so that a block's rows stay in L2 while it splats and few vertices need the rows
-// of many blocks.
-int block_points_for(int points) {
+// Points per block, from the number of points and the row width alone (never from the
+// thread count, so that the sums do not depend on it): about 48 blocks, for load balance,
+// of 1024 to 16384 points whose marginals fit in 1 MiB (L2), as large as that allows so
+// that few vertices need the rows of many blocks. Offsets within a block fit a uint16.
+int block_points_for(int points, int width) {
+  constexpr std::size_t kBlockBytes = std::size_t(1) << 20;  // a thread's marginals of one block
   int block = 1024;
-  while (block < 16384 && block * 48 < points) block *= 2;
+  while (block < 16384 && block * 48 < points && std::size_t(2) * block * width * sizeof(float) <= kBlockBytes)
+    block *= 2;
   return block;
 }
 // The energy of the padding labels of a row: their probability comes out 0.
 constexpr float kPaddingEnergy = 1e30f;
-// Per-thread scratch of the mean-field loops, in rows: a group of points (kGroup in
-// isa_kernels.inc) and 4 more for rows too wide for registers.
-constexpr int kScratchRows = 16 + 4;
+// Per-thread scratch of the mean-field loops, in rows beyond a block's: 4 for rows too wide
+// for registers.
+constexpr int kWideRows = 4;
 
 // 2..8 labels: rows of exactly L floats (8 is one AVX vector); more: padded to the
 // vector width of the kernels in use.
@@ -51,8 +53,11 @@ struct DenseCrfCPU::Kernel {
   int kind = 0;        // compatibility: 0 Potts, 1 diagonal, 2 matrix
   float potts = 0.0f;  // -w of a Potts compatibility
   AlignedArray<float> compat;  // diagonal: (row_width); matrix: column j of W as row j, (L, row_width)
-  AlignedArray<float> splat_weight, slice_weight;  // (P, corners): weight * in-scale, weight * alpha * out-scale
-  AlignedArray<uint32_t> local;                    // (P, corners): the corner's row within its block
+  AlignedArray<float> slice_weight;  // (P, corners): barycentric weight * alpha * output scale
+  // The splat as a gather, per block row (isa_calls.h: KernelView).
+  std::vector<int32_t> row_entries;  // (block rows + 1)
+  AlignedArray<uint16_t> entry_point;  // (P * corners)
+  AlignedArray<float> entry_weight;    // (P * corners)
   std::vector<int32_t> block_rows;                 // (B+1): first row of each block
   std::vector<int32_t> merge_offset;               // (M+1) CSR over vertices ...
   std::vector<int32_t> merge_row;                  // ... of the block rows of each vertex, in block order
@@ -72,7 +77,7 @@ DenseCrfCPU::DenseCrfCPU(MatrixView unary, int num_points, int num_labels)
     : num_points_(num_points),
       num_labels_(num_labels),
       row_width_(row_width_for(num_labels)),
-      block_points_(block_points_for(num_points)) {
+      block_points_(block_points_for(num_points, row_width_)) {
   if (num_points < 1) throw std::invalid_argument("DenseCrf: the unary must have at least one point");
   if (num_labels < 2)
     throw std::invalid_argument("DenseCrf: the unary must have at least 2 labels, got " + std::to_string(num_labels));
@@ -163,35 +168,39 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
   const bool scale_out = normalization == Normalization::symmetric || normalization == Normalization::after;
   const AlignedArray<float> &weight = lattice.weights();
   const float alpha = lattice.slicing_alpha();
-  kernel->splat_weight.resize(weight.size());
+  AlignedArray<float> in_scale(points);
   kernel->slice_weight.resize(weight.size());
-  float *splat_weight = kernel->splat_weight.data(), *slice_weight = kernel->slice_weight.data();
+  float *slice_weight = kernel->slice_weight.data();
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < points; ++p) {
     const double wide = static_cast<double>(norm[p]) + 1e-20;
     const float scale =
         static_cast<float>(normalization == Normalization::symmetric ? 1.0 / std::sqrt(wide) : 1.0 / wide);
-    const float in = scale_in ? scale : 1.0f, out = scale_out ? scale : 1.0f;
+    const float out = scale_out ? scale : 1.0f;
+    in_scale[p] = scale_in ? scale : 1.0f;
     for (int r = 0; r < corners; ++r) {
       const std::size_t corner = static_cast<std::size_t>(p) * corners + r;
-      splat_weight[corner] = weight[corner] * in;
       slice_weight[corner] = weight[corner] * alpha * out;
     }
   }
 
-  // Each block's rows: the vertices its corners touch, in the order first touched.
+  // Each block's rows: the vertices its corners touch, in the order first touched; and each
+  // row's corners (points ascending) for the splat's gather, with weight * input scale.
   const int block_points = block_points_, blocks = (points + block_points - 1) / block_points;
   const int vertices = lattice.num_vertices();
   const AlignedArray<int32_t> &vertex = lattice.corner_vertices();
-  kernel->local.resize(vertex.size());
-  uint32_t *local = kernel->local.data();
-  std::vector<std::vector<int32_t>> touched(blocks);
+  kernel->entry_point.resize(vertex.size());
+  kernel->entry_weight.resize(vertex.size());
+  uint16_t *entry_point = kernel->entry_point.data();
+  float *entry_weight = kernel->entry_weight.data();
+  std::vector<std::vector<int32_t>> touched(blocks), row_starts(blocks);
 #pragma omp parallel
   {
     struct Seen {
       int32_t block, row;  // the last block that touched the vertex, and its row there
     };
     std::vector<Seen> seen(vertices, Seen{-1, 0});
+    std::vector<int32_t> local;
 #pragma omp for schedule(static)
     for (int b = 0; b < blocks; ++b) {
       std::vector<int32_t> &list = touched[b];
@@ -199,6 +208,7 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
       const std::size_t first = static_cast<std::size_t>(b) * block_points * corners;
       const std::size_t last = std::min(static_cast<std::size_t>(b + 1) * block_points, static_cast<std::size_t>(points)) *
                                corners;
+      local.resize(last - first);
       for (std::size_t i = first; i < last; ++i) {
         const int32_t v = vertex[i];
         Seen &s = seen[v];
@@ -206,12 +216,31 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
           s = Seen{b, static_cast<int32_t>(list.size())};
           list.push_back(v);
         }
-        local[i] = static_cast<uint32_t>(s.row);
+        local[i - first] = s.row;
+      }
+      // Counting sort of the block's corners by row, in corner (so point) order.
+      std::vector<int32_t> &start = row_starts[b];
+      start.assign(list.size() + 1, 0);
+      for (std::size_t i = first; i < last; ++i) ++start[local[i - first] + 1];
+      for (std::size_t r = 0; r < list.size(); ++r) start[r + 1] += start[r];
+      std::vector<int32_t> cursor(start.begin(), start.end() - 1);
+      for (std::size_t i = first; i < last; ++i) {
+        const std::size_t entry = first + cursor[local[i - first]]++;
+        const std::size_t point = i / corners;
+        entry_point[entry] = static_cast<uint16_t>(point - static_cast<std::size_t>(b) * block_points);
+        entry_weight[entry] = weight[i] * in_scale[point];
       }
     }
   }
   kernel->block_rows.assign(blocks + 1, 0);
   for (int b = 0; b < blocks; ++b) kernel->block_rows[b + 1] = kernel->block_rows[b] + static_cast<int32_t>(touched[b].size());
+  kernel->row_entries.resize(static_cast<std::size_t>(kernel->block_rows[blocks]) + 1);
+  for (int b = 0; b < blocks; ++b) {
+    const int32_t base = static_cast<int32_t>(static_cast<std::size_t>(b) * block_points * corners);
+    for (std::size_t r = 0; r < touched[b].size(); ++r)
+      kernel->row_entries[kernel->block_rows[b] + r] = base + row_starts[b][r];
+  }
+  kernel->row_entries.back() = static_cast<int32_t>(vertex.size());
   kernel->merge_offset.assign(static_cast<std::size_t>(vertices) + 1, 0);
   for (const std::vector<int32_t> &list : touched) {
     for (int32_t v : list) ++kernel->merge_offset[v + 1];
@@ -262,8 +291,9 @@ void DenseCrfCPU::run(int iterations, const float *q_in, float *q_out, long long
                                    kernel.potts,
                                    kernel.compat.data(),
                                    lattice.corner_vertices().data(),
-                                   kernel.local.data(),
-                                   kernel.splat_weight.data(),
+                                   kernel.row_entries.data(),
+                                   kernel.entry_point.data(),
+                                   kernel.entry_weight.data(),
                                    kernel.slice_weight.data(),
                                    kernel.block_rows.data(),
                                    kernel.merge_offset.data(),
@@ -276,7 +306,7 @@ void DenseCrfCPU::run(int iterations, const float *q_in, float *q_out, long long
   // The thread count is read once per call: changing it between calls is safe.
   const int threads = max_threads();
   // Each thread's rows start on their own cache line (no false sharing).
-  const std::size_t per_thread = (static_cast<std::size_t>(kScratchRows) * S + 15) / 16 * 16;
+  const std::size_t per_thread = ((static_cast<std::size_t>(block_points_) + kWideRows) * S + 15) / 16 * 16;
   scratch->per_thread.reserve(static_cast<std::size_t>(threads) * per_thread);
   double phase_seconds[3] = {0.0, 0.0, 0.0};
   const bool timing = profile::totals().enabled.load(std::memory_order_relaxed);
