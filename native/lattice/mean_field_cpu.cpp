@@ -224,11 +224,14 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
       for (std::size_t i = first; i < last; ++i) ++start[local[i - first] + 1];
       for (std::size_t r = 0; r < list.size(); ++r) start[r + 1] += start[r];
       std::vector<int32_t> cursor(start.begin(), start.end() - 1);
-      for (std::size_t i = first; i < last; ++i) {
-        const std::size_t entry = first + cursor[local[i - first]]++;
-        const std::size_t point = i / corners;
-        entry_point[entry] = static_cast<uint16_t>(point - static_cast<std::size_t>(b) * block_points);
-        entry_weight[entry] = weight[i] * in_scale[point];
+      const std::size_t first_point = static_cast<std::size_t>(b) * block_points;
+      for (std::size_t point = first_point, i = first; i < last; ++point) {
+        const float scale = in_scale[point];
+        for (int r = 0; r < corners; ++r, ++i) {
+          const std::size_t entry = first + cursor[local[i - first]]++;
+          entry_point[entry] = static_cast<uint16_t>(point - first_point);
+          entry_weight[entry] = weight[i] * scale;
+        }
       }
     }
   }
