@@ -301,6 +301,15 @@ class DenseCrf:
         self._crf.inference_into(int(iterations), out)
         return out
 
+    def inference_transposed(self, iterations):
+        """`inference` in pydensecrf's (L, P) layout, written directly (CPU objects)."""
+        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+            raise ValueError(f"DenseCrf.inference_transposed: argument 'iterations' must be a non-negative integer, "
+                             f"got {iterations!r}")
+        if self.cuda:
+            return self.inference(iterations).T.contiguous()
+        return self._crf.inference_transposed(int(iterations))
+
     def unary(self):
         """A (P, L) copy of the unary (CPU objects)."""
         return self._crf.unary()

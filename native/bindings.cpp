@@ -47,10 +47,20 @@ HostMatrix bilinear_kernel_array(int factor) {
   return HostMatrix(data, {size, size}, owner);
 }
 
+// A new (rows, cols) NumPy array whose memory comes from the engine's block cache and goes
+// back to it when the array dies: large results do not pay fresh page faults every call.
 template <typename T>
 nb::ndarray<nb::numpy, T, nb::ndim<2>> new_matrix(std::size_t rows, std::size_t cols, T **data) {
-  *data = new T[rows * cols];
-  nb::capsule owner(*data, [](void *p) noexcept { delete[] static_cast<T *>(p); });
+  const std::size_t bytes = std::max<std::size_t>(rows * cols * sizeof(T), 1);
+  const std::pair<void *, std::size_t> block =
+      impls::BlockCache::instance().take((bytes + impls::kCacheLine - 1) / impls::kCacheLine * impls::kCacheLine);
+  *data = static_cast<T *>(block.first);
+  auto *owned = new std::pair<void *, std::size_t>(block);
+  nb::capsule owner(owned, [](void *p) noexcept {
+    auto *block = static_cast<std::pair<void *, std::size_t> *>(p);
+    impls::BlockCache::instance().give_back(block->first, block->second);
+    delete block;
+  });
   return nb::ndarray<nb::numpy, T, nb::ndim<2>>(*data, {rows, cols}, owner);
 }
 
@@ -317,6 +327,16 @@ NB_MODULE(_native, m) {
             return result;
           },
           nb::arg("iterations"), "(P, L) marginals after `iterations` updates, as a new array.")
+      .def(
+          "inference_transposed",
+          [](const impls::DenseCrfCPU &self, int iterations) {
+            float *q;
+            auto result = new_matrix<float>(self.num_labels(), self.num_points(), &q);
+            nb::gil_scoped_release release;
+            self.inference(iterations, q, 1, self.num_points());
+            return result;
+          },
+          nb::arg("iterations"), "(L, P) marginals (pydensecrf's layout) after `iterations` updates, a new array.")
       .def(
           "inference_into",
           [](const impls::DenseCrfCPU &self, int iterations, FloatMatrixInOutView q) {

@@ -158,6 +158,9 @@ def test_feature_strided_unary_and_marginals_are_read_and_written_in_place():
     q = np.empty((6, len(unary)), np.float32)
     assert from_view.inference(5, out=q.T) is not None
     assert np.array_equal(q.T, crf.inference(5))
+    transposed_q = from_view.inference_transposed(5)
+    assert transposed_q.shape == (6, len(unary)) and transposed_q.flags.c_contiguous
+    assert np.array_equal(transposed_q, q)
     crf.set_unary(unary[:, ::-1].copy())
     assert np.array_equal(crf.unary(), unary[:, ::-1])
 

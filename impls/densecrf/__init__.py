@@ -206,9 +206,7 @@ class DenseCRF:
         """Q (nlabels, nvar) float32 after `niter` mean-field iterations."""
         niter = _non_negative(niter, "niter")
         if self._native:
-            q = np.empty((self._nlabel, self._nvar), np.float32)
-            self._require_native().inference(niter, out=q.T)
-            return q
+            return self._require_native().inference_transposed(niter)
         q = self._engine.softmax(-self._require_unary())
         for _ in range(niter):
             q = self._step(q)

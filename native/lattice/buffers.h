@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <unistd.h>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -18,8 +19,9 @@ constexpr std::size_t kCacheLine = 64;
 
 // Large blocks freed by one dense CRF, kept for the next. The first write to fresh memory
 // costs a page fault per 4 KiB (seen at 0.7 ms per MiB on a small VM, a tenth of a 500x375
-// dense CRF), and glibc returns large blocks to the system on free. At most
-// `capacity()` bytes are kept; release() hands them all back.
+// dense CRF), and glibc returns large blocks to the system on free. At most `capacity()`
+// bytes are kept (a quarter of physical memory by default: never more than the process had
+// in use at once); release() hands them all back.
 class BlockCache {
  public:
   static constexpr std::size_t kMinBytes = std::size_t(1) << 20;
@@ -93,7 +95,13 @@ class BlockCache {
   std::mutex mutex_;
   std::vector<std::pair<void *, std::size_t>> blocks_;
   std::size_t cached_bytes_ = 0;
-  std::size_t capacity_ = std::size_t(1) << 30;
+  std::size_t capacity_ = default_capacity();
+
+  static std::size_t default_capacity() {
+    const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page_size <= 0) return std::size_t(1) << 30;
+    return static_cast<std::size_t>(pages) * static_cast<std::size_t>(page_size) / 4;
+  }
 };
 
 // A fixed-size array of trivially constructible T on a 64-byte boundary, left

@@ -89,20 +89,35 @@ DenseCrfCPU::DenseCrfCPU(MatrixView unary, int num_points, int num_labels)
 // checking that it is finite in the same pass.
 void DenseCrfCPU::copy_padded(MatrixView unary, int points, int labels, int width, float *target_rows) {
   profile::Timer timer(profile::unary_setup);
+  // A label-major source (pydensecrf's (L, P), seen through its transpose) is read a tile of
+  // points at a time, so that each of its rows is read in runs of consecutive floats.
+  const bool label_major = unary.column_stride != 1 && (unary.row_stride == 1 || unary.row_stride == -1);
+  constexpr int kTile = 64;
+  const int tiles = (points + kTile - 1) / kTile;
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
-  for (int p = 0; p < points; ++p) {
-    const float *source = unary.row(p);
-    float *target = target_rows + static_cast<std::size_t>(p) * width;
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int first = tile * kTile, last = std::min(points, first + kTile);
     uint32_t exponents_all_ones = 0;  // an exponent of all ones is inf or NaN
-    for (int l = 0; l < labels; ++l) {
-      const float value = source[l * unary.column_stride];
+    auto copy = [&](int p, int l) {
+      const float value = unary.row(p)[l * unary.column_stride];
       uint32_t bits;
       std::memcpy(&bits, &value, sizeof(bits));
       exponents_all_ones |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-      target[l] = value;
+      target_rows[static_cast<std::size_t>(p) * width + l] = value;
+    };
+    if (label_major) {
+      for (int l = 0; l < labels; ++l) {
+        for (int p = first; p < last; ++p) copy(p, l);
+      }
+    } else {
+      for (int p = first; p < last; ++p) {
+        for (int l = 0; l < labels; ++l) copy(p, l);
+      }
     }
-    for (int l = labels; l < width; ++l) target[l] = kPaddingEnergy;
+    for (int p = first; p < last; ++p) {
+      for (int l = labels; l < width; ++l) target_rows[static_cast<std::size_t>(p) * width + l] = kPaddingEnergy;
+    }
     finite = finite && exponents_all_ones == 0;
   }
   if (!finite) throw std::invalid_argument("DenseCrf: argument 'unary' must be finite (no NaN or inf)");
