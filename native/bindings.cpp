@@ -285,6 +285,8 @@ NB_MODULE(_native, m) {
       .def_prop_ro("num_points", &impls::LatticeCPU::num_points)
       .def_prop_ro("dim", &impls::LatticeCPU::dim)
       .def_prop_ro("num_vertices", &impls::LatticeCPU::num_vertices)
+      .def_prop_ro("packed_keys", &impls::LatticeCPU::packed_keys,
+                   "True for the parallel build over 64-bit keys, False for the general one (very wide keys).")
       .def_prop_ro(
           "weights",
           [](const impls::LatticeCPU &self) {

@@ -29,6 +29,19 @@ def test_feature_native_lattice_equals_numpy_reference(dim, rng):
     assert_close(lattice.filter(values, reverse=True), reference.filter(values, reverse=True))
 
 
+@pytest.mark.parametrize("count, dim, box, packed", [(9000, 5, 3.0, True), (4200, 10, 1.0, False),
+                                                    (60, 63, 0.5, False), (20000, 2, 400.0, True)])
+def test_feature_both_builds_equal_numpy_over_many_batches(count, dim, box, packed, rng):
+    """Keys packed into 64 bits (parallel build) or too wide for it (general build), each over
+    more points than one batch of either."""
+    features, values = _points(rng, count, dim, box=box, channels=3)
+    reference = PermutohedralLattice(features)
+    lattice = native._module().LatticeCPU(features)
+    assert lattice.packed_keys is packed
+    assert lattice.num_vertices == reference.num_vertices
+    assert_close(lattice.filter(values), reference.filter(values))
+
+
 @pytest.mark.parametrize("channels", [1, 7, 8, 21, 24, 33, 60])
 def test_feature_any_number_of_channels(channels, rng):
     features, values = _points(rng, 500, 5, channels=channels)

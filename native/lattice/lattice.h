@@ -45,6 +45,9 @@ class LatticeCPU {
   int num_points() const { return num_points_; }
   int dim() const { return dim_; }
   int num_vertices() const { return num_vertices_; }
+  // True when vertex keys were packed into 64-bit codes (the parallel build), false when
+  // they were too wide and took the general, sequential one.
+  bool packed_keys() const { return packed_keys_; }
   // (P, d+1): the vertex of each simplex corner and its barycentric weight.
   const AlignedArray<int32_t> &corner_vertices() const { return vertex_; }
   const AlignedArray<float> &weights() const { return weight_; }
@@ -78,9 +81,10 @@ class LatticeCPU {
   ScratchPool<FilterScratch<T>> &filter_scratch() const;
 
   int num_points_, dim_, num_vertices_ = 0;
+  bool packed_keys_ = false;
   AlignedArray<int32_t> vertex_;   // (P, d+1) vertex of each simplex corner
   AlignedArray<float> weight_;     // (P, d+1) barycentric weights
-  std::vector<int32_t> neighbor_;  // (d+1, M, 2) blur neighbours, -1 when absent
+  AlignedArray<int32_t> neighbor_;  // (d+1, M, 2) blur neighbours, -1 when absent
   // The corners sorted by vertex, points ascending (CSR), built on the first filter():
   // splatting is then a gather in which each vertex sums its points in pydensecrf's order.
   mutable std::once_flag splat_index_once_;

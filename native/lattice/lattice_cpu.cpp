@@ -131,6 +131,7 @@ LatticeCPU::LatticeCPU(MatrixView features, int num_points, int dim) : num_point
     }
   }
   if (!packed) build_general(features, scale);
+  packed_keys_ = packed;
 }
 
 // Checks the features (finite, not so large that float32 rounding breaks the simplex
@@ -327,33 +328,50 @@ bool LatticeCPU::build_packed(MatrixView features, const float *scale, const Key
   return true;
 }
 
-// Keys too wide to pack: full d-int keys in one table, inserted point by point.
+// Keys too wide to pack: full d-int keys in one table, inserted point by point. Simplices
+// are computed a batch of points at a time (in parallel), so that the keys of all corners
+// (P (d+1) d ints, gigabytes for many points in many dimensions) never exist at once.
 void LatticeCPU::build_general(MatrixView features, const float *scale) {
   const int d = dim_, corners = d + 1;
   const std::size_t total = static_cast<std::size_t>(num_points_) * corners;
-  std::vector<int32_t> keys(total * d);
-  std::vector<uint64_t> hashes(total);
   weight_.resize(total);
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p) {
-    int32_t remainder0[kMaxDim + 1], rank[kMaxDim + 1];
-    simplex_of<0>(features.row(p), features.column_stride, d, scale, remainder0, rank,
-                  &weight_[static_cast<std::size_t>(p) * corners]);
-    for (int r = 0; r < corners; ++r) {
-      int32_t *key = &keys[(static_cast<std::size_t>(p) * corners + r) * d];
-      for (int i = 0; i < d; ++i) key[i] = corner_coordinate(remainder0, rank, d, r, i);
-      hashes[static_cast<std::size_t>(p) * corners + r] = hash_key(key, d);
-    }
-  }
-  KeyTable table(d, static_cast<std::size_t>(num_points_) / 4 + 16);
   vertex_.resize(total);
-  for (std::size_t i = 0; i < total; ++i) {
-    if (i >= static_cast<std::size_t>(corners) && hashes[i] == hashes[i - corners] &&
-        std::memcmp(&keys[i * d], &keys[(i - corners) * d], d * sizeof(int32_t)) == 0) {
-      vertex_[i] = vertex_[i - corners];
-    } else {
-      vertex_[i] = table.insert(&keys[i * d], hashes[i]);
+  constexpr int kBatch = 4096;
+  const std::size_t batch_corners = static_cast<std::size_t>(kBatch) * corners;
+  std::vector<int32_t> keys(batch_corners * d), previous_keys(static_cast<std::size_t>(corners) * d);
+  std::vector<uint64_t> hashes(batch_corners);
+  KeyTable table(d, static_cast<std::size_t>(num_points_) / 4 + 16);
+  for (int batch = 0; batch < num_points_; batch += kBatch) {
+    const int count = std::min(kBatch, num_points_ - batch);
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < count; ++k) {
+      const int p = batch + k;
+      int32_t remainder0[kMaxDim + 1], rank[kMaxDim + 1];
+      simplex_of<0>(features.row(p), features.column_stride, d, scale, remainder0, rank,
+                    &weight_[static_cast<std::size_t>(p) * corners]);
+      for (int r = 0; r < corners; ++r) {
+        int32_t *key = &keys[(static_cast<std::size_t>(k) * corners + r) * d];
+        for (int i = 0; i < d; ++i) key[i] = corner_coordinate(remainder0, rank, d, r, i);
+        hashes[static_cast<std::size_t>(k) * corners + r] = hash_key(key, d);
+      }
     }
+    // Neighbouring points mostly share their simplex: reuse the previous point's vertex.
+    for (int k = 0; k < count; ++k) {
+      const std::size_t i0 = static_cast<std::size_t>(batch + k) * corners;
+      for (int r = 0; r < corners; ++r) {
+        const int32_t *key = &keys[(static_cast<std::size_t>(k) * corners + r) * d];
+        const int32_t *before = k > 0 ? &keys[(static_cast<std::size_t>(k - 1) * corners + r) * d]
+                                      : &previous_keys[static_cast<std::size_t>(r) * d];
+        const bool has_previous = batch + k > 0;
+        if (has_previous && std::memcmp(key, before, d * sizeof(int32_t)) == 0) {
+          vertex_[i0 + r] = vertex_[i0 + r - corners];
+        } else {
+          vertex_[i0 + r] = table.insert(key, hashes[static_cast<std::size_t>(k) * corners + r]);
+        }
+      }
+    }
+    std::copy(&keys[static_cast<std::size_t>(count - 1) * corners * d],
+              &keys[static_cast<std::size_t>(count) * corners * d], previous_keys.begin());
   }
   num_vertices_ = table.size();
   neighbor_.resize(static_cast<std::size_t>(corners) * num_vertices_ * 2);
