@@ -160,3 +160,52 @@ def layer_backend(request):
 def rng(request):
     """A NumPy generator seeded from the test's id: reproducible, different per test."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+# ---- The host-executed CUDA engine: count the tests that ran against it ---------------
+# Objects built on it are counted by impls._native; a test that built one "ran against the
+# device code". `tox -e device-on-host` requires a count (IMPLS_MIN_DEVICE_ON_HOST_TESTS), so
+# that a build or a selection that silently routes around the device code fails CI.
+def _device_objects():
+    try:
+        from impls import _native
+    except ImportError:
+        return None
+    return _native.device_on_host_objects()
+
+
+@pytest.fixture(autouse=True)
+def _count_device_on_host(request):
+    before = _device_objects()
+    yield
+    if before is not None and _device_objects() > before:
+        request.node.user_properties.append(("device_on_host", True))
+
+
+def pytest_runtest_logreport(report):
+    # Properties added in a fixture's teardown reach the teardown report (through xdist too).
+    if report.when == "teardown" and ("device_on_host", True) in report.user_properties:
+        config = _session_config[0]
+        if config is not None:
+            config.impls_device_on_host_tests = getattr(config, "impls_device_on_host_tests", 0) + 1
+
+
+_session_config = [None]
+
+
+def pytest_sessionstart(session):
+    _session_config[0] = session.config
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    count = getattr(config, "impls_device_on_host_tests", 0)
+    required = int(os.environ.get("IMPLS_MIN_DEVICE_ON_HOST_TESTS", "0"))
+    if count or required:
+        terminalreporter.write_line(f"impls: {count} tests ran against the host-executed CUDA engine"
+                                    + (f" (at least {required} required)" if required else ""))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    required = int(os.environ.get("IMPLS_MIN_DEVICE_ON_HOST_TESTS", "0"))
+    if required and exitstatus == 0 and getattr(session.config, "impls_device_on_host_tests", 0) < required:
+        session.exitstatus = 1

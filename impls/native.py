@@ -24,7 +24,8 @@ else:
     _import_error = None
 
 __all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel", "Lattice", "DenseCrf", "threads",
-           "instruction_set", "instruction_sets", "profile"]
+           "instruction_set", "instruction_sets", "profile", "host_engine", "use_host_engine",
+           "built_with_device_on_host"]
 
 NORMALIZATION_CODES = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
 
@@ -118,9 +119,45 @@ def host_array(value, *, op, name):
     return np.asarray(value)
 
 
+def host_engine() -> str:
+    """The engine host arrays go to: "cpu" (the CPU engine), or "device-on-host" (the CUDA
+    engine's own code executed on host threads, chosen by IMPLS_NATIVE_HOST_ENGINE=device at
+    import: how CI runs every line of the device code without a GPU)."""
+    return _module().host_engine()
+
+
+@contextlib.contextmanager
+def use_host_engine(name):
+    """Inside the block, Lattice and DenseCrf objects built from host arrays use `name`:
+    "cpu" or "device" (the CUDA engine's code on host threads, to check device code without
+    a GPU). Objects keep the engine they were built with. Process-wide: not for use while
+    other threads build native objects."""
+    module = _module()
+    previous = "device" if module.host_engine() == "device-on-host" else "cpu"
+    module.set_host_engine(name)
+    try:
+        yield
+    finally:
+        module.set_host_engine(previous)
+
+
+def built_with_device_on_host() -> bool:
+    """True when the CUDA engine's code was also compiled for host execution."""
+    return available() and _native.built_with_device_on_host()
+
+
 def _on_cuda(value):
     device = getattr(value, "device", None)
     return getattr(device, "type", None) == "cuda"
+
+
+def _stream_of(value):
+    """The caller's current CUDA stream for a CUDA tensor (work is enqueued there), else 0."""
+    if not _on_cuda(value):
+        return 0
+    import torch
+
+    return torch.cuda.current_stream(value.device).cuda_stream
 
 
 def _cuda_matrix(value, *, op, name, dtype):
@@ -151,27 +188,56 @@ def _float_matrix(value, *, op, name, dtypes=("float32",), columns=None):
     return array
 
 
+def _matrix(value, *, op, name, dtypes=("float32",), cast=None):
+    """`value` checked as a 2-D float matrix on its device: a CUDA torch tensor (contiguous,
+    cast to `cast`), or a host array of one of `dtypes` (cast to `cast` when given)."""
+    if _on_cuda(value):
+        import torch
+
+        return _cuda_matrix(value, op=op, name=name, dtype=getattr(torch, cast or dtypes[0]))
+    array = _float_matrix(value, op=op, name=name, dtypes=dtypes)
+    return array.astype(cast, copy=False) if cast else array
+
+
+def _same_device(value, like, *, op, name):
+    """A clear error when `value` is not on the device of `like` (the binding checks again)."""
+    if _on_cuda(value) != _on_cuda(like) or (_on_cuda(value) and value.device != like.device):
+        where = getattr(like, "device", "the host") if _on_cuda(like) else "the host"
+        got = getattr(value, "device", "the host") if _on_cuda(value) else "the host"
+        kind = "a CUDA tensor on" if _on_cuda(like) else "a host array on"
+        raise ValueError(f"{op}: argument '{name}' must be {kind} {where}, got one on {got}")
+
+
+def _empty(like, shape, dtype):
+    """An uninitialised array of `shape` on the device of `like`: a torch tensor on a CUDA
+    device, else a NumPy array."""
+    if _on_cuda(like):
+        import torch
+
+        return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
+    # From the engine's block cache: large results do not pay fresh page faults every call.
+    return getattr(_module(), f"empty_{dtype}")(*shape)
+
+
 class Lattice:
     """The permutohedral lattice of (P, d) features, built once in C++ and reused for any
     number of filters: the native counterpart of `impls.numpy.PermutohedralLattice`, equal
     to it to float32 rounding. The lattice is built in float32 (as pydensecrf's); values
-    may be float32 or float64 and are filtered in their own precision."""
+    may be float32 or float64 and are filtered in their own precision. Host features give a
+    host lattice (NumPy results); CUDA torch features a lattice on their device (CUDA torch
+    results, work on the current stream)."""
 
     def __init__(self, features):
-        self.cuda = _on_cuda(features)
-        if self.cuda:
-            import torch
-
-            features = _cuda_matrix(features, op="Lattice", name="features", dtype=torch.float32)
-            self.device = features.device
-        else:
-            features = _float_matrix(features, op="Lattice", name="features", dtypes=("float32", "float64"))
+        features = _matrix(features, op="Lattice", name="features", dtypes=("float32", "float64"), cast="float32")
         if features.shape[1] > 63:
             raise ValueError(f"Lattice: argument 'features' must have at most 63 dimensions, got {features.shape[1]}")
-        if self.cuda:
-            self._lattice = _module().LatticeCUDA(features)
-        else:
-            self._lattice = _module().LatticeCPU(features.astype(np.float32, copy=False))
+        self._features_like = features[:0]
+        self._lattice = _module().Lattice(features, _stream_of(features))
+
+    @property
+    def engine(self):
+        """"cpu", "cuda" or "device-on-host" (see `host_engine`)."""
+        return self._lattice.engine
 
     @property
     def num_points(self):
@@ -187,67 +253,59 @@ class Lattice:
 
     @property
     def weights(self):
-        """(P, d+1) barycentric weights of each point's simplex vertices."""
+        """(P, d+1) barycentric weights of each point's simplex vertices (host lattices)."""
         return self._lattice.weights
 
     def filter(self, values, *, reverse=False):
         """(P, C) values splatted, blurred and sliced; `reverse` applies the transposed filter.
-        A CUDA lattice takes and returns CUDA torch tensors on its device."""
-        if self.cuda:
-            return self._filter_cuda(values, reverse)
-        values = host_array(values, op="Lattice.filter", name="values")
-        if values.ndim != 2 or values.shape[0] != self.num_points:
-            raise ValueError(f"Lattice.filter: argument 'values' must have shape ({self.num_points}, C), "
-                             f"got {values.shape}")
-        if values.dtype.name not in ("float32", "float64"):
-            raise TypeError(f"Lattice.filter: argument 'values' must be float32 or float64, got {values.dtype.name}")
-        return self._lattice.filter(np.ascontiguousarray(values), bool(reverse))
-
-    def _filter_cuda(self, values, reverse):
-        import torch
-
-        if not _on_cuda(values) or values.device != self.device:
-            raise ValueError(f"Lattice.filter: argument 'values' must be a CUDA tensor on {self.device}, "
-                             f"got one on {getattr(values, 'device', 'the host')}")
+        Values live on the lattice's device; so does the result."""
+        _same_device(values, self._features_like, op="Lattice.filter", name="values")
         if values.ndim != 2 or values.shape[0] != self.num_points:
             raise ValueError(f"Lattice.filter: argument 'values' must have shape ({self.num_points}, C), "
                              f"got {tuple(values.shape)}")
-        if values.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"Lattice.filter: argument 'values' must be float32 or float64, got {values.dtype}")
-        values = values.detach().contiguous()
-        out = torch.empty_like(values)
-        self._lattice.filter_into(values, out, bool(reverse))
+        if _on_cuda(values):
+            values = values.detach().contiguous()
+            dtype = str(values.dtype).removeprefix("torch.")
+        else:
+            values = host_array(values, op="Lattice.filter", name="values")
+            dtype = values.dtype.name
+        if dtype not in ("float32", "float64"):
+            raise TypeError(f"Lattice.filter: argument 'values' must be float32 or float64, got {dtype}")
+        out = _empty(values, tuple(values.shape), dtype)
+        self._lattice.filter_into(values, out, bool(reverse), _stream_of(values))
         return out
+
+
+def _iterations(iterations, op):
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+        raise ValueError(f"{op}: argument 'iterations' must be a non-negative integer, got {iterations!r}")
+    return int(iterations)
 
 
 class DenseCrf:
     """Mean-field inference of the dense CRF over (P, L) float32 unaries, the whole loop in
-    C++: one lattice per kernel, built once; no Python per iteration."""
+    C++: one lattice per kernel, built once; no Python per iteration. A host unary gives a
+    host CRF (NumPy arrays), a CUDA torch unary one on its device (every later array on it)."""
 
     def __init__(self, unary):
-        self.cuda = _on_cuda(unary)
-        if self.cuda:
-            import torch
-
-            unary = _cuda_matrix(unary, op="DenseCrf", name="unary", dtype=torch.float32)
-            self.device = unary.device
-        else:
-            unary = _float_matrix(unary, op="DenseCrf", name="unary")
+        unary = _matrix(unary, op="DenseCrf", name="unary")
         if unary.shape[1] < 2:
             raise ValueError(f"DenseCrf: argument 'unary' must have at least 2 labels, got {unary.shape[1]}")
         self.num_points, self.num_labels = unary.shape
-        self._crf = (_module().DenseCrfCUDA if self.cuda else _module().DenseCrfCPU)(unary)
+        self._like = unary[:0]
+        self._crf = _module().DenseCrf(unary, _stream_of(unary))
+
+    @property
+    def engine(self):
+        """"cpu", "cuda" or "device-on-host" (see `host_engine`)."""
+        return self._crf.engine
 
     def add_kernel(self, features, compat, normalization="symmetric"):
         """Add a Gaussian kernel on (P, d) features with a pydensecrf compatibility (number:
         Potts, (L,): diagonal, (L, L): matrix, symmetrised here) and normalisation."""
-        if self.cuda:
-            import torch
-
-            features = _cuda_matrix(features, op="DenseCrf.add_kernel", name="features", dtype=torch.float32)
-        else:
-            features = _float_matrix(features, op="DenseCrf.add_kernel", name="features",
-                                     dtypes=("float32", "float64")).astype(np.float32, copy=False)
+        _same_device(features, self._like, op="DenseCrf.add_kernel", name="features")
+        features = _matrix(features, op="DenseCrf.add_kernel", name="features", dtypes=("float32", "float64"),
+                           cast="float32")
         if features.shape[0] != self.num_points:
             raise ValueError(f"DenseCrf.add_kernel: argument 'features' must have {self.num_points} rows, "
                              f"got {features.shape[0]}")
@@ -262,66 +320,55 @@ class DenseCrf:
             raise ValueError(f"DenseCrf.add_kernel: argument 'normalization' must be one of "
                              f"{tuple(NORMALIZATION_CODES)}, got {normalization!r}")
         self._crf.add_kernel(features, kinds[compat.shape], np.ascontiguousarray(compat.ravel(), np.float32),
-                             NORMALIZATION_CODES[normalization])
+                             NORMALIZATION_CODES[normalization], _stream_of(features))
 
     def set_unary(self, unary):
-        """Replace the (P, L) float32 unary (any strides, e.g. the transpose of pydensecrf's
-        (L, P)); the kernels and their lattices stay. A CPU object only."""
-        if self.cuda:
-            raise NotImplementedError("DenseCrf.set_unary: not available for a CUDA unary; make a new DenseCrf")
-        unary = _float_matrix(unary, op="DenseCrf.set_unary", name="unary")
-        if unary.shape != (self.num_points, self.num_labels):
+        """Replace the (P, L) float32 unary (host: any strides, e.g. the transpose of
+        pydensecrf's (L, P)); the kernels and their lattices stay."""
+        _same_device(unary, self._like, op="DenseCrf.set_unary", name="unary")
+        unary = _matrix(unary, op="DenseCrf.set_unary", name="unary")
+        if tuple(unary.shape) != (self.num_points, self.num_labels):
             raise ValueError(f"DenseCrf.set_unary: argument 'unary' must have shape "
-                             f"({self.num_points}, {self.num_labels}), got {unary.shape}")
-        self._crf.set_unary(unary)
+                             f"({self.num_points}, {self.num_labels}), got {tuple(unary.shape)}")
+        self._crf.set_unary(unary, _stream_of(unary))
 
     def inference(self, iterations, *, out=None):
-        """(P, L) marginals after `iterations` (>= 0) mean-field updates from softmax(-unary):
-        a NumPy array, or a CUDA torch tensor for a CUDA unary. `out`, a writable (P, L)
-        float32 NumPy array of any strides (the transpose of an (L, P) one, say), receives
-        them instead of a new array and is returned."""
-        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
-            raise ValueError(f"DenseCrf.inference: argument 'iterations' must be a non-negative integer, "
-                             f"got {iterations!r}")
-        if self.cuda:
-            import torch
-
-            q = torch.empty(self.num_points, self.num_labels, dtype=torch.float32, device=self.device)
-            self._crf.inference_into(int(iterations), q)
-            return q
+        """(P, L) marginals after `iterations` (>= 0) mean-field updates from softmax(-unary),
+        on the CRF's device. `out`, a writable (P, L) float32 array there (host: any strides,
+        e.g. the transpose of an (L, P) one), receives them instead of a new array and is
+        returned."""
+        iterations = _iterations(iterations, "DenseCrf.inference")
         if out is None:
-            return self._crf.inference(int(iterations))
-        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (self.num_points,
-                                                                                       self.num_labels):
-            raise ValueError(f"DenseCrf.inference: argument 'out' must be a float32 NumPy array of shape "
-                             f"({self.num_points}, {self.num_labels}), got "
-                             f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
-        if not out.flags.writeable:
-            raise ValueError("DenseCrf.inference: argument 'out' must be writeable")
-        self._crf.inference_into(int(iterations), out)
+            out = _empty(self._like, (self.num_points, self.num_labels), "float32")
+        self._check_marginals(out, "DenseCrf.inference", "out")
+        self._crf.inference_into(iterations, out, _stream_of(out))
         return out
 
     def inference_transposed(self, iterations):
-        """`inference` in pydensecrf's (L, P) layout, written directly (CPU objects)."""
-        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
-            raise ValueError(f"DenseCrf.inference_transposed: argument 'iterations' must be a non-negative integer, "
-                             f"got {iterations!r}")
-        if self.cuda:
-            return self.inference(iterations).T.contiguous()
-        return self._crf.inference_transposed(int(iterations))
+        """`inference` in pydensecrf's (L, P) layout, written directly (host CRFs)."""
+        iterations = _iterations(iterations, "DenseCrf.inference_transposed")
+        return self._crf.inference_transposed(iterations)
 
     def unary(self):
-        """A (P, L) copy of the unary (CPU objects)."""
+        """A (P, L) copy of the unary (host CRFs)."""
         return self._crf.unary()
 
     def step(self, q):
-        """One mean-field update of (P, L) float32 marginals `q`, in place (a CUDA tensor for a
-        CUDA unary)."""
-        if self.cuda:
-            self._crf.step(q)
-            return
-        if not isinstance(q, np.ndarray) or q.dtype != np.float32 or q.shape != (self.num_points, self.num_labels) \
-                or not q.flags.writeable:
-            raise ValueError(f"DenseCrf.step: argument 'q' must be a writeable float32 NumPy array of shape "
-                             f"({self.num_points}, {self.num_labels}) (any strides)")
-        self._crf.step(q)
+        """One mean-field update of (P, L) float32 marginals `q`, in place, on the CRF's device."""
+        self._check_marginals(q, "DenseCrf.step", "q")
+        self._crf.step(q, _stream_of(q))
+
+    def _check_marginals(self, q, op, name):
+        _same_device(q, self._like, op=op, name=name)
+        shape = (self.num_points, self.num_labels)
+        if _on_cuda(q):
+            import torch
+
+            ok = q.dtype == torch.float32 and tuple(q.shape) == shape and q.is_contiguous()
+            what = "a contiguous float32 CUDA tensor"
+        else:
+            ok = isinstance(q, np.ndarray) and q.dtype == np.float32 and q.shape == shape and q.flags.writeable
+            what = "a writeable float32 NumPy array (any strides)"
+        if not ok:
+            raise ValueError(f"{op}: argument '{name}' must be {what} of shape {shape}, got "
+                             f"{getattr(q, 'dtype', type(q).__name__)} {tuple(getattr(q, 'shape', ()))}")

@@ -31,12 +31,13 @@ def test_feature_native_lattice_equals_numpy_reference(dim, rng):
 
 @pytest.mark.parametrize("count, dim, box, packed", [(9000, 5, 3.0, True), (4200, 10, 1.0, False),
                                                     (60, 63, 0.5, False), (20000, 2, 400.0, True)])
+@pytest.mark.skipif(native.available() and native.host_engine() != "cpu", reason="the CPU engine's two builds")
 def test_feature_both_builds_equal_numpy_over_many_batches(count, dim, box, packed, rng):
     """Keys packed into 64 bits (parallel build) or too wide for it (general build), each over
     more points than one batch of either."""
     features, values = _points(rng, count, dim, box=box, channels=3)
     reference = PermutohedralLattice(features)
-    lattice = native._module().LatticeCPU(features)
+    lattice = native._module().Lattice(features)
     assert lattice.packed_keys is packed
     assert lattice.num_vertices == reference.num_vertices
     assert_close(lattice.filter(values), reference.filter(values))
@@ -198,13 +199,13 @@ def test_exception_bad_input_is_a_python_error(make, error, match):
 
 def test_exception_the_binding_itself_rejects_mismatched_shapes():
     """Below the Python wrapper the C++ side checks again: ValueError, not a crash."""
-    lattice = native._module().LatticeCPU(np.ones((10, 2), np.float32))
+    lattice = native._module().Lattice(np.ones((10, 2), np.float32))
     with pytest.raises(ValueError, match="values must have 10 rows"):
         lattice.filter(np.ones((9, 2), np.float32))
     with pytest.raises(TypeError):
         lattice.filter(np.ones((10, 2), np.int32))
     with pytest.raises(ValueError, match="argument 'features' must be finite"):
-        native._module().LatticeCPU(np.full((4, 2), np.nan, np.float32))
+        native._module().Lattice(np.full((4, 2), np.nan, np.float32))
 
 
 def test_feature_non_contiguous_inputs_give_the_same_answer(rng):
@@ -212,59 +213,3 @@ def test_feature_non_contiguous_inputs_give_the_same_answer(rng):
     lattice = native.Lattice(np.asfortranarray(features))
     assert_close(lattice.filter(np.asfortranarray(values)), native.Lattice(features).filter(values))
     assert_close(lattice.filter(values[:, ::2]), native.Lattice(features).filter(values[:, ::2].copy()))
-
-
-needs_cuda = pytest.mark.skipif(not native.has_cuda(), reason=(
-    f"no CUDA lattice here (built_with_cuda()={native.built_with_cuda()}, has_cuda()={native.has_cuda()})"))
-
-
-@needs_cuda
-@pytest.mark.parametrize("dim", [2, 5, 16])
-def test_feature_cuda_lattice_equals_cpu(dim, rng):
-    import torch
-
-    features, values = _points(rng, 3000, dim, channels=21)
-    cpu = native.Lattice(features)
-    cuda = native.Lattice(torch.from_numpy(features).cuda())
-    assert cuda.num_vertices == cpu.num_vertices
-    for reverse in (False, True):
-        got = cuda.filter(torch.from_numpy(values).cuda(), reverse=reverse)
-        assert got.is_cuda
-        assert_close(got, cpu.filter(values, reverse=reverse))
-
-
-@needs_cuda
-def test_feature_cuda_mean_field_equals_cpu_and_is_deterministic():
-    import torch
-
-    import impls.torch
-
-    image = torch.from_numpy(crf_image("im2")).permute(2, 0, 1)[None]
-    unary = torch.from_numpy(smooth_unary(image.shape[2], image.shape[3], 21, seed=6)).permute(2, 0, 1)[None]
-    on_cpu = impls.torch.dense_crf(unary, image, iterations=10, engine="native")
-    on_gpu = impls.torch.dense_crf(unary.cuda(), image.cuda(), iterations=10, engine="native")
-    assert on_gpu.is_cuda
-    assert_close(on_gpu, on_cpu, atol=1e-5)
-    assert torch.equal(on_gpu, impls.torch.dense_crf(unary.cuda(), image.cuda(), iterations=10, engine="native"))
-
-
-@needs_cuda
-def test_gradcheck_cuda_native_filter_in_float64(rng):
-    import torch
-
-    from impls.torch.lattice import NativeLattice
-
-    features, values = _points(rng, 40, 3, channels=2, dtype=np.float64)
-    lattice = NativeLattice(torch.from_numpy(features).cuda())
-    values = torch.from_numpy(values).cuda().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v: lattice.filter(v), (values,))
-
-
-@needs_cuda
-def test_exception_cuda_lattice_refuses_host_values(rng):
-    import torch
-
-    features, values = _points(rng, 50, 2)
-    lattice = native.Lattice(torch.from_numpy(features).cuda())
-    with pytest.raises(ValueError, match="must be a CUDA tensor on cuda"):
-        lattice.filter(torch.from_numpy(values))

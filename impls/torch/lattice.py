@@ -120,7 +120,7 @@ def _enclosing_simplices(features):
     elevated = torch.cat([tail_sums, scaled.new_zeros(num_points, 1)], dim=1)
     elevated[:, 1:] -= torch.arange(1, dim + 1, dtype=dtype, device=device) * scaled
 
-    down = torch.tensor(1.0 / (dim + 1), dtype=dtype)
+    down = torch.tensor(1.0 / (dim + 1), dtype=dtype, device=device)
     rounded = torch.round(elevated * down)  # halves to even, as pydensecrf's SSE rounding
     remainder0 = rounded * (dim + 1)
     plane_offset = rounded.sum(dim=1).long()

@@ -11,6 +11,12 @@ from impls.numpy import metrics as reference
 __all__ = ["confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou"]
 
 
+def _as_tensor(value):
+    """A tensor as it is (its device kept, even under torch.set_default_device); anything
+    else converted on the default device."""
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+
+
 def _kind(tensor):
     if tensor.dtype == torch.bool:
         return "b"
@@ -20,7 +26,7 @@ def _kind(tensor):
 @same_doc_as(reference.confusion_matrix)
 def confusion_matrix(pred, label, num_classes, ignore_index=255):
     num_classes = _checks.positive_int(num_classes, op="confusion_matrix", name="num_classes")
-    pred, label = torch.as_tensor(pred), torch.as_tensor(label)
+    pred, label = _as_tensor(pred), _as_tensor(label)
     _checks.label_maps(pred.shape, _kind(pred), label.shape, _kind(label), op="confusion_matrix")
     pred, label = pred.reshape(-1).long(), label.reshape(-1).long().to(pred.device)
     if ignore_index is not None:
@@ -57,10 +63,11 @@ def frequency_weighted_iou(confusion):
     confusion = _as_confusion(confusion, op="frequency_weighted_iou")
     frequency = confusion.sum(1) / confusion.sum()
     weighted = torch.where(frequency > 0, frequency * per_class_iou(confusion), torch.zeros_like(frequency))
-    return weighted.sum() if confusion.sum() > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+    return weighted.sum() if confusion.sum() > 0 else torch.tensor(float("nan"), dtype=torch.float64,
+                                                                   device=confusion.device)
 
 
 def _as_confusion(confusion, *, op):
-    confusion = torch.as_tensor(confusion)
+    confusion = _as_tensor(confusion)
     _checks.confusion_shape(confusion.shape, op=op)
     return confusion.double()

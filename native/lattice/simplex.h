@@ -7,10 +7,12 @@
 
 #include <cstdint>
 
+#ifndef IMPLS_HOST_DEVICE
 #ifdef __CUDACC__
 #define IMPLS_HOST_DEVICE __host__ __device__
 #else
 #define IMPLS_HOST_DEVICE
+#endif
 #endif
 
 namespace impls {

@@ -1,0 +1,110 @@
+"""Every torch entry point keeps its tensors on the input's device: run with the default
+device set to "meta" while the inputs are CPU tensors, any tensor created without the
+input's device lands on meta and the call fails. Passing here is what keeps the torch code
+on the GPU when the inputs are there (no GPU is needed to prove it)."""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from impls.testing import crf_image, smooth_unary
+
+torch = pytest.importorskip("torch")
+import impls.torch  # noqa: E402
+
+
+@contextlib.contextmanager
+def default_device_meta():
+    torch.set_default_device("meta")
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
+
+
+def _image_and_unary(height=12, width=16, labels=3):
+    image = torch.from_numpy(crf_image("im1")[:height, :width].copy()).permute(2, 0, 1)[None]
+    unary = torch.from_numpy(smooth_unary(height, width, labels, seed=1)).permute(2, 0, 1)[None]
+    return image, unary
+
+
+def _dense_crf(engine):
+    image, unary = _image_and_unary()
+    return lambda: impls.torch.dense_crf(unary, image, iterations=2, engine=engine)
+
+
+def _permutohedral_filter():
+    generator = torch.Generator().manual_seed(0)
+    values, features = torch.rand(50, 3, generator=generator), torch.rand(50, 2, generator=generator) * 3
+    return lambda: impls.torch.permutohedral_filter(values, features)
+
+
+def _crf_rnn_forward_backward():
+    image, unary = _image_and_unary()
+    layer = impls.torch.CrfRnn(3, iterations=2)
+    logits = unary.clone().requires_grad_(True)
+
+    def run():
+        out = layer(logits, image.float())
+        out.sum().backward()
+        return out
+    return run
+
+
+def _fcn():
+    model = impls.torch.FCN("8s", num_classes=3).eval()
+    images = torch.rand(1, 3, 64, 64)
+    return lambda: model(images)
+
+
+def _deeplab():
+    model = impls.torch.DeepLabV2(num_classes=3, scales=(1.0, 0.5)).eval()
+    images = torch.rand(1, 3, 41, 41)
+    return lambda: model(images)
+
+
+def _metrics():
+    pred = torch.from_numpy(np.array([[0, 1, 2, 2]]))
+    label = torch.from_numpy(np.array([[0, 1, 1, 255]]))
+
+    def run():
+        confusion = impls.torch.confusion_matrix(pred, label, 3)
+        empty = impls.torch.confusion_matrix(pred[:, :0], label[:, :0], 3)
+        return [impls.torch.mean_iou(confusion), impls.torch.pixel_accuracy(confusion),
+                impls.torch.frequency_weighted_iou(confusion), impls.torch.per_class_iou(confusion),
+                impls.torch.frequency_weighted_iou(empty), impls.torch.mean_iou(empty)]
+    return run
+
+
+def _segmentation_loss():
+    logits = torch.rand(2, 3, 5, 5, requires_grad=True)
+    labels = torch.from_numpy(np.random.default_rng(0).integers(0, 3, (2, 5, 5)))
+    labels[0, 0, 0] = 255
+
+    def run():
+        loss = impls.torch.segmentation_loss(logits, labels)
+        loss.backward()
+        return loss
+    return run
+
+
+ENTRY_POINTS = {
+    "dense_crf-framework": lambda: _dense_crf("framework"),
+    "dense_crf-native": lambda: _dense_crf("native"),
+    "permutohedral_filter": _permutohedral_filter,
+    "CrfRnn-forward-backward": _crf_rnn_forward_backward,
+    "FCN-8s-forward": _fcn,
+    "DeepLabV2-forward": _deeplab,
+    "metrics": _metrics,
+    "segmentation_loss": _segmentation_loss,
+}
+
+
+@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
+def test_feature_entry_point_creates_every_tensor_on_the_input_device(entry_point):
+    run = ENTRY_POINTS[entry_point]()  # models and inputs are built on the CPU
+    with default_device_meta():
+        out = run()
+    outputs = out if isinstance(out, list) else [out]
+    assert all(o.device.type == "cpu" for o in outputs), [o.device for o in outputs]
