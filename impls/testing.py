@@ -66,12 +66,19 @@ def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False, msg
         bad &= ~(np.isnan(a) & np.isnan(e))
     if not bad.any():
         return
-    where = np.unravel_index(np.nanargmax(np.where(bad, diff, -1.0)), diff.shape)
-    rel = diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny)
+    # A NaN mismatch is the worst kind: rank it first, so the message points at it.
+    score = np.where(bad, np.where(np.isnan(diff), np.inf, diff), -1.0)
+    where = np.unravel_index(int(np.argmax(score)), diff.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(bad, diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny), 0.0)
+    nan_count = int((bad & np.isnan(diff)).sum())
+    nan_note = f" ({nan_count} with NaN on one side or both)" if nan_count else ""
+    largest = np.where(bad & ~np.isnan(diff), diff, 0.0).max()
+    largest_rel = np.where(np.isnan(rel), 0.0, rel).max()
     raise AssertionError(
-        f"{prefix}{int(bad.sum())} of {bad.size} elements differ beyond rtol={rtol:g}, atol={atol:g}; "
-        f"max |diff| {np.nanmax(diff):.3g} at {tuple(int(i) for i in where)} "
-        f"(actual {a[where]!r}, expected {e[where]!r}); max rel diff {np.nanmax(rel):.3g}"
+        f"{prefix}{int(bad.sum())} of {bad.size} elements differ beyond rtol={rtol:g}, atol={atol:g}{nan_note}; "
+        f"max finite |diff| {largest:.3g}; worst at {tuple(int(i) for i in where)} "
+        f"(actual {a[where]!r}, expected {e[where]!r}); max finite rel diff {largest_rel:.3g}"
     )
 
 
