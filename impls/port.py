@@ -53,11 +53,18 @@ class PortReport:
 def torch_to_tf(torch_module, keras_model) -> PortReport:
     """Copies every weight of a torch module into the Keras layer or model with the same layer names."""
     plan = _plan(torch_module, keras_model, to_keras=True)
+    for name, kind, module, _, _ in plan:
+        # None is torch's cumulative moving average; Keras' momentum 1 - m would become 1.0,
+        # which freezes the moving statistics: refuse rather than port a different layer.
+        if kind == "BatchNorm" and module.momentum is None:
+            raise ValueError(f"port: torch BatchNorm {name!r} has momentum=None (a cumulative moving average), "
+                             f"which Keras' BatchNormalization cannot express; set a momentum (e.g. 0.1) first; "
+                             f"nothing was copied")
     for _, kind, module, layer, weights in plan:
         for _, variable, value in weights:
             variable.assign(value.astype(variable.dtype))
         if kind == "BatchNorm":
-            layer.epsilon, layer.momentum = module.eps, 1.0 - (module.momentum or 0.0)
+            layer.epsilon, layer.momentum = module.eps, 1.0 - module.momentum
     return _report("torch -> Keras", plan)
 
 

@@ -138,3 +138,20 @@ def test_cardinality_output_stride_8():
 def test_exception_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_exception_batchnorm_with_cumulative_momentum_is_refused_and_nothing_copied():
+    """torch's momentum=None (cumulative average) used to become Keras momentum 1.0, which
+    freezes the moving statistics; now the port refuses it before copying anything."""
+    import keras
+
+    module = torch.nn.Sequential()
+    module.add_module("bn", torch.nn.BatchNorm2d(3, momentum=None))
+    with torch.no_grad():
+        module.bn.weight.fill_(2.0)
+    inputs = keras.Input((4, 4, 3))
+    keras_model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))
+    with pytest.raises(ValueError, match=r"BatchNorm 'bn' has momentum=None.*nothing was copied"):
+        port.torch_to_tf(module, keras_model)
+    assert np.array_equal(keras_model.get_layer("bn").gamma.numpy(), np.ones(3, np.float32))
+    assert keras_model.get_layer("bn").momentum == pytest.approx(0.99)
