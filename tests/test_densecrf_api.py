@@ -104,6 +104,24 @@ def test_feature_engine_is_reported_and_can_be_forced(monkeypatch):
         impls.densecrf.DenseCRF(10, 2)
 
 
+def test_exception_native_engine_that_cannot_load_fails_when_chosen_not_at_inference(monkeypatch):
+    """Before: an unloadable extension was still reported as the native engine, and the CRF
+    failed only at its first inference; now the automatic choice skips it, with the reason,
+    and asking for it by name fails at once."""
+    from impls import native
+
+    monkeypatch.setattr(native, "_native", None)
+    monkeypatch.setattr(native, "_import_error", ImportError("undefined symbol: simulated"))
+    name, reason = impls.densecrf.engine()
+    assert name != "native" and "native" in reason
+    assert impls.densecrf.DenseCRF(10, 2).engine == name
+    with pytest.raises(ImportError, match="cannot load impls._native.*simulated"):
+        impls.densecrf.DenseCRF(10, 2, engine="native")
+    monkeypatch.setenv("IMPLS_DENSECRF_ENGINE", "native")
+    with pytest.raises(ImportError, match="cannot load impls._native"):
+        impls.densecrf.DenseCRF(10, 2)
+
+
 @pytest.mark.parametrize("engine", ["native", "numpy", "torch"])
 def test_feature_every_engine_gives_the_same_q(engine, monkeypatch):
     if engine == "torch":
