@@ -137,3 +137,15 @@ def test_exception_non_finite_features(backend):
     features[3, 1] = np.nan
     with pytest.raises(ValueError, match="argument 'features' must be finite"):
         backend.module.permutohedral_filter(backend.tensor(np.ones((10, 1))), backend.tensor(features))
+
+
+def test_feature_wide_features_take_the_row_path_inside_tf_function(rng):
+    """Inside tf.function the overflow check is symbolic; the row path used to be skipped
+    there, so the packed int64 codes overflowed and the filter came out wrong, silently."""
+    tf = pytest.importorskip("tensorflow")
+    from impls.tf.lattice import PermutohedralLattice
+
+    values, features = _points(rng, 200, 16, 4000.0)
+    reference = _filter(Backend("numpy"), values, features)
+    graph_filter = tf.function(lambda v, f: PermutohedralLattice(f).filter(v))
+    assert_close(graph_filter(tf.constant(values), tf.constant(features)), reference)

@@ -161,14 +161,20 @@ def _radix(rows):
 def _unique_rows(keys):
     """(unique keys (M, d), index of each row of `keys` among them), unique keys sorted."""
     fits, low, radix = _radix(keys)
-    if tf.executing_eagerly() and not bool(fits):
+
+    def packed():
+        codes = tf.reduce_sum((keys - low) * radix, axis=1)
+        sorted_codes = tf.sort(tf.unique(codes).y)
+        inverse = tf.searchsorted(sorted_codes, codes, out_type=tf.int64)
+        return (sorted_codes[:, None] // radix) % (tf.reduce_max(keys, axis=0) - low + 1) + low, inverse
+
+    def rows():
         unique_keys, inverse = tf.raw_ops.UniqueV2(x=keys, axis=tf.constant([0], tf.int64), out_idx=tf.int64)
-        return unique_keys, inverse
-    codes = tf.reduce_sum((keys - low) * radix, axis=1)
-    sorted_codes = tf.sort(tf.unique(codes).y)
-    inverse = tf.searchsorted(sorted_codes, codes, out_type=tf.int64)
-    unique_keys = (sorted_codes[:, None] // radix) % (tf.reduce_max(keys, axis=0) - low + 1) + low
-    return unique_keys, inverse
+        return tf.ensure_shape(unique_keys, [None, keys.shape[1]]), inverse
+
+    # tf.cond, not a Python `if`: inside tf.function `fits` is symbolic, and the row path
+    # must still be taken when the keys do not fit one int64.
+    return tf.cond(fits, packed, rows)
 
 
 def _blur_neighbors(unique_keys):
@@ -188,15 +194,21 @@ def _lookup(unique_keys, queries):
     """Index of each row of `queries` among the rows of `unique_keys`, -1 if absent."""
     everything = tf.concat([unique_keys, queries], axis=0)
     fits, low, radix = _radix(everything)
-    if tf.executing_eagerly() and not bool(fits):
+
+    def rows():
         _, inverse = tf.raw_ops.UniqueV2(x=everything, axis=tf.constant([0], tf.int64), out_idx=tf.int64)
         count = tf.shape(unique_keys, out_type=tf.int64)[0]
         owner = tf.tensor_scatter_nd_update(tf.fill([tf.reduce_max(inverse) + 1], tf.constant(-1, tf.int64)),
                                             inverse[:count, None], tf.range(count))
         return tf.gather(owner, inverse[count:])
-    table = tf.reduce_sum((unique_keys - low) * radix, axis=1)
-    wanted = tf.reduce_sum((queries - low) * radix, axis=1)
-    order = tf.argsort(table)
-    table = tf.gather(table, order)
-    position = tf.minimum(tf.searchsorted(table, wanted, out_type=tf.int64), tf.shape(table, out_type=tf.int64)[0] - 1)
-    return tf.where(tf.gather(table, position) == wanted, tf.gather(tf.cast(order, tf.int64), position), -1)
+
+    def packed():
+        table = tf.reduce_sum((unique_keys - low) * radix, axis=1)
+        wanted = tf.reduce_sum((queries - low) * radix, axis=1)
+        order = tf.argsort(table)
+        table = tf.gather(table, order)
+        position = tf.minimum(tf.searchsorted(table, wanted, out_type=tf.int64),
+                              tf.shape(table, out_type=tf.int64)[0] - 1)
+        return tf.where(tf.gather(table, position) == wanted, tf.gather(tf.cast(order, tf.int64), position), -1)
+
+    return tf.cond(fits, packed, rows)
