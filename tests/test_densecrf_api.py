@@ -7,7 +7,7 @@ import pytest
 
 import impls.densecrf
 import impls.densecrf.utils
-from impls.testing import CRF_EXAMPLES, assert_close, crf_example, example_recipe, smooth_unary
+from impls.testing import CRF_EXAMPLES, assert_close, crf_example, crf_image, example_recipe, smooth_unary
 
 pydensecrf = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (pydensecrf2) is the oracle")
 pydensecrf_utils = importlib.import_module("pydensecrf.utils")
@@ -166,3 +166,28 @@ def test_exception_bad_api_use():
         impls.densecrf.DenseCRF(10, 1)
     with pytest.raises(NotImplementedError, match="LogisticUnary"):
         crf.setUnaryEnergy(np.zeros((2, 12), np.float32), np.zeros((1, 12), np.float32))
+
+
+def test_feature_float64_compat_is_accepted_and_equals_float32():
+    """pydensecrf's test_compact_wrong expects ValueError for a float64 compat vector; the
+    drop-in accepts it on purpose (README, module docstring): same Q as float32."""
+    image = crf_image("im1")[:20, :24].copy()
+    unary = np.ascontiguousarray(smooth_unary(20, 24, 3, seed=3).reshape(-1, 3).T)
+    results = []
+    for dtype in (np.float32, np.float64):
+        crf = impls.densecrf.DenseCRF2D(24, 20, 3)
+        crf.setUnaryEnergy(unary)
+        crf.addPairwiseGaussian(sxy=3, compat=np.array([3, 2, 1], dtype))
+        crf.addPairwiseBilateral(sxy=20, srgb=13, rgbim=image, compat=np.eye(3, dtype=dtype) * 4)
+        results.append(np.array(crf.inference(3)))
+    assert np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("compat, error, match", [
+    (np.array([1.0, np.nan, 2.0]), ValueError, "argument 'compat' must be finite"),
+    (np.array(["a", "b", "c"]), TypeError, "argument 'compat' must be a real number or array"),
+])
+def test_exception_bad_compat_is_refused(compat, error, match):
+    crf = impls.densecrf.DenseCRF(10, 3)
+    with pytest.raises(error, match=match):
+        crf.addPairwiseEnergy(np.zeros((2, 10), np.float32), compat=compat)

@@ -9,6 +9,9 @@ uint8. Inference runs on the fastest engine present, in the order of `ENGINES`; 
 environment variable IMPLS_DENSECRF_ENGINE picks one by name for every CRF, the keyword
 `engine=` of DenseCRF / DenseCRF2D (an addition to pydensecrf's signatures) for one, and
 `engine()` (or a CRF's `.engine` attribute) says which one is in use and why.
+
+One deliberate difference: `compat` arrays of any real dtype are accepted (converted to
+float32), where pydensecrf accepts only float32 arrays (and any Python number for Potts).
 """
 
 from __future__ import annotations
@@ -341,7 +344,12 @@ def _float32_matrix(value, name, shape, *, op):
 
 def _compatibility(compat, labels):
     """pydensecrf's compat forms as one float32 array: () Potts, (L,) diagonal, (L, L) matrix (symmetrised)."""
-    array = np.asarray(compat, np.float32)
+    given = np.asarray(compat)
+    if given.dtype.kind not in "biuf":
+        raise TypeError(f"argument 'compat' must be a real number or array, got dtype {given.dtype}")
+    array = given.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("argument 'compat' must be finite (no NaN or inf)")
     if array.ndim == 2:
         if array.shape != (labels, labels):
             raise ValueError(f"argument 'compat' must be ({labels}, {labels}) as a matrix, got {array.shape}")
