@@ -49,7 +49,7 @@ class CrfRnnReference:
 
     Call with (logits, image) in the framework's layout: torch (N, C, H, W) and (N, 3, H, W),
     Keras (N, H, W, C) and (N, H, W, 3); logits float32/float64, image RGB (uint8, or float
-    in 0-255). Returns logits of the logits' shape.
+    in 0-255). Returns refined logits of the same shape.
 
     Attributes:
         spatial_ker_weights, bilateral_ker_weights, compatibility_matrix: trainable (C, C).
@@ -80,21 +80,21 @@ def check_inputs(logits_shape, logits_dtype, image_shape, num_classes, *, layout
     """Shapes (None for unknown) and dtype name of the layer's inputs in `layout` ("NCHW" or "NHWC")."""
     op = "CrfRnn"
     channel = layout.index("C")
-    _checks.float_batch(logits_shape, logits_dtype, op=op, layout=layout, name="unaries")
+    _checks.float_batch(logits_shape, logits_dtype, op=op, layout=layout, name="logits")
     if logits_shape[channel] is not None and logits_shape[channel] != num_classes:
-        raise ValueError(f"{op}: argument 'unaries' must have num_classes={num_classes} channels "
+        raise ValueError(f"{op}: argument 'logits' must have num_classes={num_classes} channels "
                          f"(C in {layout}), got {logits_shape[channel]}")
     if len(image_shape) != 4:
         raise ValueError(f"{op}: argument 'image' must be a 4-D ({layout}) RGB tensor, got shape {tuple(image_shape)}")
     if image_shape[channel] is not None and image_shape[channel] != 3:
         raise ValueError(f"{op}: argument 'image' must have 3 colour channels, got {image_shape[channel]}")
     if _differs(logits_shape[0], image_shape[0]):
-        raise ValueError(f"{op}: arguments 'unaries' and 'image' must have the same batch size, "
+        raise ValueError(f"{op}: arguments 'logits' and 'image' must have the same batch size, "
                          f"got {logits_shape[0]} and {image_shape[0]}")
     spatial = [i for i in range(4) if i not in (0, channel)]
     expected, got = tuple(logits_shape[i] for i in spatial), tuple(image_shape[i] for i in spatial)
     if any(_differs(e, g) for e, g in zip(expected, got, strict=True)):
-        raise ValueError(f"{op}: argument 'image' must have the unaries' (H, W) = {expected}, got {got}")
+        raise ValueError(f"{op}: argument 'image' must have the logits' (H, W) = {expected}, got {got}")
 
 
 def _differs(a, b):

@@ -237,11 +237,11 @@ def test_feature_save_and_load_in_each_framework(tmp_path, rng):
 
 
 @pytest.mark.parametrize("change, error, match", [
-    (dict(logits_shape=(3, 37, 45, 5)), ValueError, r"'unaries' must have num_classes=4 channels"),
-    (dict(image_shape=(3, 37, 44, 3)), ValueError, r"'image' must have the unaries' \(H, W\) = \(37, 45\)"),
+    (dict(logits_shape=(3, 37, 45, 5)), ValueError, r"'logits' must have num_classes=4 channels"),
+    (dict(image_shape=(3, 37, 44, 3)), ValueError, r"'image' must have the logits' \(H, W\) = \(37, 45\)"),
     (dict(image_shape=(2, 37, 45, 3)), ValueError, "the same batch size, got 3 and 2"),
     (dict(image_shape=(3, 37, 45, 4)), ValueError, "3 colour channels, got 4"),
-    (dict(nan=True), ValueError, r"'unaries' must be finite"),
+    (dict(nan=True), ValueError, r"'logits' must be finite"),
 ])
 def test_exception_bad_input(layer_backend, rng, change, error, match):
     logits, images = inputs(rng)

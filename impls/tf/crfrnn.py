@@ -28,19 +28,19 @@ class CrfRnn(keras.layers.Layer):
             setattr(self, name, self.add_weight(name=name, shape=eye.shape,
                                                 initializer=keras.initializers.Constant(initial[name])))
 
-    def call(self, unaries, image):
-        unaries, image = tf.convert_to_tensor(unaries), tf.convert_to_tensor(image)
-        _crfrnn.check_inputs(tuple(unaries.shape), unaries.dtype.name, tuple(image.shape),
+    def call(self, logits, image):
+        logits, image = tf.convert_to_tensor(logits), tf.convert_to_tensor(image)
+        _crfrnn.check_inputs(tuple(logits.shape), logits.dtype.name, tuple(image.shape),
                              self.config["num_classes"], layout="NHWC")
         if tf.executing_eagerly():
-            if not bool(tf.reduce_all(tf.math.is_finite(unaries))):
-                raise ValueError("CrfRnn: argument 'unaries' must be finite (no NaN or inf)")
-            lattice = NativeLattice if native.available() and "GPU" not in unaries.device.upper() \
+            if not bool(tf.reduce_all(tf.math.is_finite(logits))):
+                raise ValueError("CrfRnn: argument 'logits' must be finite (no NaN or inf)")
+            lattice = NativeLattice if native.available() and "GPU" not in logits.device.upper() \
                 else PermutohedralLattice
-            return tf.stack([self._one_image(unaries[n], image[n], lattice) for n in range(unaries.shape[0])])
-        unaries = tf.debugging.assert_all_finite(unaries, "CrfRnn: argument 'unaries' must be finite (no NaN or inf)")
+            return tf.stack([self._one_image(logits[n], image[n], lattice) for n in range(logits.shape[0])])
+        logits = tf.debugging.assert_all_finite(logits, "CrfRnn: argument 'logits' must be finite (no NaN or inf)")
         # Traced (tf.function, model.fit): the native lattice needs concrete features, so TF's own.
-        return tf.map_fn(self._one_traced_image, (unaries, image), fn_output_signature=unaries.dtype)
+        return tf.map_fn(self._one_traced_image, (logits, image), fn_output_signature=logits.dtype)
 
     def _one_traced_image(self, pair):
         return self._one_image(*pair, PermutohedralLattice)
@@ -62,8 +62,8 @@ class CrfRnn(keras.layers.Layer):
             q = logits - tf.matmul(message, compatibility, transpose_b=True)
         return tf.reshape(q, shape)
 
-    def compute_output_shape(self, unaries_shape, image_shape):
-        return unaries_shape
+    def compute_output_shape(self, logits_shape, image_shape):
+        return logits_shape
 
     def get_config(self):
         return dict(self.config)

@@ -26,9 +26,9 @@ class CrfRnn(torch.nn.Module):
     def extra_repr(self):
         return ", ".join(f"{key}={value}" for key, value in self.config.items())
 
-    def forward(self, unaries, image):
-        self._check(unaries, image)
-        return torch.stack([self._one_image(unaries[n], image[n]) for n in range(unaries.shape[0])])
+    def forward(self, logits, image):
+        self._check(logits, image)
+        return torch.stack([self._one_image(logits[n], image[n]) for n in range(logits.shape[0])])
 
     def _one_image(self, logits, image):
         classes, height, width = logits.shape
@@ -50,14 +50,14 @@ class CrfRnn(torch.nn.Module):
         on_device = logits.device.type == "cpu" or (logits.device.type == "cuda" and native.has_cuda())
         return NativeLattice if native.available() and on_device else PermutohedralLattice
 
-    def _check(self, unaries, image):
-        for name, tensor in (("unaries", unaries), ("image", image)):
+    def _check(self, logits, image):
+        for name, tensor in (("logits", logits), ("image", image)):
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"CrfRnn: argument '{name}' must be a torch.Tensor, got {type(tensor).__name__}")
-        _crfrnn.check_inputs(tuple(unaries.shape), str(unaries.dtype).removeprefix("torch."), tuple(image.shape),
+        _crfrnn.check_inputs(tuple(logits.shape), str(logits.dtype).removeprefix("torch."), tuple(image.shape),
                              self.config["num_classes"], layout="NCHW")
-        if image.device != unaries.device:
-            raise ValueError(f"CrfRnn: argument 'image' must be on the unaries' device {unaries.device}, "
+        if image.device != logits.device:
+            raise ValueError(f"CrfRnn: argument 'image' must be on the logits' device {logits.device}, "
                              f"got {image.device}")
-        if not torch.isfinite(unaries).all():
-            raise ValueError("CrfRnn: argument 'unaries' must be finite (no NaN or inf)")
+        if not torch.isfinite(logits).all():
+            raise ValueError("CrfRnn: argument 'logits' must be finite (no NaN or inf)")
