@@ -1,5 +1,5 @@
 // The device engine (device/engine.inc) compiled for the host: its functors run on OpenMP
-// threads, sort and scan on thrust's OMP system. "Device" memory is host memory recorded in
+// threads, sort and scan are std algorithms. "Device" memory is host memory recorded in
 // a registry, and every copy and kernel entry checks its pointers against it, so the
 // mistakes a GPU would punish (a host pointer where a device one belongs, a copy past an
 // allocation) raise here, where CI runs.

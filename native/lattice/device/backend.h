@@ -2,7 +2,7 @@
 // functors are launched, how it sorts, scans, allocates and copies, and its one atomic.
 // Two implementations of one interface, chosen per translation unit:
 //   - nvcc (__CUDACC__): grid-stride CUDA kernels on the caller's stream, CUB, cudaMalloc;
-//   - a host compiler: the same functors on OpenMP threads, thrust's OMP system, and
+//   - a host compiler: the same functors on OpenMP threads, std sort and scan, and
 //     "device" allocations that are ordinary host memory recorded in a registry, so that a
 //     host pointer passed where a device pointer belongs, or a copy past an allocation,
 //     raises instead of passing silently (a GPU would fault or corrupt memory there).
@@ -29,12 +29,10 @@
 // Each backend's engine lives in its own namespace, so that both can be linked into one module.
 #define IMPLS_ENGINE cuda_engine
 #else
-#include <thrust/scan.h>
-#include <thrust/sort.h>
-#include <thrust/system/omp/execution_policy.h>
-
 #include <algorithm>
 #include <cstring>
+#include <numeric>
+#include <vector>
 #ifndef IMPLS_HOST_DEVICE
 #define IMPLS_HOST_DEVICE
 #endif
@@ -159,15 +157,22 @@ void for_each_index(std::size_t count, const Functor &functor, Stream, const cha
   for (long long i = 0; i < total; ++i) functor(static_cast<std::size_t>(i));
 }
 
+// Sort and scan run sequentially on the host: they are not where device code can go wrong
+// (CUB does them on the GPU), and thrust's OMP system trips UBSan inside its own headers.
 inline void exclusive_sum(const int *in, int *out, int count, Stream) {
-  thrust::exclusive_scan(thrust::omp::par, in, in + count, out);
+  std::exclusive_scan(in, in + count, out, 0);
 }
 
+// Stable, as CUB's radix sort: equal keys keep their input order.
 inline void sort_pairs(const int32_t *keys_in, int32_t *keys_out, const int *values_in, int *values_out, int count,
                        int, Stream) {
-  std::copy(keys_in, keys_in + count, keys_out);
-  std::copy(values_in, values_in + count, values_out);
-  thrust::stable_sort_by_key(thrust::omp::par, keys_out, keys_out + count, values_out);
+  std::vector<int> order(count);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [keys_in](int a, int b) { return keys_in[a] < keys_in[b]; });
+  for (int i = 0; i < count; ++i) {
+    keys_out[i] = keys_in[order[i]];
+    values_out[i] = values_in[order[i]];
+  }
 }
 
 #endif
