@@ -50,3 +50,12 @@ def test_feature_cuda_device_is_counted_when_present():
         pytest.skip("no CUDA device visible to impls._native (CPU-only build or machine)")
     torch = pytest.importorskip("torch")
     assert native._native.cuda_device_count() == torch.cuda.device_count()
+
+
+def test_cardinality_version_is_written_once():
+    """pyproject.toml reads the version from impls/__init__.py; the installed metadata agrees."""
+    import importlib.metadata
+
+    import impls
+
+    assert importlib.metadata.version("impls") == impls.__version__

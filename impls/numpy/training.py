@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from impls import _checks
+from impls._training import nearest_indices
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate"]
 
@@ -36,7 +37,7 @@ def downscale_labels(labels, size):
     """(N, h, w) labels picked by nearest neighbour with pixel centres aligned: output pixel i takes
     input pixel floor((i + 0.5) * H / h). Labels are never averaged, so 255 stays 255."""
     labels = np.asarray(labels)
-    rows, cols = _nearest_indices(labels.shape, size, op="downscale_labels")
+    rows, cols = nearest_indices(labels.shape, size, op="downscale_labels")
     return labels[:, rows][:, :, cols]
 
 
@@ -46,12 +47,3 @@ def poly_learning_rate(base_lr, step, max_steps, power=0.9):
     if step < 0:
         raise ValueError(f"poly_learning_rate: argument 'step' must be >= 0, got {step}")
     return base_lr * max(0.0, 1.0 - step / max_steps) ** power
-
-
-def _nearest_indices(shape, size, *, op):
-    if len(shape) != 3:
-        raise ValueError(f"{op}: argument 'labels' must be (N, H, W), got shape {tuple(shape)}")
-    height, width = (_checks.positive_int(s, op=op, name="size") for s in size)
-    rows = np.floor((np.arange(height) + 0.5) * shape[1] / height).astype(np.int64)
-    cols = np.floor((np.arange(width) + 0.5) * shape[2] / width).astype(np.int64)
-    return rows, cols

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from impls import _checks
 from impls._docs import same_doc_as
+from impls._training import nearest_indices
 from impls.numpy import training as reference
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate", "learning_rate_multipliers"]
@@ -29,7 +30,7 @@ def segmentation_loss(logits, labels):
 @same_doc_as(reference.downscale_labels)
 def downscale_labels(labels, size):
     labels = tf.convert_to_tensor(labels)
-    rows, cols = reference._nearest_indices(tuple(labels.shape), size, op="downscale_labels")
+    rows, cols = nearest_indices(tuple(labels.shape), size, op="downscale_labels")
     return tf.gather(tf.gather(labels, rows, axis=1), cols, axis=2)
 
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from impls import _checks
 from impls._docs import same_doc_as
+from impls._training import nearest_indices
 from impls.numpy import training as reference
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate", "parameter_groups"]
@@ -29,7 +30,7 @@ def segmentation_loss(logits, labels):
 
 @same_doc_as(reference.downscale_labels)
 def downscale_labels(labels, size):
-    rows, cols = reference._nearest_indices(tuple(labels.shape), size, op="downscale_labels")
+    rows, cols = nearest_indices(tuple(labels.shape), size, op="downscale_labels")
     return labels[:, torch.from_numpy(rows).to(labels.device)][:, :, torch.from_numpy(cols).to(labels.device)]
 
 
