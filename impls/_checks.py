@@ -1,11 +1,14 @@
-"""Argument validation shared by every backend, so that all three reject bad input
-with the same exception type and the same message."""
+"""Argument validation shared by every backend and entry point (impls.numpy/torch/tf, impls.native,
+impls.densecrf), so that all reject the same bad input with the same exception type and message:
+a TypeError for a wrong type or dtype, a ValueError for a wrong value or shape."""
 
 from __future__ import annotations
 
 import numbers
 
 import numpy as np
+
+from impls._meanfield import NORMALIZATIONS
 
 SUPPORTED_FLOAT_DTYPES = ("float32", "float64")
 PADDINGS = ("same", "valid")
@@ -99,3 +102,89 @@ def loss_inputs(logits_shape, labels_shape, labels_kind, *, op: str, layout: str
     if tuple(labels_shape) != expected:
         raise ValueError(f"{op}: argument 'labels' must have the logits' (N, H, W) = {expected}, "
                          f"got {tuple(labels_shape)}")
+
+
+def non_negative_int(value, *, op: str, name: str) -> int:
+    """`value` as an int >= 0 (a TypeError for a non-integer, a ValueError for a negative one)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: argument '{name}' must be a non-negative integer, "
+                        f"got {value!r} of type {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{op}: argument '{name}' must be a non-negative integer, got {value}")
+    return int(value)
+
+
+def positive_numbers(value, length: int, *, op: str, name: str) -> tuple[float, ...]:
+    """A positive finite number, or `length` of them, as a tuple of `length` floats."""
+    expected = f"must be a positive number or {length} of them"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = (value,) * length
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{op}: argument '{name}' {expected}, got {value!r}")
+    try:
+        value = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: argument '{name}' {expected}, got {value!r}") from None
+    if len(value) != length or not all(np.isfinite(v) and v > 0 for v in value):
+        raise ValueError(f"{op}: argument '{name}' {expected}, got {value!r}")
+    return value
+
+
+def compat(value, labels: int, *, op: str, name: str = "compat") -> np.ndarray:
+    """pydensecrf's label compatibility as a float64 array: () Potts, (L,) diagonal, or an (L, L)
+    matrix, symmetrised (0.5 (W + W^T), as pydensecrf applies it). Real numbers of any dtype."""
+    if hasattr(value, "detach"):  # a torch tensor, possibly on a GPU
+        value = value.detach().cpu().numpy()
+    given = np.asarray(value)
+    if given.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: argument '{name}' must be a real number or array, got dtype {given.dtype}")
+    array = given.astype(np.float64)
+    expected = {0: (), 1: (labels,), 2: (labels, labels)}
+    if array.ndim not in expected or array.shape != expected[array.ndim]:
+        raise ValueError(f"{op}: argument '{name}' must be a number, a ({labels},) vector or a ({labels}, {labels}) "
+                         f"matrix for {labels} labels, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{op}: argument '{name}' must be finite (no NaN or inf)")
+    return 0.5 * (array + array.T) if array.ndim == 2 else array
+
+
+def normalization(value, *, op: str, name: str = "normalization") -> str:
+    """One of pydensecrf's normalisations by name ("symmetric", "before", "after", "none")."""
+    return one_of(value, tuple(NORMALIZATIONS), op=op, name=name)
+
+
+def crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat,
+                   iterations, normalization_name) -> dict:
+    """The keyword arguments of dense_crf, validated and normalised (shared by every backend)."""
+    op = "dense_crf"
+    return {
+        "gaussian_sxy": positive_numbers(gaussian_sxy, 2, op=op, name="gaussian_sxy"),
+        "bilateral_sxy": positive_numbers(bilateral_sxy, 2, op=op, name="bilateral_sxy"),
+        "bilateral_srgb": positive_numbers(bilateral_srgb, 3, op=op, name="bilateral_srgb"),
+        "gaussian_compat": compat(gaussian_compat, labels, op=op, name="gaussian_compat"),
+        "bilateral_compat": compat(bilateral_compat, labels, op=op, name="bilateral_compat"),
+        "iterations": positive_int(iterations, op=op, name="iterations"),
+        "normalization": normalization(normalization_name, op=op),
+    }
+
+
+def check_crf_inputs(unary_shape, unary_dtype, image_shape, image_dtype, *, layout) -> None:
+    """Shape and dtype checks of dense_crf's tensors, in a backend's layout ("NHWC" or "NCHW")."""
+    op = "dense_crf"
+    float_batch(unary_shape, unary_dtype, op=op, layout=layout.replace("C", "L"), name="unary")
+    channel_axis = layout.index("C")
+    labels = unary_shape[channel_axis]
+    if labels is not None and labels < 2:
+        raise ValueError(f"{op}: argument 'unary' must have at least 2 labels (L), got {labels}")
+    if len(image_shape) != 4:
+        raise ValueError(f"{op}: argument 'image' must be a 4-D ({', '.join(layout)}) RGB tensor, "
+                         f"got shape {tuple(image_shape)}")
+    if image_dtype != "uint8":
+        raise TypeError(f"{op}: argument 'image' must be uint8 RGB (0-255), got {image_dtype}")
+    spatial = [i for i in range(4) if i != channel_axis]
+    expected = tuple(unary_shape[i] for i in spatial)
+    got = tuple(image_shape[i] for i in spatial)
+    if any(e is not None and g is not None and e != g for e, g in zip(expected, got, strict=True)):
+        raise ValueError(f"{op}: argument 'image' must have the unary's (N, H, W) = {expected}, got {got}")
+    if image_shape[channel_axis] is not None and image_shape[channel_axis] != 3:
+        raise ValueError(f"{op}: argument 'image' must have 3 colour channels, got {image_shape[channel_axis]}")

@@ -8,7 +8,6 @@ import numbers
 import numpy as np
 
 from impls import _checks
-from impls._crf_args import crf_parameters
 
 # Initial kernel weights of the reference Caffe model (torrvision/crfasrnn, TVG_CRFRNN prototxt:
 # spatial_filter_weight 3, bilateral_filter_weight 5), as diagonal matrices; the compatibility
@@ -72,7 +71,7 @@ def check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations) 
 
 def kernel_parameters(config) -> dict:
     """dense_crf's parameters of the layer's two kernels (unit compat: the weights apply after)."""
-    return crf_parameters(config["num_classes"], config["theta_gamma"], 1.0, config["theta_alpha"],
+    return _checks.crf_parameters(config["num_classes"], config["theta_gamma"], 1.0, config["theta_alpha"],
                           config["theta_beta"], 1.0, config["iterations"], "after")
 
 

@@ -14,6 +14,7 @@ import contextlib
 import numpy as np
 
 from impls import _checks
+from impls._meanfield import NORMALIZATIONS
 
 try:
     from impls import _native
@@ -26,9 +27,6 @@ else:
 __all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel", "Lattice", "DenseCrf", "threads",
            "instruction_set", "instruction_sets", "profile", "host_engine", "use_host_engine",
            "built_with_device_on_host"]
-
-NORMALIZATION_CODES = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
-
 
 def available() -> bool:
     """True when the compiled extension imports."""
@@ -173,7 +171,7 @@ def _cuda_matrix(value, *, op, name, dtype):
     return value.detach().to(dtype).contiguous()
 
 
-def _float_matrix(value, *, op, name, dtypes=("float32",), columns=None):
+def _float_matrix(value, *, op, name, dtypes=("float32",)):
     """A 2-D host array of one of `dtypes`, strides kept (the C++ side reads any layout and
     checks finiteness itself, in the same pass as its copy)."""
     array = host_array(value, op=op, name=name)
@@ -181,10 +179,8 @@ def _float_matrix(value, *, op, name, dtypes=("float32",), columns=None):
         raise ValueError(f"{op}: argument '{name}' must be 2-D, got shape {array.shape}")
     if array.dtype.name not in dtypes:
         raise TypeError(f"{op}: argument '{name}' must have dtype {' or '.join(dtypes)}, got {array.dtype.name}")
-    if array.shape[0] == 0 or (columns is None and array.shape[1] == 0):
+    if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{op}: argument '{name}' must not be empty, got shape {array.shape}")
-    if columns is not None and array.shape[1] != columns:
-        raise ValueError(f"{op}: argument '{name}' must have {columns} columns, got {array.shape[1]}")
     return array
 
 
@@ -276,10 +272,14 @@ class Lattice:
         return out
 
 
-def _iterations(iterations, op):
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
-        raise ValueError(f"{op}: argument 'iterations' must be a non-negative integer, got {iterations!r}")
-    return int(iterations)
+def mean_field(unary, kernels, params: dict):
+    """The whole mean field of one image in C++: a (P, L) float32 unary, its kernels
+    [(features (P, d), compat)] (impls._meanfield.crf_features), and dense_crf's checked
+    `params` (normalization, iterations). Q (P, L) on the unary's device."""
+    crf = DenseCrf(unary)
+    for features, compat in kernels:
+        crf.add_kernel(features, compat, params["normalization"])
+    return crf.inference(params["iterations"])
 
 
 class DenseCrf:
@@ -309,18 +309,10 @@ class DenseCrf:
         if features.shape[0] != self.num_points:
             raise ValueError(f"DenseCrf.add_kernel: argument 'features' must have {self.num_points} rows, "
                              f"got {features.shape[0]}")
-        compat = np.asarray(compat, np.float64)
-        kinds = {(): 0, (self.num_labels,): 1, (self.num_labels, self.num_labels): 2}
-        if compat.shape not in kinds:
-            raise ValueError(f"DenseCrf.add_kernel: argument 'compat' must be a number, ({self.num_labels},) or "
-                             f"({self.num_labels}, {self.num_labels}), got shape {compat.shape}")
-        if compat.ndim == 2:
-            compat = 0.5 * (compat + compat.T)
-        if normalization not in NORMALIZATION_CODES:
-            raise ValueError(f"DenseCrf.add_kernel: argument 'normalization' must be one of "
-                             f"{tuple(NORMALIZATION_CODES)}, got {normalization!r}")
-        self._crf.add_kernel(features, kinds[compat.shape], np.ascontiguousarray(compat.ravel(), np.float32),
-                             NORMALIZATION_CODES[normalization], _stream_of(features))
+        compat = _checks.compat(compat, self.num_labels, op="DenseCrf.add_kernel")
+        normalization = _checks.normalization(normalization, op="DenseCrf.add_kernel")
+        self._crf.add_kernel(features, compat.ndim, np.ascontiguousarray(compat.ravel(), np.float32),
+                             NORMALIZATIONS[normalization], _stream_of(features))
 
     def set_unary(self, unary):
         """Replace the (P, L) float32 unary (host: any strides, e.g. the transpose of
@@ -337,7 +329,7 @@ class DenseCrf:
         on the CRF's device. `out`, a writable (P, L) float32 array there (host: any strides,
         e.g. the transpose of an (L, P) one), receives them instead of a new array and is
         returned."""
-        iterations = _iterations(iterations, "DenseCrf.inference")
+        iterations = _checks.non_negative_int(iterations, op="DenseCrf.inference", name="iterations")
         if out is None:
             out = _empty(self._like, (self.num_points, self.num_labels), "float32")
         self._check_marginals(out, "DenseCrf.inference", "out")
@@ -346,7 +338,7 @@ class DenseCrf:
 
     def inference_transposed(self, iterations):
         """`inference` in pydensecrf's (L, P) layout, written directly (host CRFs)."""
-        iterations = _iterations(iterations, "DenseCrf.inference_transposed")
+        iterations = _checks.non_negative_int(iterations, op="DenseCrf.inference_transposed", name="iterations")
         return self._crf.inference_transposed(iterations)
 
     def unary(self):

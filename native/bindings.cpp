@@ -628,6 +628,12 @@ NB_MODULE(_native, m) {
   // exits hold lattices past this module's teardown; nanobind would report them as leaks.
   nb::set_leak_warnings(false);
   if (const char *name = std::getenv("IMPLS_NATIVE_HOST_ENGINE")) g_host_engine.store(host_engine_named(name));
+  // The engine's own codes, for a test to hold impls._meanfield.NORMALIZATIONS (pydensecrf's) to.
+  nb::enum_<impls::Normalization>(m, "Normalization", "The C++ engine's normalisation codes (pydensecrf's).")
+      .value("none", impls::Normalization::none)
+      .value("before", impls::Normalization::before)
+      .value("after", impls::Normalization::after)
+      .value("symmetric", impls::Normalization::symmetric);
   m.def("bilinear_kernel", &bilinear_kernel_array, nb::arg("factor"),
         "The FCN bilinear kernel (k x k float64, k = 2f - f % 2), computed in C++.");
   m.def("built_with_cuda", &impls::built_with_cuda, "True when CMake compiled the CUDA sources.");

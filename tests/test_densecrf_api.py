@@ -160,7 +160,7 @@ def test_exception_bad_api_use():
         crf.addPairwiseBilateral(sxy=3, srgb=3, rgbim=np.zeros((4, 3, 3), np.uint8), compat=1)
     with pytest.raises(ValueError, match="argument 'sxy' must be a positive number"):
         crf.addPairwiseGaussian(sxy=0, compat=3)
-    with pytest.raises(ValueError, match="argument 'compat' must have 2 entries"):
+    with pytest.raises(ValueError, match=r"argument 'compat' must be a number, a \(2,\) vector or a \(2, 2\) matrix"):
         crf.addPairwiseGaussian(sxy=3, compat=np.ones(3, np.float32))
     with pytest.raises(ValueError, match="argument 'nlabels' must be at least 2"):
         impls.densecrf.DenseCRF(10, 1)
@@ -191,3 +191,23 @@ def test_exception_bad_compat_is_refused(compat, error, match):
     crf = impls.densecrf.DenseCRF(10, 3)
     with pytest.raises(error, match=match):
         crf.addPairwiseEnergy(np.zeros((2, 10), np.float32), compat=compat)
+
+
+@pytest.mark.parametrize("arguments, error", [
+    (("10", 2), TypeError), ((10.0, 2), TypeError), ((True, 2), TypeError),
+    ((0, 2), ValueError), ((10, -1), ValueError),
+])
+def test_exception_sizes_raise_the_harness_types(arguments, error):
+    """The same fault gets the same exception type as in every other entry point (impls._checks):
+    TypeError for a non-integer, ValueError for a non-positive one."""
+    with pytest.raises(error, match="DenseCRF: argument '(nvar|nlabels)' must be a positive integer"):
+        impls.densecrf.DenseCRF(*arguments)
+
+
+def test_exception_iterations_type_and_value():
+    crf = impls.densecrf.DenseCRF(10, 2)
+    crf.setUnaryEnergy(np.zeros((2, 10), np.float32))
+    with pytest.raises(TypeError, match="argument 'niter' must be a non-negative integer"):
+        crf.inference(1.5)
+    with pytest.raises(ValueError, match="argument 'niter' must be a non-negative integer"):
+        crf.inference(-1)

@@ -59,3 +59,16 @@ def test_cardinality_version_is_written_once():
     import impls
 
     assert importlib.metadata.version("impls") == impls.__version__
+
+
+def test_cardinality_normalization_codes_are_one_table():
+    """impls._meanfield.NORMALIZATIONS is the only table of normalisation names; the C++
+    engine's enum and impls.densecrf's pydensecrf constants must agree with it."""
+    import impls.densecrf
+    from impls import _native
+    from impls._meanfield import NORMALIZATIONS
+
+    assert {member.name: member.value for member in _native.Normalization} == NORMALIZATIONS
+    constants = {"none": impls.densecrf.NO_NORMALIZATION, "before": impls.densecrf.NORMALIZE_BEFORE,
+                 "after": impls.densecrf.NORMALIZE_AFTER, "symmetric": impls.densecrf.NORMALIZE_SYMMETRIC}
+    assert constants == NORMALIZATIONS

@@ -16,12 +16,15 @@ float32), where pydensecrf accepts only float32 arrays (and any Python number fo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from numbers import Number
+from collections.abc import Callable
 
 import numpy as np
 
+from impls import _checks, _meanfield
+from impls._meanfield import NORMALIZATIONS
 from impls.densecrf.utils import (
     create_pairwise_bilateral,
     create_pairwise_gaussian,
@@ -38,76 +41,56 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# pydensecrf's enum values.
+# pydensecrf's enum values; the normalisation codes are impls._meanfield's one table.
 CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
-NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = 0, 1, 2, 3
-_NORMALIZATION_NAMES = {NO_NORMALIZATION: "none", NORMALIZE_BEFORE: "before", NORMALIZE_AFTER: "after",
-                        NORMALIZE_SYMMETRIC: "symmetric"}
+NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = (
+    NORMALIZATIONS[name] for name in ("none", "before", "after", "symmetric"))
+_NORMALIZATION_NAMES = {code: name for name, code in NORMALIZATIONS.items()}
 
 
-class _NumpyEngine:
-    name = "numpy"
+@dataclasses.dataclass(frozen=True)
+class _FrameworkEngine:
+    """impls._meanfield's loop on one backend's operations, with the conversions between
+    pydensecrf's NumPy arrays and the backend's tensors."""
 
-    def __init__(self):
-        from impls.numpy import crf
-
-        self._crf = crf
-
-    def term(self, features, compat, normalization):
-        return self._crf.PairwiseTerm(features, compat, normalization)
-
-    def array(self, values):
-        return values
-
-    def numpy(self, values):
-        return values
-
-    def softmax(self, logits):
-        return self._crf.softmax(logits)
-
-
-class _TorchEngine:
-    name = "torch"
-
-    def __init__(self):
-        import torch
-
-        from impls.torch import crf
-
-        self._torch, self._crf = torch, crf
+    name: str
+    ops: _meanfield.Ops
+    array: Callable  # NumPy -> the backend's tensor
+    numpy: Callable  # the backend's tensor -> NumPy
 
     def term(self, features, compat, normalization):
-        return self._crf.PairwiseTerm(self._torch.from_numpy(features), self._torch.from_numpy(compat), normalization)
-
-    def array(self, values):
-        return self._torch.from_numpy(values)
-
-    def numpy(self, values):
-        return values.numpy()
-
-    def softmax(self, logits):
-        return self._torch.softmax(logits, dim=-1)
+        return _meanfield.PairwiseTerm(self.ops, self.array(features), self.array(compat), normalization)
 
 
-class _NativeEngine:
-    """The whole mean field in impls._native; per-kernel messages for klDivergence come
-    from NumPy lattices built on first use."""
+def _numpy_engine():
+    from impls.numpy import crf
 
-    name = "native"
+    return _FrameworkEngine("numpy", crf.OPS, array=lambda values: values, numpy=lambda values: values)
 
-    def __init__(self):
-        from impls import native
 
-        if not native.available():
-            raise ImportError(f"impls.densecrf: the native engine cannot load impls._native "
-                              f"({native._import_error}); install the package, or use engine='numpy' or 'torch'")
-        self._native = native
+def _torch_engine():
+    import torch
+
+    from impls.torch import crf
+
+    return _FrameworkEngine("torch", crf.OPS, array=torch.from_numpy, numpy=lambda tensor: tensor.numpy())
+
+
+def _native_engine():
+    """The whole mean field in impls._native; the per-kernel messages of klDivergence come
+    from the NumPy engine, whose lattices are built on first use."""
+    from impls import native
+
+    if not native.available():
+        raise ImportError(f"impls.densecrf: the native engine cannot load impls._native "
+                          f"({native._import_error}); install the package, or use engine='numpy' or 'torch'")
+    return _numpy_engine()
 
 
 # Fastest first, as measured by bench/test_bench_crf.py on 2 CPU cores: 500x375 pixels,
 # 21 labels, 10 iterations, median of 5: native 0.28 s, numpy 1.87 s, torch 1.92 s
 # (pydensecrf 0.55 s).
-ENGINES = {"native": _NativeEngine, "numpy": _NumpyEngine, "torch": _TorchEngine}
+ENGINES = {"native": _native_engine, "numpy": _numpy_engine, "torch": _torch_engine}
 
 
 def engine() -> tuple[str, str]:
@@ -137,8 +120,8 @@ class DenseCRF:
     """Fully-connected CRF over `nvar` variables with `nlabels` labels (pydensecrf.densecrf.DenseCRF)."""
 
     def __init__(self, nvar, nlabels, *, engine=None):
-        self._nvar = _positive(nvar, "nvar")
-        self._nlabel = _positive(nlabels, "nlabels")
+        self._nvar = _checks.positive_int(nvar, op="DenseCRF", name="nvar")
+        self._nlabel = _checks.positive_int(nlabels, op="DenseCRF", name="nlabels")
         if self._nlabel < 2:
             raise ValueError(f"DenseCRF: argument 'nlabels' must be at least 2, got {nlabels}")
         if engine is None:
@@ -149,10 +132,8 @@ class DenseCRF:
             raise ValueError(f"DenseCRF: argument 'engine' must be None or one of {tuple(ENGINES)}, got {engine!r}")
         log.info("impls.densecrf: using the %s engine (%s)", self.engine, reason)
         self._native = self.engine == "native"
-        if self._native:
-            _NativeEngine()  # fails here, with the reason, rather than at the first inference
-        # The NumPy engine also serves klDivergence for the native one.
-        self._engine = _NumpyEngine() if self._native else ENGINES[self.engine]()
+        # Set up now, so that a missing engine fails here, with the reason, not at inference.
+        self._engine = ENGINES[self.engine]()
         self._kernels = []  # (features (P, d) float32, compat, normalization name)
         self._native_crf = None  # the native engine's CRF, made by setUnaryEnergy
         self._unary = None  # (P, L) for the other engines
@@ -191,11 +172,12 @@ class DenseCRF:
         """Add a kernel on (nvar, d) float32 features (any strides)."""
         if kernel not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
             raise ValueError(f"argument 'kernel' must be CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel!r}")
-        if normalization not in _NORMALIZATION_NAMES:
+        if isinstance(normalization, bool) or normalization not in _NORMALIZATION_NAMES:
             raise ValueError(f"argument 'normalization' must be one of NO_NORMALIZATION, NORMALIZE_BEFORE, "
                              f"NORMALIZE_AFTER, NORMALIZE_SYMMETRIC, got {normalization!r}")
         # The kernel type only matters for learning its parameters, which this port does not do.
-        kernel_args = (features, _compatibility(compat, self._nlabel), _NORMALIZATION_NAMES[normalization])
+        compat = _checks.compat(compat, self._nlabel, op="DenseCRF").astype(np.float32)
+        kernel_args = (features, compat, _NORMALIZATION_NAMES[normalization])
         if self._native and self._native_crf is not None:
             # As pydensecrf: the lattice is built now, from the features as they are now.
             self._native_crf.add_kernel(*kernel_args)
@@ -208,17 +190,15 @@ class DenseCRF:
 
     def inference(self, niter):
         """Q (nlabels, nvar) float32 after `niter` mean-field iterations."""
-        niter = _non_negative(niter, "niter")
+        niter = _checks.non_negative_int(niter, op="inference", name="niter")
         if self._native:
             return self._require_native().inference_transposed(niter)
-        q = self._engine.softmax(-self._require_unary())
-        for _ in range(niter):
-            q = self._step(q)
+        q = _meanfield.mean_field(self._engine.ops, self._require_unary(), self._pairwise_terms(), niter)
         return np.ascontiguousarray(self._engine.numpy(q).T)
 
     def startInference(self):  # noqa: N802
         """(Q, tmp1, tmp2) to pass to stepInference; Q = softmax(-unary)."""
-        q = self._engine.numpy(self._engine.softmax(-self._require_unary()))
+        q = self._engine.numpy(self._engine.ops.softmax(-self._require_unary()))
         return np.ascontiguousarray(q.T), np.empty(0, np.float32), np.empty(0, np.float32)
 
     def stepInference(self, Q, tmp1=None, tmp2=None):  # noqa: N802, N803
@@ -232,7 +212,8 @@ class DenseCRF:
             self._require_native().step(q)
             Q[...] = q.T
             return
-        q = self._step(self._engine.array(np.ascontiguousarray(Q_array.T)))
+        q = _meanfield.mean_field_step(self._engine.ops, self._require_unary(), self._pairwise_terms(),
+                                       self._engine.array(np.ascontiguousarray(Q_array.T)))
         Q[...] = self._engine.numpy(q).T
 
     def klDivergence(self, Q):  # noqa: N802, N803
@@ -244,12 +225,6 @@ class DenseCRF:
         for term in self._pairwise_terms():
             kl += float(np.sum(self._engine.numpy(q * term.message(q)), dtype=np.float64))
         return kl
-
-    def _step(self, q):
-        logits = -self._require_unary()
-        for term in self._pairwise_terms():
-            logits = logits - term.message(q)
-        return self._engine.softmax(logits)
 
     def _pairwise_terms(self):
         if self._terms is None:
@@ -282,18 +257,20 @@ class DenseCRF2D(DenseCRF):
     """Fully-connected CRF on a w x h image (pydensecrf.densecrf.DenseCRF2D)."""
 
     def __init__(self, w, h, nlabels, *, engine=None):
-        self._w, self._h = _positive(w, "w"), _positive(h, "h")
+        self._w, self._h = (_checks.positive_int(value, op="DenseCRF2D", name=name) for name, value in
+                            (("w", w), ("h", h)))
         super().__init__(self._w * self._h, nlabels, engine=engine)
 
     def addPairwiseGaussian(self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
         """Smoothness kernel on (x / sx, y / sy)."""
-        sxy = _stds(sxy, 2, "sxy")
+        sxy = _stds(sxy, 2, op="addPairwiseGaussian", name="sxy")
         self._add_term(self._grid_features(sxy), compat, kernel, normalization)
 
     def addPairwiseBilateral(self, sxy, srgb, rgbim, compat, kernel=DIAG_KERNEL,  # noqa: N802
                              normalization=NORMALIZE_SYMMETRIC):
         """Appearance kernel on (x / sx, y / sy, r / sr, g / sg, b / sb) of an (h, w, 3) uint8 image."""
-        sxy, srgb = _stds(sxy, 2, "sxy"), _stds(srgb, 3, "srgb")
+        sxy = _stds(sxy, 2, op="addPairwiseBilateral", name="sxy")
+        srgb = _stds(srgb, 3, op="addPairwiseBilateral", name="srgb")
         rgbim = np.asarray(rgbim)
         if rgbim.dtype != np.uint8:
             raise TypeError(f"addPairwiseBilateral: argument 'rgbim' must be uint8, got {rgbim.dtype}")
@@ -313,23 +290,8 @@ class DenseCRF2D(DenseCRF):
         return features.reshape(self._nvar, -1)
 
 
-def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"argument '{name}' must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _non_negative(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"argument '{name}' must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _stds(value, length, name):
-    values = (value,) * length if isinstance(value, Number) else tuple(value)
-    if len(values) != length or not all(np.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"argument '{name}' must be a positive number or {length} of them, got {value!r}")
-    return np.asarray(values, np.float32)
+def _stds(value, length, *, op, name):
+    return np.asarray(_checks.positive_numbers(value, length, op=op, name=name), np.float32)
 
 
 def _float32_matrix(value, name, shape, *, op):
@@ -339,23 +301,4 @@ def _float32_matrix(value, name, shape, *, op):
     if array.ndim != 2 or any(want is not None and got != want for want, got in zip(shape, array.shape, strict=True)):
         want = tuple("?" if s is None else s for s in shape)
         raise ValueError(f"{op}: argument '{name}' must have shape {want}, got {array.shape}")
-    return array
-
-
-def _compatibility(compat, labels):
-    """pydensecrf's compat forms as one float32 array: () Potts, (L,) diagonal, (L, L) matrix (symmetrised)."""
-    given = np.asarray(compat)
-    if given.dtype.kind not in "biuf":
-        raise TypeError(f"argument 'compat' must be a real number or array, got dtype {given.dtype}")
-    array = given.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError("argument 'compat' must be finite (no NaN or inf)")
-    if array.ndim == 2:
-        if array.shape != (labels, labels):
-            raise ValueError(f"argument 'compat' must be ({labels}, {labels}) as a matrix, got {array.shape}")
-        return (0.5 * (array + array.T)).astype(np.float32)
-    if array.ndim == 1 and array.shape != (labels,):
-        raise ValueError(f"argument 'compat' must have {labels} entries as a vector, got {array.shape}")
-    if array.ndim > 2:
-        raise ValueError("argument 'compat' of dimension > 2 is not meaningful")
     return array

@@ -1,6 +1,6 @@
-"""Fully-connected CRF mean-field inference (Krahenbuhl & Koltun, NIPS 2011) in NumPy,
-with pydensecrf's semantics: the reference the other backends and the native lattice
-are checked against, and the pure-NumPy mean field the benchmarks time."""
+"""Fully-connected CRF mean-field inference (Krahenbuhl & Koltun, NIPS 2011) in NumPy, with
+pydensecrf's semantics. Its engine="framework" path (pure NumPy, float64-capable) is the
+oracle the other backends, the native engines and impls.densecrf are checked against."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import logging
 
 import numpy as np
 
-from impls import native
-from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters, normalized_sides
+from impls import _meanfield, native
+from impls._checks import check_crf_inputs, crf_parameters
+from impls._engines import choose_engine
 from impls.numpy.lattice import PermutohedralLattice
 
 log = logging.getLogger("impls")
 
 __all__ = ["dense_crf"]
+
 
 def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
               bilateral_compat=10, iterations=5, normalization="symmetric", engine="auto"):
@@ -33,6 +35,11 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     scaled by n^-1/2 on both sides, n = K 1), NORMALIZE_BEFORE ("before"), NORMALIZE_AFTER
     ("after") and NO_NORMALIZATION ("none").
 
+    Engines: the default, "auto", is the fast path: the native C++/CUDA mean field when it
+    can serve the inputs. The reference is asked for by name: engine="framework" runs the
+    backend's own operations, and `impls.numpy.dense_crf(..., engine="framework")` (pure
+    NumPy, float64-capable) is the oracle every other path is tested against.
+
     Args:
         unary: negative log-probabilities, (N, H, W, L) in NumPy and TF, (N, L, H, W) in
             torch; float32 or float64, finite, L >= 2.
@@ -48,8 +55,8 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
             built and can serve the inputs (float32; CPU, or CUDA with a CUDA build; in
             torch, no gradient required of the unary, otherwise the native filter runs
             under autograd), else the framework's own operations; "native" insists on
-            the native path, "framework" avoids it. The choice is logged (logger
-            "impls", INFO).
+            the native path, "framework" avoids it (the reference). The choice is logged
+            (logger "impls", INFO).
 
     Returns:
         Q, the marginal probabilities, in the unary's layout and dtype; each pixel's
@@ -67,66 +74,13 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     log.info("impls.numpy.dense_crf: %s engine", chosen)
     q = np.empty_like(unary)
     for n in range(batch):
-        kernels = crf_features(image[n], params, unary.dtype)
         pixels = unary[n].reshape(-1, labels)
         if chosen == "native":
-            crf = native.DenseCrf(pixels)
-            for features, compat in kernels:
-                crf.add_kernel(features, compat, params["normalization"])
-            q[n] = crf.inference(params["iterations"]).reshape(height, width, labels)
+            q[n] = native.mean_field(pixels, _meanfield.crf_features(OPS, image[n], params, unary.dtype),
+                                     params).reshape(height, width, labels)
         else:
-            terms = [PairwiseTerm(features, compat, params["normalization"]) for features, compat in kernels]
-            q[n] = mean_field(pixels, terms, params["iterations"]).reshape(height, width, labels)
+            q[n] = _meanfield.infer(OPS, pixels, image[n], params).reshape(height, width, labels)
     return q
-
-
-class PairwiseTerm:
-    """One Gaussian kernel with its normalisation and label compatibility, on a lattice
-    built once: `message(q)` is compat(normalised K q) for (P, L) marginals q."""
-
-    def __init__(self, features, compat, normalization):
-        self.lattice = PermutohedralLattice(features)
-        self.compat = compat
-        self.normalization = normalization
-        norm = self.lattice.filter(np.ones((self.lattice.num_points, 1), self.lattice.dtype))[:, 0]
-        # In double, then rounded, as pydensecrf; its 1e-20 only matters where n = 0.
-        wide = norm.astype(np.float64) + 1e-20
-        inverse = 1.0 / np.sqrt(wide) if normalization == "symmetric" else 1.0 / wide
-        self.scale = inverse.astype(norm.dtype)[:, None]
-
-    def filter(self, q, *, transpose=False):
-        """Normalised kernel applied to (P, C) values; `transpose` applies its adjoint."""
-        scaled_before, scaled_after = normalized_sides(self.normalization, transpose=transpose)
-        values = q * self.scale if scaled_before else q
-        values = self.lattice.filter(values, reverse=transpose)
-        return values * self.scale if scaled_after else values
-
-    def message(self, q):
-        return apply_compat(self.compat, self.filter(q))
-
-
-def apply_compat(compat, filtered):
-    """pydensecrf's label compatibility applied to (P, L) filtered marginals."""
-    if compat.ndim == 0:
-        return -compat * filtered
-    if compat.ndim == 1:
-        return filtered * compat
-    return filtered @ compat.T
-
-
-def mean_field(unary, terms, iterations):
-    """`iterations` mean-field updates from Q = softmax(-unary); (P, L) in, (P, L) out."""
-    q = softmax(-unary)
-    for _ in range(iterations):
-        q = mean_field_step(unary, terms, q)
-    return q
-
-
-def mean_field_step(unary, terms, q):
-    logits = -unary
-    for term in terms:
-        logits = logits - term.message(q)
-    return softmax(logits)
 
 
 def softmax(logits):
@@ -134,22 +88,23 @@ def softmax(logits):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def crf_features(image, params, dtype):
-    """[(features (P, d), compat)] of the smoothness and appearance kernels of one HWC image,
-    in pydensecrf DenseCRF2D's order (x, y[, r, g, b]); kernels with compat 0 left out."""
+def _pixel_positions(image, dtype):
     height, width = image.shape[:2]
-    dtype = np.dtype(dtype).type
     y, x = np.meshgrid(np.arange(height, dtype=dtype), np.arange(width, dtype=dtype), indexing="ij")
-    positions = np.stack([x.ravel(), y.ravel()], axis=1)
-    kernels = []
-    if not _is_zero(params["gaussian_compat"]):
-        kernels.append((positions / np.asarray(params["gaussian_sxy"], dtype), params["gaussian_compat"].astype(dtype)))
-    if not _is_zero(params["bilateral_compat"]):
-        colours = image.reshape(-1, image.shape[-1]).astype(dtype) / np.asarray(params["bilateral_srgb"], dtype)
-        spatial = positions / np.asarray(params["bilateral_sxy"], dtype)
-        kernels.append((np.concatenate([spatial, colours], axis=1), params["bilateral_compat"].astype(dtype)))
-    return kernels
+    return np.stack([x.ravel(), y.ravel()], axis=1)
 
 
-def _is_zero(compat):
-    return compat.ndim == 0 and compat == 0
+OPS = _meanfield.Ops(
+    lattice=PermutohedralLattice,
+    softmax=softmax,
+    matmul_transposed=lambda a, b: a @ b.T,
+    ones_column=lambda features: np.ones((features.shape[0], 1), features.dtype),
+    stop_gradient=lambda x: x,
+    to_float64=lambda x: x.astype(np.float64),
+    cast_like=lambda x, like: x.astype(like.dtype),
+    sqrt=np.sqrt,
+    constant=lambda values, dtype, like: np.asarray(values, dtype),
+    concat_columns=lambda columns: np.concatenate(columns, axis=1),
+    pixel_positions=_pixel_positions,
+    pixel_colours=lambda image, dtype: image.reshape(-1, image.shape[-1]).astype(dtype),
+)

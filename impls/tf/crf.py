@@ -1,16 +1,16 @@
-"""Fully-connected CRF mean-field inference in TensorFlow 2, layout (N, H, W, L); each
-image gets its own lattices."""
+"""Fully-connected CRF mean-field inference in TensorFlow 2, layout (N, H, W, L): impls._meanfield's
+loop on TF operations; each image gets its own lattices."""
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
 import tensorflow as tf
 
-from impls import native
-from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters, normalized_sides
+from impls import _meanfield, native
+from impls._checks import check_crf_inputs, crf_parameters
 from impls._docs import same_doc_as
+from impls._engines import choose_engine
 from impls.numpy import crf as reference
 from impls.tf.lattice import NativeLattice, PermutohedralLattice
 
@@ -35,13 +35,11 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
                            and "GPU" not in unary.device.upper(),
                            why_not="it needs impls._native built, a float32 CPU unary and eager execution")
     # Even on the native path the mean field stays in TF ops, so that tapes see the gradient.
-    lattice = NativeLattice if chosen == "native" else PermutohedralLattice
+    ops = ops_for(chosen)
     log.info("impls.tf.dense_crf: %s", "native lattice, TF mean field" if chosen == "native" else "TF ops")
 
     def one_image(single_unary, single_image):
-        terms = [PairwiseTerm(features, compat, params["normalization"], lattice=lattice)
-                 for features, compat in crf_features(single_image, params, unary.dtype)]
-        q = mean_field(tf.reshape(single_unary, [-1, labels]), terms, params["iterations"])
+        q = _meanfield.infer(ops, tf.reshape(single_unary, [-1, labels]), single_image, params)
         return tf.reshape(q, [shape[1], shape[2], labels])
 
     if eager:
@@ -49,61 +47,29 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     return tf.map_fn(lambda pair: one_image(*pair), (unary, image), fn_output_signature=unary.dtype)
 
 
-class PairwiseTerm:
-    """One Gaussian kernel with its normalisation and compatibility (see impls.numpy.crf)."""
-
-    def __init__(self, features, compat, normalization, *, lattice=PermutohedralLattice):
-        self.lattice = lattice(features)
-        self.compat = compat
-        self.normalization = normalization
-        norm = tf.stop_gradient(self.lattice.filter(tf.ones([tf.shape(features)[0], 1], features.dtype))[:, 0])
-        wide = tf.cast(norm, tf.float64) + 1e-20
-        inverse = tf.math.rsqrt(wide) if normalization == "symmetric" else 1.0 / wide
-        self.scale = tf.cast(inverse, norm.dtype)[:, None]
-
-    def filter(self, q, *, transpose=False):
-        scaled_before, scaled_after = normalized_sides(self.normalization, transpose=transpose)
-        values = q * self.scale if scaled_before else q
-        values = self.lattice.filter(values, reverse=transpose)
-        return values * self.scale if scaled_after else values
-
-    def message(self, q):
-        return apply_compat(self.compat, self.filter(q))
-
-
-def apply_compat(compat, filtered):
-    if compat.shape.rank == 0:
-        return -compat * filtered
-    if compat.shape.rank == 1:
-        return filtered * compat
-    return tf.matmul(filtered, compat, transpose_b=True)
-
-
-def mean_field(unary, terms, iterations):
-    q = tf.nn.softmax(-unary, axis=-1)
-    for _ in range(iterations):
-        logits = -unary
-        for term in terms:
-            logits = logits - term.message(q)
-        q = tf.nn.softmax(logits, axis=-1)
-    return q
-
-
-def crf_features(image, params, dtype):
-    """[(features (P, d), compat)] of one (H, W, 3) image, as impls.numpy.crf.crf_features."""
+def _pixel_positions(image, dtype):
     shape = tf.shape(image)
     y, x = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing="ij")
-    positions = tf.cast(tf.stack([tf.reshape(x, [-1]), tf.reshape(y, [-1])], axis=1), dtype)
-    kernels = []
-    if not _is_zero(params["gaussian_compat"]):
-        sxy = tf.constant(params["gaussian_sxy"], dtype)
-        kernels.append((positions / sxy, tf.constant(params["gaussian_compat"], dtype)))
-    if not _is_zero(params["bilateral_compat"]):
-        colours = tf.cast(tf.reshape(image, [-1, 3]), dtype) / tf.constant(params["bilateral_srgb"], dtype)
-        spatial = positions / tf.constant(params["bilateral_sxy"], dtype)
-        kernels.append((tf.concat([spatial, colours], axis=1), tf.constant(params["bilateral_compat"], dtype)))
-    return kernels
+    return tf.cast(tf.stack([tf.reshape(x, [-1]), tf.reshape(y, [-1])], axis=1), dtype)
 
 
-def _is_zero(compat):
-    return np.ndim(compat) == 0 and compat == 0
+OPS = _meanfield.Ops(
+    lattice=PermutohedralLattice,
+    softmax=lambda logits: tf.nn.softmax(logits, axis=-1),
+    matmul_transposed=lambda a, b: tf.matmul(a, b, transpose_b=True),
+    ones_column=lambda features: tf.ones([tf.shape(features)[0], 1], features.dtype),
+    stop_gradient=tf.stop_gradient,
+    to_float64=lambda x: tf.cast(x, tf.float64),
+    cast_like=lambda x, like: tf.cast(x, like.dtype),
+    sqrt=tf.sqrt,
+    constant=lambda values, dtype, like: tf.constant(values, dtype),
+    concat_columns=lambda columns: tf.concat(columns, axis=1),
+    pixel_positions=_pixel_positions,
+    pixel_colours=lambda image, dtype: tf.cast(tf.reshape(image, [-1, 3]), dtype),
+)
+NATIVE_OPS = OPS.with_lattice(NativeLattice)
+
+
+def ops_for(engine: str) -> _meanfield.Ops:
+    """The operations table of an engine chosen by impls._engines.choose_engine."""
+    return NATIVE_OPS if engine == "native" else OPS

@@ -6,10 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from impls import _crfrnn, native
+from impls import _crfrnn, _meanfield, native
 from impls._docs import same_doc_as
-from impls.tf.crf import PairwiseTerm, crf_features
-from impls.tf.lattice import NativeLattice, PermutohedralLattice
+from impls.tf.crf import ops_for
 
 __all__ = ["CrfRnn"]
 
@@ -35,21 +34,20 @@ class CrfRnn(keras.layers.Layer):
         if tf.executing_eagerly():
             if not bool(tf.reduce_all(tf.math.is_finite(logits))):
                 raise ValueError("CrfRnn: argument 'logits' must be finite (no NaN or inf)")
-            lattice = NativeLattice if native.available() and "GPU" not in logits.device.upper() \
-                else PermutohedralLattice
-            return tf.stack([self._one_image(logits[n], image[n], lattice) for n in range(logits.shape[0])])
+            ops = ops_for("native" if native.available() and "GPU" not in logits.device.upper() else "framework")
+            return tf.stack([self._one_image(logits[n], image[n], ops) for n in range(logits.shape[0])])
         logits = tf.debugging.assert_all_finite(logits, "CrfRnn: argument 'logits' must be finite (no NaN or inf)")
         # Traced (tf.function, model.fit): the native lattice needs concrete features, so TF's own.
         return tf.map_fn(self._one_traced_image, (logits, image), fn_output_signature=logits.dtype)
 
     def _one_traced_image(self, pair):
-        return self._one_image(*pair, PermutohedralLattice)
+        return self._one_image(*pair, ops_for("framework"))
 
-    def _one_image(self, logits, image, lattice):
+    def _one_image(self, logits, image, ops):
         shape = tf.shape(logits)
         classes = self.config["num_classes"]
-        spatial, bilateral = (PairwiseTerm(features, compat, "after", lattice=lattice)
-                              for features, compat in crf_features(image, self._kernels, logits.dtype))
+        spatial, bilateral = _meanfield.pairwise_terms(
+            ops, _meanfield.crf_features(ops, image, self._kernels, logits.dtype), "after")
         logits = tf.reshape(logits, [-1, classes])
         spatial_weights, bilateral_weights, compatibility = (
             tf.cast(w, logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,

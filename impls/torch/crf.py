@@ -1,5 +1,5 @@
-"""Fully-connected CRF mean-field inference in PyTorch, layout (N, L, H, W); each image
-gets its own lattices, built on the tensors' device."""
+"""Fully-connected CRF mean-field inference in PyTorch, layout (N, L, H, W): impls._meanfield's
+loop on torch operations; each image gets its own lattices, built on the tensors' device."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import logging
 
 import torch
 
-from impls import native
-from impls._crf_args import check_crf_inputs, choose_engine, crf_parameters, normalized_sides
+from impls import _meanfield, native
+from impls._checks import check_crf_inputs, crf_parameters
 from impls._docs import same_doc_as
+from impls._engines import choose_engine
 from impls.numpy import crf as reference
 from impls.torch.lattice import NativeLattice, PermutohedralLattice
 
@@ -41,85 +42,43 @@ def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=
     whole_loop = chosen == "native" and not (torch.is_grad_enabled() and unary.requires_grad)
     log.info("impls.torch.dense_crf: %s", "native mean field" if whole_loop else
              "native lattice under autograd" if chosen == "native" else f"torch ops on {unary.device}")
+    ops = ops_for(chosen)
     results = []
     for n in range(batch):
-        kernels = crf_features(image[n], params, unary.dtype)
         pixels = unary[n].permute(1, 2, 0).reshape(-1, labels)
         if whole_loop:
-            crf = native.DenseCrf(pixels)
-            for features, compat in kernels:
-                crf.add_kernel(features, compat.cpu().numpy(), params["normalization"])
-            q = crf.inference(params["iterations"])
+            q = native.mean_field(pixels, _meanfield.crf_features(ops, image[n], params, unary.dtype), params)
             q = q if isinstance(q, torch.Tensor) else torch.from_numpy(q)
         else:
-            lattice = NativeLattice if chosen == "native" else PermutohedralLattice
-            terms = [PairwiseTerm(features, compat, params["normalization"], lattice=lattice)
-                     for features, compat in kernels]
-            q = mean_field(pixels, terms, params["iterations"])
+            q = _meanfield.infer(ops, pixels, image[n], params)
         results.append(q.reshape(height, width, labels).permute(2, 0, 1))
     return torch.stack(results)
 
 
-class PairwiseTerm:
-    """One Gaussian kernel with its normalisation and compatibility (see impls.numpy.crf)."""
-
-    def __init__(self, features, compat, normalization, *, lattice=PermutohedralLattice):
-        self.lattice = lattice(features)
-        self.compat = compat
-        self.normalization = normalization
-        with torch.no_grad():
-            norm = self.lattice.filter(features.new_ones(self.lattice.num_points, 1))[:, 0]
-        wide = norm.double() + 1e-20
-        inverse = wide.rsqrt() if normalization == "symmetric" else wide.reciprocal()
-        self.scale = inverse.to(norm.dtype)[:, None]
-
-    def filter(self, q, *, transpose=False):
-        scaled_before, scaled_after = normalized_sides(self.normalization, transpose=transpose)
-        values = q * self.scale if scaled_before else q
-        values = self.lattice.filter(values, reverse=transpose)
-        return values * self.scale if scaled_after else values
-
-    def message(self, q):
-        return apply_compat(self.compat, self.filter(q))
-
-
-def apply_compat(compat, filtered):
-    if compat.ndim == 0:
-        return -compat * filtered
-    if compat.ndim == 1:
-        return filtered * compat
-    return filtered @ compat.T
-
-
-def mean_field(unary, terms, iterations):
-    q = torch.softmax(-unary, dim=-1)
-    for _ in range(iterations):
-        logits = -unary
-        for term in terms:
-            logits = logits - term.message(q)
-        q = torch.softmax(logits, dim=-1)
-    return q
-
-
-def crf_features(image, params, dtype):
-    """[(features (P, d), compat)] of one (3, H, W) image, as impls.numpy.crf.crf_features."""
+def _pixel_positions(image, dtype):
     _, height, width = image.shape
-    device = image.device
-    y, x = torch.meshgrid(torch.arange(height, dtype=dtype, device=device),
-                          torch.arange(width, dtype=dtype, device=device), indexing="ij")
-    positions = torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
-    kernels = []
-    if not _is_zero(params["gaussian_compat"]):
-        sxy = torch.tensor(params["gaussian_sxy"], dtype=dtype, device=device)
-        kernels.append((positions / sxy, torch.as_tensor(params["gaussian_compat"], dtype=dtype, device=device)))
-    if not _is_zero(params["bilateral_compat"]):
-        srgb = torch.tensor(params["bilateral_srgb"], dtype=dtype, device=device)
-        sxy = torch.tensor(params["bilateral_sxy"], dtype=dtype, device=device)
-        colours = image.permute(1, 2, 0).reshape(-1, 3).to(dtype) / srgb
-        features = torch.cat([positions / sxy, colours], dim=1)
-        kernels.append((features, torch.as_tensor(params["bilateral_compat"], dtype=dtype, device=device)))
-    return kernels
+    y, x = torch.meshgrid(torch.arange(height, dtype=dtype, device=image.device),
+                          torch.arange(width, dtype=dtype, device=image.device), indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
 
 
-def _is_zero(compat):
-    return compat.ndim == 0 and compat == 0
+OPS = _meanfield.Ops(
+    lattice=PermutohedralLattice,
+    softmax=lambda logits: torch.softmax(logits, dim=-1),
+    matmul_transposed=lambda a, b: a @ b.T,
+    ones_column=lambda features: features.new_ones(features.shape[0], 1),
+    stop_gradient=lambda x: x.detach(),
+    to_float64=lambda x: x.double(),
+    cast_like=lambda x, like: x.to(like.dtype),
+    sqrt=torch.sqrt,
+    constant=lambda values, dtype, like: torch.as_tensor(values, dtype=dtype, device=like.device),
+    concat_columns=lambda columns: torch.cat(columns, dim=1),
+    pixel_positions=_pixel_positions,
+    pixel_colours=lambda image, dtype: image.permute(1, 2, 0).reshape(-1, image.shape[0]).to(dtype),
+)
+NATIVE_OPS = OPS.with_lattice(NativeLattice)
+
+
+def ops_for(engine: str) -> _meanfield.Ops:
+    """The operations table of an engine chosen by impls._engines.choose_engine."""
+    return NATIVE_OPS if engine == "native" else OPS

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from impls import _crfrnn, native
+from impls import _crfrnn, _meanfield, native
 from impls._docs import same_doc_as
-from impls.torch.crf import PairwiseTerm, crf_features
-from impls.torch.lattice import NativeLattice, PermutohedralLattice
+from impls.torch.crf import ops_for
 
 __all__ = ["CrfRnn"]
 
@@ -32,9 +31,9 @@ class CrfRnn(torch.nn.Module):
 
     def _one_image(self, logits, image):
         classes, height, width = logits.shape
-        lattice = self._lattice_type(logits)
-        spatial, bilateral = (PairwiseTerm(features, compat, "after", lattice=lattice)
-                              for features, compat in crf_features(image, self._kernels, logits.dtype))
+        ops = self._ops(logits)
+        spatial, bilateral = _meanfield.pairwise_terms(
+            ops, _meanfield.crf_features(ops, image, self._kernels, logits.dtype), "after")
         logits = logits.permute(1, 2, 0).reshape(-1, classes)
         weights = [w.to(logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,
                                                 self.compatibility_matrix)]
@@ -46,9 +45,9 @@ class CrfRnn(torch.nn.Module):
         return q.reshape(height, width, classes).permute(2, 0, 1)
 
     @staticmethod
-    def _lattice_type(logits):
+    def _ops(logits):
         on_device = logits.device.type == "cpu" or (logits.device.type == "cuda" and native.has_cuda())
-        return NativeLattice if native.available() and on_device else PermutohedralLattice
+        return ops_for("native" if native.available() and on_device else "framework")
 
     def _check(self, logits, image):
         for name, tensor in (("logits", logits), ("image", image)):

@@ -1,0 +1,129 @@
+"""The dense CRF's mean field with pydensecrf's semantics, written once for every backend.
+
+The math here never names a framework: each backend hands it an `Ops` table (its softmax,
+matmul, casts, pixel grid in its layout, and its permutohedral lattice). `impls.numpy`,
+`impls.torch`, `impls.tf`, their CRF-as-RNN layers and `impls.densecrf` all run these
+functions; only the native C++/CUDA engines have their own loop (they are what this one
+checks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# pydensecrf's NormalizationType codes (NO_NORMALIZATION ... NORMALIZE_SYMMETRIC), the one
+# table of names: impls.densecrf's constants, impls.native's codes and the checks read it,
+# and a test holds the C++ enum (impls._native.Normalization) to it.
+NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
+
+# Which side(s) of the lattice filter each normalisation scales: (before, after).
+_SCALED_SIDES = {"none": (False, False), "before": (True, False), "after": (False, True),
+                 "symmetric": (True, True)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Ops:
+    """The operations a backend supplies; tensors are (P, C) unless said otherwise."""
+
+    lattice: Callable[[Any], Any]  # features (P, d) -> an object with .filter(values)
+    softmax: Callable[[Any], Any]  # over the last axis
+    matmul_transposed: Callable[[Any, Any], Any]  # a @ b^T
+    ones_column: Callable[[Any], Any]  # (P, 1) ones of the dtype and device of (P, d) features
+    stop_gradient: Callable[[Any], Any]
+    to_float64: Callable[[Any], Any]
+    cast_like: Callable[[Any, Any], Any]  # (x, like): x in like's dtype
+    sqrt: Callable[[Any], Any]
+    constant: Callable[[Any, Any, Any], Any]  # (values, dtype, like): a tensor on like's device
+    concat_columns: Callable[[list], Any]
+    pixel_positions: Callable[[Any, Any], Any]  # (one image in the backend's layout, dtype) -> (P, 2) (x, y)
+    pixel_colours: Callable[[Any, Any], Any]  # (one image, dtype) -> (P, 3) (r, g, b)
+
+    def with_lattice(self, lattice) -> Ops:
+        return dataclasses.replace(self, lattice=lattice)
+
+
+class PairwiseTerm:
+    """One Gaussian kernel with its normalisation and label compatibility, on a lattice
+    built once: `message(q)` is compat(normalised K q) for (P, L) marginals q."""
+
+    def __init__(self, ops: Ops, features, compat, normalization: str):
+        self.ops = ops
+        self.lattice = ops.lattice(features)
+        self.compat = compat
+        self.scaled_before, self.scaled_after = _SCALED_SIDES[normalization]
+        norm = ops.stop_gradient(self.lattice.filter(ops.ones_column(features)))[:, 0]
+        # In double, then rounded, as pydensecrf; its 1e-20 only matters where n = K 1 = 0.
+        wide = ops.to_float64(norm) + 1e-20
+        inverse = 1.0 / (ops.sqrt(wide) if normalization == "symmetric" else wide)
+        self.scale = ops.cast_like(inverse, norm)[:, None]
+
+    def filter(self, q):
+        """The normalised kernel applied to (P, C) values."""
+        values = q * self.scale if self.scaled_before else q
+        values = self.lattice.filter(values)
+        return values * self.scale if self.scaled_after else values
+
+    def message(self, q):
+        return apply_compat(self.ops, self.compat, self.filter(q))
+
+
+def apply_compat(ops: Ops, compat, filtered):
+    """pydensecrf's label compatibility applied to (P, L) filtered marginals: a number is
+    Potts (-w KQ: a positive w rewards agreeing labels), an (L,) vector diagonal, an (L, L)
+    matrix W gives KQ W^T."""
+    if compat.ndim == 0:
+        return -compat * filtered
+    if compat.ndim == 1:
+        return filtered * compat
+    return ops.matmul_transposed(filtered, compat)
+
+
+def mean_field(ops: Ops, unary, terms, iterations: int):
+    """`iterations` mean-field updates from Q = softmax(-unary); (P, L) in, (P, L) out."""
+    q = ops.softmax(-unary)
+    for _ in range(iterations):
+        q = mean_field_step(ops, unary, terms, q)
+    return q
+
+
+def mean_field_step(ops: Ops, unary, terms, q):
+    """Q = softmax(-unary - sum over kernels of their messages)."""
+    logits = -unary
+    for term in terms:
+        logits = logits - term.message(q)
+    return ops.softmax(logits)
+
+
+def crf_features(ops: Ops, image, params: dict, dtype) -> list:
+    """[(features (P, d), compat)] of the smoothness and appearance kernels of one image, in
+    pydensecrf DenseCRF2D's order (x / sxy, y / sxy[, r / srgb, g / srgb, b / srgb]); kernels
+    with compat 0 are left out. `params` are impls._checks.crf_parameters'."""
+    positions = ops.pixel_positions(image, dtype)
+    kernels = []
+    if not _is_zero(params["gaussian_compat"]):
+        sxy = ops.constant(params["gaussian_sxy"], dtype, image)
+        kernels.append((positions / sxy, ops.constant(params["gaussian_compat"], dtype, image)))
+    if not _is_zero(params["bilateral_compat"]):
+        sxy = ops.constant(params["bilateral_sxy"], dtype, image)
+        colours = ops.pixel_colours(image, dtype) / ops.constant(params["bilateral_srgb"], dtype, image)
+        features = ops.concat_columns([positions / sxy, colours])
+        kernels.append((features, ops.constant(params["bilateral_compat"], dtype, image)))
+    return kernels
+
+
+def pairwise_terms(ops: Ops, kernels, normalization: str) -> list[PairwiseTerm]:
+    return [PairwiseTerm(ops, features, compat, normalization) for features, compat in kernels]
+
+
+def infer(ops: Ops, unary, image, params: dict):
+    """Q (P, L) of one image: its kernels, their lattices, and the mean field."""
+    kernels = crf_features(ops, image, params, unary.dtype)
+    return mean_field(ops, unary, pairwise_terms(ops, kernels, params["normalization"]), params["iterations"])
+
+
+def _is_zero(compat) -> bool:
+    return np.ndim(compat) == 0 and compat == 0
