@@ -15,6 +15,7 @@ import numpy as np
 
 from impls import _checks
 from impls._meanfield import NORMALIZATIONS
+from impls._types import Compat, Tensor
 
 try:
     from impls import _native
@@ -53,7 +54,7 @@ def has_cuda() -> bool:
 
 
 @contextlib.contextmanager
-def threads(count):
+def threads(count: int):
     """Run the native calls made from this Python thread on `count` OpenMP threads inside the
     block (results do not depend on it; only the time does)."""
     count = _checks.positive_int(count, op="threads", name="count")
@@ -94,13 +95,13 @@ def profile():
         phases.update({name: value for name, value in module.profile_read().items() if value[1]})
 
 
-def bilinear_kernel(factor):
+def bilinear_kernel(factor: int) -> np.ndarray:
     """`impls.numpy.bilinear_kernel` computed in C++ (float64, (k, k))."""
     factor = _checks.positive_int(factor, op="bilinear_kernel", name="factor")
     return _module().bilinear_kernel(factor)
 
 
-def host_array(value, *, op, name):
+def host_array(value, *, op: str, name: str) -> np.ndarray:
     """`value` as a NumPy array on the host: NumPy as is, CPU torch/TF tensors without a copy;
     device tensors are refused with a message saying why."""
     device = str(getattr(value, "device", "cpu"))
@@ -125,7 +126,7 @@ def host_engine() -> str:
 
 
 @contextlib.contextmanager
-def use_host_engine(name):
+def use_host_engine(name: str):
     """Inside the block, Lattice and DenseCrf objects built from host arrays use `name`:
     "cpu" or "device" (the CUDA engine's code on host threads, to check device code without
     a GPU). Objects keep the engine they were built with. Process-wide: not for use while
@@ -223,7 +224,7 @@ class Lattice:
     host lattice (NumPy results); CUDA torch features a lattice on their device (CUDA torch
     results, work on the current stream)."""
 
-    def __init__(self, features):
+    def __init__(self, features: Tensor):
         features = _matrix(features, op="Lattice", name="features", dtypes=("float32", "float64"), cast="float32")
         if features.shape[1] > 63:
             raise ValueError(f"Lattice: argument 'features' must have at most 63 dimensions, got {features.shape[1]}")
@@ -252,7 +253,7 @@ class Lattice:
         """(P, d+1) barycentric weights of each point's simplex vertices (host lattices)."""
         return self._lattice.weights
 
-    def filter(self, values, *, reverse=False):
+    def filter(self, values: Tensor, *, reverse: bool = False) -> Tensor:
         """(P, C) values splatted, blurred and sliced; `reverse` applies the transposed filter.
         Values live on the lattice's device; so does the result."""
         _same_device(values, self._features_like, op="Lattice.filter", name="values")
@@ -272,7 +273,7 @@ class Lattice:
         return out
 
 
-def mean_field(unary, kernels, params: dict):
+def mean_field(unary: Tensor, kernels: list, params: dict) -> Tensor:
     """The whole mean field of one image in C++: a (P, L) float32 unary, its kernels
     [(features (P, d), compat)] (impls._meanfield.crf_features), and dense_crf's checked
     `params` (normalization, iterations). Q (P, L) on the unary's device."""
@@ -287,7 +288,7 @@ class DenseCrf:
     C++: one lattice per kernel, built once; no Python per iteration. A host unary gives a
     host CRF (NumPy arrays), a CUDA torch unary one on its device (every later array on it)."""
 
-    def __init__(self, unary):
+    def __init__(self, unary: Tensor):
         unary = _matrix(unary, op="DenseCrf", name="unary")
         if unary.shape[1] < 2:
             raise ValueError(f"DenseCrf: argument 'unary' must have at least 2 labels, got {unary.shape[1]}")
@@ -300,7 +301,7 @@ class DenseCrf:
         """"cpu", "cuda" or "device-on-host" (see `host_engine`)."""
         return self._crf.engine
 
-    def add_kernel(self, features, compat, normalization="symmetric"):
+    def add_kernel(self, features: Tensor, compat: Compat, normalization: str = "symmetric") -> None:
         """Add a Gaussian kernel on (P, d) features with a pydensecrf compatibility (number:
         Potts, (L,): diagonal, (L, L): matrix, symmetrised here) and normalisation."""
         _same_device(features, self._like, op="DenseCrf.add_kernel", name="features")
@@ -314,7 +315,7 @@ class DenseCrf:
         self._crf.add_kernel(features, compat.ndim, np.ascontiguousarray(compat.ravel(), np.float32),
                              NORMALIZATIONS[normalization], _stream_of(features))
 
-    def set_unary(self, unary):
+    def set_unary(self, unary: Tensor) -> None:
         """Replace the (P, L) float32 unary (host: any strides, e.g. the transpose of
         pydensecrf's (L, P)); the kernels and their lattices stay."""
         _same_device(unary, self._like, op="DenseCrf.set_unary", name="unary")
@@ -324,7 +325,7 @@ class DenseCrf:
                              f"({self.num_points}, {self.num_labels}), got {tuple(unary.shape)}")
         self._crf.set_unary(unary, _stream_of(unary))
 
-    def inference(self, iterations, *, out=None):
+    def inference(self, iterations: int, *, out: Tensor | None = None) -> Tensor:
         """(P, L) marginals after `iterations` (>= 0) mean-field updates from softmax(-unary),
         on the CRF's device. `out`, a writable (P, L) float32 array there (host: any strides,
         e.g. the transpose of an (L, P) one), receives them instead of a new array and is
@@ -336,16 +337,16 @@ class DenseCrf:
         self._crf.inference_into(iterations, out, _stream_of(out))
         return out
 
-    def inference_transposed(self, iterations):
+    def inference_transposed(self, iterations: int) -> np.ndarray:
         """`inference` in pydensecrf's (L, P) layout, written directly (host CRFs)."""
         iterations = _checks.non_negative_int(iterations, op="DenseCrf.inference_transposed", name="iterations")
         return self._crf.inference_transposed(iterations)
 
-    def unary(self):
+    def unary(self) -> np.ndarray:
         """A (P, L) copy of the unary (host CRFs)."""
         return self._crf.unary()
 
-    def step(self, q):
+    def step(self, q: Tensor) -> None:
         """One mean-field update of (P, L) float32 marginals `q`, in place, on the CRF's device."""
         self._check_marginals(q, "DenseCrf.step", "q")
         self._crf.step(q, _stream_of(q))

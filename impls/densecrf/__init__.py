@@ -25,6 +25,7 @@ import numpy as np
 
 from impls import _checks, _meanfield
 from impls._meanfield import NORMALIZATIONS
+from impls._types import Compat, Sizes
 from impls.densecrf.utils import (
     create_pairwise_bilateral,
     create_pairwise_gaussian,
@@ -119,7 +120,7 @@ def _chosen_engine() -> tuple[str, str]:
 class DenseCRF:
     """Fully-connected CRF over `nvar` variables with `nlabels` labels (pydensecrf.densecrf.DenseCRF)."""
 
-    def __init__(self, nvar, nlabels, *, engine=None):
+    def __init__(self, nvar: int, nlabels: int, *, engine: str | None = None):
         self._nvar = _checks.positive_int(nvar, op="DenseCRF", name="nvar")
         self._nlabel = _checks.positive_int(nlabels, op="DenseCRF", name="nlabels")
         if self._nlabel < 2:
@@ -139,7 +140,7 @@ class DenseCRF:
         self._unary = None  # (P, L) for the other engines
         self._terms = None
 
-    def setUnaryEnergy(self, u, f=None):  # noqa: N802 (pydensecrf's name)
+    def setUnaryEnergy(self, u: np.ndarray, f: None = None) -> None:  # noqa: N802 (pydensecrf's name)
         """Set the unary: u (nlabels, nvar) float32, negative log-probabilities."""
         if f is not None:
             raise NotImplementedError("setUnaryEnergy: the learned LogisticUnary (argument 'f') is not supported")
@@ -161,7 +162,8 @@ class DenseCRF:
             raise ValueError("setUnaryEnergy: argument 'u' must be finite (no NaN or inf)")
         self._unary = self._engine.array(np.ascontiguousarray(u.T))
 
-    def addPairwiseEnergy(self, features, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
+    def addPairwiseEnergy(self, features: np.ndarray, compat: Compat, kernel: int = DIAG_KERNEL,  # noqa: N802
+                          normalization: int = NORMALIZE_SYMMETRIC) -> None:
         """Add a Gaussian kernel on `features` (d, nvar) float32, already scaled by their std."""
         features = _float32_matrix(features, "features", (None, self._nvar), op="addPairwiseEnergy")
         if not np.isfinite(features).all():
@@ -188,7 +190,7 @@ class DenseCRF:
         self._kernels.append(kernel_args)
         self._terms = None
 
-    def inference(self, niter):
+    def inference(self, niter: int) -> np.ndarray:
         """Q (nlabels, nvar) float32 after `niter` mean-field iterations."""
         niter = _checks.non_negative_int(niter, op="inference", name="niter")
         if self._native:
@@ -196,12 +198,13 @@ class DenseCRF:
         q = _meanfield.mean_field(self._engine.ops, self._require_unary(), self._pairwise_terms(), niter)
         return np.ascontiguousarray(self._engine.numpy(q).T)
 
-    def startInference(self):  # noqa: N802
+    def startInference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: N802
         """(Q, tmp1, tmp2) to pass to stepInference; Q = softmax(-unary)."""
         q = self._engine.numpy(self._engine.ops.softmax(-self._require_unary()))
         return np.ascontiguousarray(q.T), np.empty(0, np.float32), np.empty(0, np.float32)
 
-    def stepInference(self, Q, tmp1=None, tmp2=None):  # noqa: N802, N803
+    def stepInference(self, Q: np.ndarray, tmp1: np.ndarray | None = None,  # noqa: N802, N803
+                      tmp2: np.ndarray | None = None) -> None:
         """One mean-field iteration, updating Q in place as pydensecrf does."""
         Q_array = _float32_matrix(Q, "Q", (self._nlabel, self._nvar), op="stepInference")  # noqa: N806
         if self._native and isinstance(Q, np.ndarray) and Q.flags.writeable:
@@ -216,7 +219,7 @@ class DenseCRF:
                                        self._engine.array(np.ascontiguousarray(Q_array.T)))
         Q[...] = self._engine.numpy(q).T
 
-    def klDivergence(self, Q):  # noqa: N802, N803
+    def klDivergence(self, Q: np.ndarray) -> float:  # noqa: N802, N803
         """KL(Q || P) up to P's normaliser, as pydensecrf computes it."""
         Q = _float32_matrix(Q, "Q", (self._nlabel, self._nvar), op="klDivergence")  # noqa: N806
         q = self._engine.array(np.ascontiguousarray(Q.T))
@@ -256,18 +259,19 @@ class DenseCRF:
 class DenseCRF2D(DenseCRF):
     """Fully-connected CRF on a w x h image (pydensecrf.densecrf.DenseCRF2D)."""
 
-    def __init__(self, w, h, nlabels, *, engine=None):
+    def __init__(self, w: int, h: int, nlabels: int, *, engine: str | None = None):
         self._w, self._h = (_checks.positive_int(value, op="DenseCRF2D", name=name) for name, value in
                             (("w", w), ("h", h)))
         super().__init__(self._w * self._h, nlabels, engine=engine)
 
-    def addPairwiseGaussian(self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):  # noqa: N802
+    def addPairwiseGaussian(self, sxy: Sizes, compat: Compat, kernel: int = DIAG_KERNEL,
+                            normalization: int = NORMALIZE_SYMMETRIC) -> None:  # noqa: N802
         """Smoothness kernel on (x / sx, y / sy)."""
         sxy = _stds(sxy, 2, op="addPairwiseGaussian", name="sxy")
         self._add_term(self._grid_features(sxy), compat, kernel, normalization)
 
-    def addPairwiseBilateral(self, sxy, srgb, rgbim, compat, kernel=DIAG_KERNEL,  # noqa: N802
-                             normalization=NORMALIZE_SYMMETRIC):
+    def addPairwiseBilateral(self, sxy: Sizes, srgb: Sizes, rgbim: np.ndarray, compat: Compat,  # noqa: N802
+                             kernel: int = DIAG_KERNEL, normalization: int = NORMALIZE_SYMMETRIC) -> None:
         """Appearance kernel on (x / sx, y / sy, r / sr, g / sg, b / sb) of an (h, w, 3) uint8 image."""
         sxy = _stds(sxy, 2, op="addPairwiseBilateral", name="sxy")
         srgb = _stds(srgb, 3, op="addPairwiseBilateral", name="srgb")

@@ -11,6 +11,7 @@ import numpy as np
 from impls import _meanfield, native
 from impls._checks import check_crf_inputs, crf_parameters
 from impls._engines import choose_engine
+from impls._types import Compat, Sizes, Tensor
 from impls.numpy.lattice import PermutohedralLattice
 
 log = logging.getLogger("impls")
@@ -18,8 +19,9 @@ log = logging.getLogger("impls")
 __all__ = ["dense_crf"]
 
 
-def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
-              bilateral_compat=10, iterations=5, normalization="symmetric", engine="auto"):
+def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian_compat: Compat = 3,
+              bilateral_sxy: Sizes = 80, bilateral_srgb: Sizes = 13, bilateral_compat: Compat = 10,
+              iterations: int = 5, normalization: str = "symmetric", engine: str = "auto") -> Tensor:
     """Mean-field inference of the fully-connected CRF with Gaussian edge potentials.
 
     Two kernels, as pydensecrf's `DenseCRF2D.addPairwiseGaussian` and

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse
 
 from impls import _checks
+from impls._types import Tensor
 
 __all__ = ["PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact"]
 
@@ -36,7 +37,7 @@ class PermutohedralLattice:
             along each direction, -1 where the neighbour is not in the lattice.
     """
 
-    def __init__(self, features):
+    def __init__(self, features: Tensor):
         features = np.asarray(features)
         _check_features(features, op="PermutohedralLattice")
         self.dtype = features.dtype
@@ -79,7 +80,7 @@ class PermutohedralLattice:
         return out
 
 
-def permutohedral_filter(values, features):
+def permutohedral_filter(values: Tensor, features: Tensor) -> Tensor:
     """Gaussian filter in feature space by splat, blur and slice on the permutohedral lattice.
 
     Approximates `gaussian_filter_exact(values, features)`: out_i = sum_j k(f_i, f_j) v_j
@@ -105,7 +106,7 @@ def permutohedral_filter(values, features):
     return PermutohedralLattice(features).filter(values)
 
 
-def gaussian_filter_exact(values, features):
+def gaussian_filter_exact(values: Tensor, features: Tensor) -> Tensor:
     """The Gaussian filter that `permutohedral_filter` approximates, computed exactly in O(P^2):
     out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j, the j = i term included. The oracle of the
     lattice on small inputs. Arguments and result as `permutohedral_filter`."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 from impls import _checks
+from impls._types import Tensor
 
 __all__ = ["confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou"]
 
 
-def confusion_matrix(pred, label, num_classes, ignore_index=255):
+def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
     """(C, C) int64 confusion matrix of two integer label maps: entry [i, j] counts the pixels of
     true class i predicted as class j.
 
@@ -43,7 +44,7 @@ def confusion_matrix(pred, label, num_classes, ignore_index=255):
     return counts.reshape(num_classes, num_classes).astype(np.int64)
 
 
-def per_class_iou(confusion):
+def per_class_iou(confusion: Tensor) -> Tensor:
     """(C,) float64 intersection over union of each class: TP / (TP + FP + FN). NaN for a class
     that appears in neither the labels nor the predictions (it has no IoU, and means skip it)."""
     confusion = _as_confusion(confusion, op="per_class_iou")
@@ -53,7 +54,7 @@ def per_class_iou(confusion):
         return true_positive / union
 
 
-def mean_iou(confusion):
+def mean_iou(confusion: Tensor):
     """Mean of the per-class IoU over the classes that have one (NaN classes skipped); NaN when
     no class has one (an empty confusion matrix)."""
     iou = per_class_iou(confusion)
@@ -61,14 +62,14 @@ def mean_iou(confusion):
     return np.float64(iou[present].mean()) if present.any() else np.float64(np.nan)
 
 
-def pixel_accuracy(confusion):
+def pixel_accuracy(confusion: Tensor):
     """Fraction of counted pixels whose prediction equals the label; NaN when no pixel was counted."""
     confusion = _as_confusion(confusion, op="pixel_accuracy")
     total = confusion.sum()
     return np.float64(np.trace(confusion) / total) if total else np.float64(np.nan)
 
 
-def frequency_weighted_iou(confusion):
+def frequency_weighted_iou(confusion: Tensor):
     """Per-class IoU weighted by each class's share of the labelled pixels; NaN when no pixel was counted."""
     confusion = _as_confusion(confusion, op="frequency_weighted_iou")
     total = confusion.sum()

@@ -8,11 +8,12 @@ import numpy as np
 
 from impls import _checks
 from impls._training import nearest_indices
+from impls._types import Tensor
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate"]
 
 
-def segmentation_loss(logits, labels):
+def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean pixel-wise softmax cross-entropy over the pixels whose label is a class.
 
     Args:
@@ -33,7 +34,7 @@ def segmentation_loss(logits, labels):
     return np.float64(-(picked * valid).sum() / count) if count else np.float64(0.0)
 
 
-def downscale_labels(labels, size):
+def downscale_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     """(N, h, w) labels picked by nearest neighbour with pixel centres aligned: output pixel i takes
     input pixel floor((i + 0.5) * H / h). Labels are never averaged, so 255 stays 255."""
     labels = np.asarray(labels)
@@ -41,7 +42,7 @@ def downscale_labels(labels, size):
     return labels[:, rows][:, :, cols]
 
 
-def poly_learning_rate(base_lr, step, max_steps, power=0.9):
+def poly_learning_rate(base_lr: float, step: int, max_steps: int, power: float = 0.9) -> float:
     """DeepLab's "poly" policy: base_lr * (1 - step / max_steps) ** power, 0 from max_steps on."""
     max_steps = _checks.positive_int(max_steps, op="poly_learning_rate", name="max_steps")
     if step < 0:

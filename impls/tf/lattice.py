@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from impls import native
 from impls._docs import same_doc_as
+from impls._types import Tensor
 from impls.numpy import lattice as reference
 
 __all__ = ["PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact"]
@@ -16,7 +17,7 @@ __all__ = ["PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exac
 
 @same_doc_as(reference.PermutohedralLattice)
 class PermutohedralLattice:
-    def __init__(self, features):
+    def __init__(self, features: Tensor):
         features = _as_features(features, op="PermutohedralLattice")
         self.dtype = features.dtype
         self.dim = int(features.shape[1])
@@ -76,13 +77,13 @@ class NativeLattice:
 
 
 @same_doc_as(reference.permutohedral_filter)
-def permutohedral_filter(values, features):
+def permutohedral_filter(values: Tensor, features: Tensor) -> Tensor:
     values, features = _as_pair(values, features, op="permutohedral_filter")
     return PermutohedralLattice(features).filter(values)
 
 
 @same_doc_as(reference.gaussian_filter_exact)
-def gaussian_filter_exact(values, features):
+def gaussian_filter_exact(values: Tensor, features: Tensor) -> Tensor:
     values, features = _as_pair(values, features, op="gaussian_filter_exact")
     squared = tf.reduce_sum(features * features, axis=1)
     distances = squared[:, None] + squared[None, :] - 2.0 * tf.matmul(features, features, transpose_b=True)

@@ -7,6 +7,7 @@ import tensorflow as tf
 from impls import _checks
 from impls._docs import same_doc_as
 from impls._training import nearest_indices
+from impls._types import Tensor
 from impls.numpy import training as reference
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate", "learning_rate_multipliers"]
@@ -15,7 +16,7 @@ CLASSIFIER_MULTIPLIERS = {"kernel": 10.0, "bias": 20.0}
 
 
 @same_doc_as(reference.segmentation_loss)
-def segmentation_loss(logits, labels):
+def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     logits, labels = tf.convert_to_tensor(logits), tf.convert_to_tensor(labels)
     kind = "i" if labels.dtype.is_integer else "f"
     _checks.loss_inputs(tuple(logits.shape), tuple(labels.shape), kind, op="segmentation_loss", layout="NHWC")
@@ -28,7 +29,7 @@ def segmentation_loss(logits, labels):
 
 
 @same_doc_as(reference.downscale_labels)
-def downscale_labels(labels, size):
+def downscale_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     labels = tf.convert_to_tensor(labels)
     rows, cols = nearest_indices(tuple(labels.shape), size, op="downscale_labels")
     return tf.gather(tf.gather(labels, rows, axis=1), cols, axis=2)

@@ -11,6 +11,7 @@ from impls import _meanfield, native
 from impls._checks import check_crf_inputs, crf_parameters
 from impls._docs import same_doc_as
 from impls._engines import choose_engine
+from impls._types import Compat, Sizes, Tensor
 from impls.numpy import crf as reference
 from impls.torch.lattice import NativeLattice, PermutohedralLattice
 
@@ -20,8 +21,9 @@ __all__ = ["dense_crf"]
 
 
 @same_doc_as(reference.dense_crf)
-def dense_crf(unary, image, *, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
-              bilateral_compat=10, iterations=5, normalization="symmetric", engine="auto"):
+def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian_compat: Compat = 3,
+              bilateral_sxy: Sizes = 80, bilateral_srgb: Sizes = 13, bilateral_compat: Compat = 10,
+              iterations: int = 5, normalization: str = "symmetric", engine: str = "auto") -> Tensor:
     for name, tensor in (("unary", unary), ("image", image)):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"dense_crf: argument '{name}' must be a torch.Tensor, got {type(tensor).__name__}")

@@ -8,6 +8,7 @@ import torch
 
 from impls import native
 from impls._docs import same_doc_as
+from impls._types import Tensor
 from impls.numpy import lattice as reference
 
 __all__ = ["PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exact"]
@@ -15,7 +16,7 @@ __all__ = ["PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exac
 
 @same_doc_as(reference.PermutohedralLattice)
 class PermutohedralLattice:
-    def __init__(self, features):
+    def __init__(self, features: Tensor):
         _check_features(features, op="PermutohedralLattice")
         self.dtype, self.device = features.dtype, features.device
         self.num_points, self.dim = features.shape
@@ -74,13 +75,13 @@ class _NativeFilter(torch.autograd.Function):
 
 
 @same_doc_as(reference.permutohedral_filter)
-def permutohedral_filter(values, features):
+def permutohedral_filter(values: Tensor, features: Tensor) -> Tensor:
     _check_pair(values, features, op="permutohedral_filter")
     return PermutohedralLattice(features).filter(values)
 
 
 @same_doc_as(reference.gaussian_filter_exact)
-def gaussian_filter_exact(values, features):
+def gaussian_filter_exact(values: Tensor, features: Tensor) -> Tensor:
     _check_pair(values, features, op="gaussian_filter_exact")
     distances = torch.cdist(features, features).square()
     return torch.exp(-0.5 * distances) @ values.to(features.dtype)

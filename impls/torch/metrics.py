@@ -6,6 +6,7 @@ import torch
 
 from impls import _checks
 from impls._docs import same_doc_as
+from impls._types import Tensor
 from impls.numpy import metrics as reference
 
 __all__ = ["confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou"]
@@ -24,7 +25,7 @@ def _kind(tensor):
 
 
 @same_doc_as(reference.confusion_matrix)
-def confusion_matrix(pred, label, num_classes, ignore_index=255):
+def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
     num_classes = _checks.positive_int(num_classes, op="confusion_matrix", name="num_classes")
     pred, label = _as_tensor(pred), _as_tensor(label)
     _checks.label_maps(pred.shape, _kind(pred), label.shape, _kind(label), op="confusion_matrix")
@@ -41,25 +42,25 @@ def confusion_matrix(pred, label, num_classes, ignore_index=255):
 
 
 @same_doc_as(reference.per_class_iou)
-def per_class_iou(confusion):
+def per_class_iou(confusion: Tensor) -> Tensor:
     confusion = _as_confusion(confusion, op="per_class_iou")
     true_positive = torch.diagonal(confusion)
     return true_positive / (confusion.sum(0) + confusion.sum(1) - true_positive)
 
 
 @same_doc_as(reference.mean_iou)
-def mean_iou(confusion):
+def mean_iou(confusion: Tensor):
     return torch.nanmean(per_class_iou(confusion))
 
 
 @same_doc_as(reference.pixel_accuracy)
-def pixel_accuracy(confusion):
+def pixel_accuracy(confusion: Tensor):
     confusion = _as_confusion(confusion, op="pixel_accuracy")
     return torch.trace(confusion) / confusion.sum()
 
 
 @same_doc_as(reference.frequency_weighted_iou)
-def frequency_weighted_iou(confusion):
+def frequency_weighted_iou(confusion: Tensor):
     confusion = _as_confusion(confusion, op="frequency_weighted_iou")
     frequency = confusion.sum(1) / confusion.sum()
     weighted = torch.where(frequency > 0, frequency * per_class_iou(confusion), torch.zeros_like(frequency))

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from impls import _checks
 from impls._docs import same_doc_as
 from impls._training import nearest_indices
+from impls._types import Tensor
 from impls.numpy import training as reference
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate", "parameter_groups"]
@@ -17,7 +18,7 @@ CLASSIFIER_MULTIPLIERS = {"weight": 10.0, "bias": 20.0}
 
 
 @same_doc_as(reference.segmentation_loss)
-def segmentation_loss(logits, labels):
+def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     kind = "f" if labels.dtype.is_floating_point else "i"
     _checks.loss_inputs(tuple(logits.shape), tuple(labels.shape), kind, op="segmentation_loss", layout="NCHW")
     classes = logits.shape[1]
@@ -29,7 +30,7 @@ def segmentation_loss(logits, labels):
 
 
 @same_doc_as(reference.downscale_labels)
-def downscale_labels(labels, size):
+def downscale_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     rows, cols = nearest_indices(tuple(labels.shape), size, op="downscale_labels")
     return labels[:, torch.from_numpy(rows).to(labels.device)][:, :, torch.from_numpy(cols).to(labels.device)]
 
