@@ -18,10 +18,18 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import importlib  # noqa: E402
+import pathlib  # noqa: E402
 import platform  # noqa: E402
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# The checkout's tests/, bench/ and reference/ packages (tests.inputs, bench.report, ...) become
+# importable; appended, so that `impls` stays the installed package with its compiled extension.
+_CHECKOUT = str(pathlib.Path(__file__).resolve().parent)
+if _CHECKOUT not in sys.path:
+    sys.path.append(_CHECKOUT)
 
 from impls import BACKENDS  # noqa: E402
 from impls.testing import Backend  # noqa: E402

@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import pytest
 
-from impls.testing import library_versions
+from tests.inputs import library_versions
 
 # The grid of the size sweeps: (height, width) from 160x120 to 1920x1080, and label counts.
 SIZES = [(120, 160), (240, 320), (375, 500), (720, 1280), (1080, 1920)]

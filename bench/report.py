@@ -253,11 +253,11 @@ def plot_example(path, *, size=(375, 500), labels=21, iterations=10) -> bool:
     import numpy as np
 
     import impls.numpy
-    from impls.testing import crf_image, smooth_unary
+    from tests.inputs import crf_image, smooth_unary
 
     image = np.ascontiguousarray(crf_image("astronaut")[: size[0], : size[1]])
     unary = smooth_unary(*image.shape[:2], labels, seed=1)
-    q = impls.numpy.dense_crf(unary[None], image[None], iterations=iterations)[0]
+    q = impls.numpy.dense_crf(unary[None], image[None], iterations=iterations, engine="auto")[0]  # an illustration
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = [(image, "image"), (unary.argmin(-1), "unary argmax (before the CRF)"),
@@ -303,4 +303,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script: the checkout (for tests.inputs) goes behind the installed packages on sys.path.
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
     raise SystemExit(main())

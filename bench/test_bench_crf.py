@@ -19,7 +19,8 @@ import os
 import numpy as np
 import pytest
 
-from impls.testing import Backend, crf_image, smooth_unary
+from impls.testing import Backend
+from tests.inputs import crf_image, smooth_unary
 
 PARAMETERS = dict(gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10)
 SWEEP_IMAGE = "astronaut"

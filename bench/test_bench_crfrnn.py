@@ -19,7 +19,7 @@ SOURCE_IMAGE = "astronaut"
 
 
 def _inputs(size):
-    from impls.testing import crf_image, smooth_unary
+    from tests.inputs import crf_image, smooth_unary
 
     return -smooth_unary(*size, CLASSES, seed=2), crf_image(SOURCE_IMAGE, size=size)
 
@@ -30,7 +30,7 @@ def _expected_q(logits, image):
     # Default CrfRnn weights are Potts: spatial 3, bilateral 5, compatibility -I.
     return impls.numpy.dense_crf(-logits[None], image[None], gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=160,
                                  bilateral_srgb=3, bilateral_compat=5, iterations=ITERATIONS,
-                                 normalization="after")[0]
+                                 normalization="after", engine="framework")[0]
 
 
 @pytest.mark.parametrize("pass_", ["forward", "forward+backward"])

@@ -13,7 +13,8 @@ import functools
 import numpy as np
 import pytest
 
-from impls.testing import Backend, assert_close, crf_image, to_numpy
+from impls.testing import Backend, assert_close, to_numpy
+from tests.inputs import crf_image
 
 CHANNELS = 21
 SOURCE_IMAGE = "astronaut"

@@ -55,7 +55,7 @@ def pydensecrf_examples() -> dict[str, np.ndarray]:
     import pydensecrf.densecrf as dcrf
     import pydensecrf.utils as utils
 
-    from impls.testing import CRF_EXAMPLES, crf_example, example_recipe
+    from tests.inputs import CRF_EXAMPLES, crf_example, example_recipe
 
     arrays = {}
     for name in CRF_EXAMPLES:
@@ -68,7 +68,7 @@ def pydensecrf_examples() -> dict[str, np.ndarray]:
 
 
 def astronaut_inputs():
-    from impls.testing import crf_image, smooth_unary
+    from tests.inputs import crf_image, smooth_unary
 
     height, width = ASTRONAUT["size"]
     image = np.ascontiguousarray(crf_image("astronaut")[:height, :width])
@@ -185,7 +185,7 @@ def describe(path) -> dict:
 
 
 def versions() -> dict:
-    from impls.testing import library_versions
+    from tests.inputs import library_versions
 
     return {"python": platform.python_version(), **library_versions(VERSIONED)}
 
@@ -284,4 +284,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script: the checkout (for tests.inputs) goes behind the installed packages on sys.path.
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
     raise SystemExit(main())

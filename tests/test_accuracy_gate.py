@@ -16,7 +16,8 @@ import pytest
 
 from impls.accuracy import GateFailure, crf_gain, label_agreement, require
 from impls.synthetic import GATE_SET, synthetic_set
-from impls.testing import CRF_EXAMPLES, Backend, crf_example, example_recipe
+from impls.testing import Backend
+from tests.inputs import CRF_EXAMPLES, crf_example, example_recipe
 
 # Measured on the gate set (8 scenes, 5 classes, unaries at output stride 8), 5 iterations of
 # pydensecrf's default-example parameters: mean IoU 0.8467 before, 0.9848 after, a gain of

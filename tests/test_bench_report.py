@@ -1,27 +1,16 @@
 """The benchmark report shows the numbers of the JSON it was rendered from, draws its figures,
 and the ratio gate passes and fails where it should."""
 
-import importlib.util
 import json
 import pathlib
 import re
 
 import pytest
 
+from bench import gate, report
+
 ROOT = pathlib.Path(__file__).parent.parent
 SMALL = ROOT / "tests" / "data" / "benchmark_small.json"
-
-
-def _load_bench_script(name):
-    # bench/ is a folder of the checkout, not part of the installed package.
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_bench_script("report")
-gate = _load_bench_script("gate")
 
 
 def _table(markdown, group):

@@ -6,7 +6,8 @@ import pytest
 
 from impls import native
 from impls._crfrnn import WEIGHT_NAMES
-from impls.testing import Backend, assert_close, crf_image
+from impls.testing import Backend, assert_close
+from tests.inputs import crf_image
 
 THETAS = dict(theta_alpha=160, theta_beta=3, theta_gamma=3)
 

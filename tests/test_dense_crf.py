@@ -6,7 +6,8 @@ import functools
 import numpy as np
 import pytest
 
-from impls.testing import CRF_EXAMPLES, SKIMAGE_IMAGES, assert_close, crf_image, smooth_unary
+from impls.testing import assert_close
+from tests.inputs import CRF_EXAMPLES, SKIMAGE_IMAGES, crf_image, smooth_unary
 
 dcrf = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (pydensecrf2) is the oracle of these tests")
 

@@ -7,7 +7,8 @@ import pytest
 
 import impls.densecrf
 import impls.densecrf.utils
-from impls.testing import CRF_EXAMPLES, assert_close, crf_example, crf_image, example_recipe, smooth_unary
+from impls.testing import assert_close
+from tests.inputs import CRF_EXAMPLES, crf_example, crf_image, example_recipe, smooth_unary
 
 pydensecrf = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (pydensecrf2) is the oracle")
 pydensecrf_utils = importlib.import_module("pydensecrf.utils")

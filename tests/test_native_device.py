@@ -14,7 +14,8 @@ import pytest
 
 from impls import native
 from impls.numpy import PermutohedralLattice
-from impls.testing import assert_close, crf_image, smooth_unary
+from impls.testing import assert_close
+from tests.inputs import crf_image, smooth_unary
 
 pytestmark = pytest.mark.skipif(not native.built_with_device_on_host(), reason=(
     "impls._native was built without the host execution of the CUDA engine (CCCL headers not found)"))

@@ -9,7 +9,8 @@ import pytest
 from impls import native
 from impls.numpy import PermutohedralLattice
 from impls.numpy.crf import dense_crf as reference_dense_crf
-from impls.testing import assert_close, crf_image, smooth_unary
+from impls.testing import assert_close
+from tests.inputs import crf_image, smooth_unary
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="impls._native is not built")
 

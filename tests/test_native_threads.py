@@ -14,7 +14,8 @@ import pytest
 
 from impls import native
 from impls.numpy.crf import dense_crf as reference_dense_crf
-from impls.testing import assert_close, crf_image, smooth_unary
+from impls.testing import assert_close
+from tests.inputs import crf_image, smooth_unary
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="impls._native is not built")
 
@@ -170,7 +171,7 @@ import json, sys
 import numpy as np
 from impls import native
 from impls.numpy.crf import dense_crf
-from impls.testing import crf_image, smooth_unary
+from tests.inputs import crf_image, smooth_unary
 image = crf_image("im1")[:48, :64].copy()
 for labels in (2, 5, 21):
     unary = smooth_unary(48, 64, labels, seed=labels)

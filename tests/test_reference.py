@@ -2,28 +2,18 @@
 a changed golden shows up, and the live implementations still reproduce them (tolerance table,
 not bytes)."""
 
-import importlib.util
 import pathlib
 import shutil
 
 import numpy as np
 import pytest
 
-from impls.testing import CRF_EXAMPLES, assert_close, crf_example, example_recipe
+from impls.testing import assert_close
+from reference import generate
+from tests.inputs import CRF_EXAMPLES, crf_example, example_recipe
 
 ROOT = pathlib.Path(__file__).parent.parent
 REGENERATE = "python3 reference/generate.py   (or: tox -e reference)"
-
-
-def _load_generator():
-    # reference/ is a folder of the checkout, not part of the installed package.
-    spec = importlib.util.spec_from_file_location("reference_generate", ROOT / "reference" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = _load_generator()
 
 
 def _golden(name):

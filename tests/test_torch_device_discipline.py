@@ -8,7 +8,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from impls.testing import crf_image, smooth_unary
+from tests.inputs import crf_image, smooth_unary
 
 torch = pytest.importorskip("torch")
 import impls.torch  # noqa: E402
