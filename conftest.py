@@ -31,12 +31,11 @@ _CHECKOUT = str(pathlib.Path(__file__).resolve().parent)
 if _CHECKOUT not in sys.path:
     sys.path.append(_CHECKOUT)
 
-from impls import BACKENDS  # noqa: E402
+from impls import BACKEND_INFO, BACKENDS  # noqa: E402
 from impls.testing import Backend  # noqa: E402
 
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
-_FRAMEWORK_MODULE = {"numpy": "numpy", "torch": "torch", "tf": "tensorflow"}
 
 
 def pytest_addoption(parser):
@@ -61,9 +60,9 @@ def _devices(config):
 
 def _framework_available(name):
     try:
-        importlib.import_module(_FRAMEWORK_MODULE[name])
+        importlib.import_module(BACKEND_INFO[name]["framework"])
     except ImportError as error:
-        return False, f"{_FRAMEWORK_MODULE[name]} is not installed ({error})"
+        return False, f"{BACKEND_INFO[name]['framework']} is not installed ({error})"
     return True, ""
 
 

@@ -19,6 +19,7 @@ from collections import defaultdict
 
 import pytest
 
+from bench.variants import Variant
 from tests.inputs import library_versions
 
 # The grid of the size sweeps: (height, width) from 160x120 to 1920x1080, and label counts.
@@ -108,16 +109,16 @@ def pytest_generate_tests(metafunc):
     if "filter_backend" in metafunc.fixturenames:
         metafunc.parametrize("filter_backend", lattice_backends(metafunc.config), indirect=True)
     if "volume_backend" in metafunc.fixturenames:
-        metafunc.parametrize("volume_backend", ["numpy-cpu", "native-cpu", "native1-cpu", "pydensecrf-cpu"],
-                             indirect=True)
+        volume = [Variant(name).id for name in ("numpy", "native", "native1", "pydensecrf")]
+        metafunc.parametrize("volume_backend", volume, indirect=True)
 
 
 def lattice_backends(config) -> list[str]:
     """The permutohedral lattices of the grid (--backend, --device) plus native's."""
     devices = config.impls_devices
-    names = [f"{name}-{device}" for name in config.impls_backends for device in devices
+    names = [Variant(name, device).id for name in config.impls_backends for device in devices
              if not (name in ("numpy", "tf") and device == "cuda")]
-    return names + [f"native-{device}" for device in devices]
+    return names + [Variant("native", device).id for device in devices]
 
 
 def crf_backends(config) -> list[str]:

@@ -19,6 +19,7 @@ import os
 import numpy as np
 import pytest
 
+from bench.variants import VARIANTS
 from impls.testing import Backend
 from tests.inputs import crf_image, smooth_unary
 
@@ -73,7 +74,7 @@ def runner(name, image, unary, iterations):
     """A call of dense CRF backend `name` ("numpy-cpu", "torch-cuda", "native-cpu", "pydensecrf-cpu", ...)
     on these inputs that returns Q as NumPy (H, W, L), or the labels (H, W) for SimpleCRF, which
     returns nothing else; synchronised with the device. "native1" is native on one thread."""
-    backend, device = name.split("-")
+    backend, device = VARIANTS[name].backend, VARIANTS[name].device
     if backend == "pydensecrf":
         return lambda: pydensecrf_q(image, unary, iterations)
     if backend == "simplecrf":
@@ -154,10 +155,10 @@ def _bench(benchmark, budget, crf_backend, *, case, image_name, size, labels, it
     image, unary = crf_inputs(image_name, size, labels)
     pixels = image.shape[0] * image.shape[1]
     work = pixels * max(labels, 8) * iterations
-    if budgeted and crf_backend.split("-")[0] not in UNBUDGETED:
+    if budgeted and VARIANTS[crf_backend].backend not in UNBUDGETED:
         budget.check("dense_crf", crf_backend, work)
     run = runner(crf_backend, image, unary, iterations)
-    backend, device = crf_backend.split("-")
+    backend, device = VARIANTS[crf_backend].backend, VARIANTS[crf_backend].device
     result = run()
     predicted_labels = result if result.ndim == 2 else result.argmax(-1)
     expected = pydensecrf_labels(image_name, size, labels, iterations, simplecrf_clip=backend == "simplecrf")
@@ -221,7 +222,7 @@ def volume_q(module, **options):
 
 
 def volume_runner(name):
-    backend, _ = name.split("-")
+    backend = VARIANTS[name].backend
     if backend == "pydensecrf":
         import pydensecrf.densecrf as module
 
@@ -257,7 +258,7 @@ def test_dense_crf_volume(benchmark, budget, volume_backend):
     assert agreement >= MIN_LABEL_AGREEMENT, (
         f"{volume_backend} on {VOLUME_CASE}: label agreement with pydensecrf {agreement:.4%} < "
         f"{MIN_LABEL_AGREEMENT:.1%}")
-    backend, device = volume_backend.split("-")
+    backend, device = VARIANTS[volume_backend].backend, VARIANTS[volume_backend].device
     benchmark.group = f"dense_crf {VOLUME_CASE}"
     benchmark.extra_info.update(op="dense_crf", case=VOLUME_CASE, image="volume", backend=backend, device=device,
                                 points=points, shape=list(VOLUME_SHAPE), labels=VOLUME_LABELS,

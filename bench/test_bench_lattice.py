@@ -13,6 +13,7 @@ import functools
 import numpy as np
 import pytest
 
+from bench.variants import VARIANTS
 from impls.testing import Backend, assert_close, to_numpy
 from tests.inputs import crf_image
 
@@ -42,7 +43,7 @@ def reference_filtered(size):
 def lattice_calls(name, features, values):
     """(build, filter): `build()` makes the lattice of backend `name`, `filter(lattice)` returns the
     filtered values; both synchronised with the device."""
-    backend, device = name.split("-")
+    backend, device = VARIANTS[name].backend, VARIANTS[name].device
     features, values = _on_backend(features, backend, device), _on_backend(values, backend, device)
     if backend == "native":
         from impls.native import Lattice
@@ -85,7 +86,7 @@ def test_lattice(benchmark, budget, filter_backend, sweep_size, phase):
     # Lattices of different backends agree to float32 rounding of their sums (tests/test_native_lattice.py).
     assert_close(to_numpy(filter_values(lattice)), reference_filtered(sweep_size), rtol=1e-4, atol=1e-4,
                  msg=f"{filter_backend} filter")
-    backend, device = filter_backend.split("-")
+    backend, device = VARIANTS[filter_backend].backend, VARIANTS[filter_backend].device
     benchmark.group = f"lattice {phase} {width}x{height}, 5-D features, {CHANNELS} channels"
     benchmark.extra_info.update(op=f"lattice {phase}", case=f"{width}x{height}", backend=backend, device=device,
                                 pixels=height * width, channels=CHANNELS)

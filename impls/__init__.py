@@ -5,6 +5,13 @@ Backends share public names: `impls.numpy` (reference, (N, H, W, C)), `impls.tor
 `impls` alone loads no framework.
 """
 
-BACKENDS = ("numpy", "torch", "tf")
+# The one table of backends: name -> (layout, the framework it imports). impls.testing, the
+# test grid (conftest.py) and the benchmarks (bench/variants.py) read it.
+BACKEND_INFO = {
+    "numpy": {"layout": "NHWC", "framework": "numpy"},
+    "torch": {"layout": "NCHW", "framework": "torch"},
+    "tf": {"layout": "NHWC", "framework": "tensorflow"},
+}
+BACKENDS = tuple(BACKEND_INFO)
 
 __version__ = "0.1.0"

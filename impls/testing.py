@@ -11,6 +11,8 @@ import importlib
 
 import numpy as np
 
+from impls import BACKEND_INFO
+
 __all__ = ["TOLERANCES", "tolerance", "assert_close", "to_numpy", "Backend"]
 
 # (rtol, atol) per dtype, as torch.testing.assert_close. A test that needs looser
@@ -82,9 +84,6 @@ def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False, msg
     )
 
 
-_LAYOUTS = {"numpy": "NHWC", "torch": "NCHW", "tf": "NHWC"}
-
-
 @dataclasses.dataclass(frozen=True)
 class Backend:
     """One point of the backend x device grid, with conversions from and to NumPy NHWC."""
@@ -94,7 +93,7 @@ class Backend:
 
     @property
     def layout(self) -> str:
-        return _LAYOUTS[self.name]
+        return BACKEND_INFO[self.name]["layout"]
 
     @property
     def module(self):
