@@ -188,3 +188,13 @@ def check_crf_inputs(unary_shape, unary_dtype, image_shape, image_dtype, *, layo
         raise ValueError(f"{op}: argument 'image' must have the unary's (N, H, W) = {expected}, got {got}")
     if image_shape[channel_axis] is not None and image_shape[channel_axis] != 3:
         raise ValueError(f"{op}: argument 'image' must have 3 colour channels, got {image_shape[channel_axis]}")
+
+
+def torch_layer_name(options: dict, *, op: str) -> str | None:
+    """The `name` among a torch layer's **kwargs: the layers share the Keras layers' signature
+    (name, dtype, trainable, ... go to keras.layers.Layer), and torch modules take only a name."""
+    unexpected = sorted(set(options) - {"name"})
+    if unexpected:
+        raise TypeError(f"{op}: unexpected keyword argument(s) {unexpected}; the torch layer takes only 'name' "
+                        f"besides its own arguments (dtype: call .to(dtype); trainable: requires_grad_)")
+    return options.get("name")

@@ -45,6 +45,8 @@ class CrfRnnReference:
         theta_beta: colour standard deviation of the bilateral kernel, in 0-255 units.
         theta_gamma: standard deviation of the spatial kernel, in pixels.
         iterations: mean-field steps, at least 1.
+        **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
+            name (kept as `.name`).
 
     Call with (logits, image) in the framework's layout: torch (N, C, H, W) and (N, 3, H, W),
     Keras (N, H, W, C) and (N, H, W, 3); logits float32/float64, image RGB (uint8, or float

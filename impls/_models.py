@@ -48,6 +48,8 @@ class FCNReference:
     Args:
         variant: "32s", "16s" or "8s".
         num_classes: C (21 for PASCAL VOC).
+        **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
+            name (kept as `.name`).
 
     Call with images in the framework's layout, torch (N, 3, H, W), Keras (N, H, W, 3), float;
     returns (N, C, H, W) or (N, H, W, C) class scores. `feature_maps(x)` returns every named
@@ -65,6 +67,8 @@ class ASPPReference:
         in_channels: input channels (2048 on ResNet-101).
         num_classes: C.
         rates: the dilation rates (default 6, 12, 18, 24).
+        **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
+            name (kept as `.name`).
 
     Layer names: aspp_r{rate} (fc1_c0..c3 in the Caffe net).
     """
@@ -92,6 +96,8 @@ class DeepLabV2Reference:
     Args:
         num_classes: C.
         scales: input scales, the first is the reference size (default 1.0, 0.75, 0.5).
+        **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
+            name (kept as `.name`).
 
     Call with images (N, 3, H, W) torch or (N, H, W, 3) Keras, float; returns the fused logits at
     output stride 8, (N, C, h, w) or its NHWC twin, where h is H after the trunk's three

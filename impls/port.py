@@ -1,7 +1,9 @@
 """Weight porting between the torch and Keras versions of a layer or model, by layer name.
 
 Layers are matched by name: a torch module's last attribute name (``backbone.res2a_branch2a``
--> ``res2a_branch2a``) against a Keras layer's name. The layout rules of each kind apply:
+-> ``res2a_branch2a``) against a Keras layer's name; the top-level objects themselves, when
+they hold weights (a bare layer such as CrfRnn), match each other whatever their names and
+are reported under the Keras layer's name. The layout rules of each kind apply:
 
 | kind | torch | Keras |
 | --- | --- | --- |
@@ -27,6 +29,8 @@ __all__ = ["PortReport", "torch_to_tf", "tf_to_torch", "layer_differences", "fir
 _CONV = [("weight", "kernel", (2, 3, 1, 0)), ("bias", "bias", None)]
 _BATCHNORM = [("weight", "gamma", None), ("bias", "beta", None), ("running_mean", "moving_mean", None),
               ("running_var", "moving_variance", None)]
+# The key of the top-level module / layer itself (a torch module has no name of its own).
+_TOP = "<top level>"
 _CRFRNN = [(name, name, None) for name in ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix")]
 
 
@@ -132,9 +136,7 @@ def _torch_layers(module):
     for path, child in module.named_modules():
         own = list(child.parameters(recurse=False)) or list(child.buffers(recurse=False))
         if own or isinstance(child, CrfRnn):
-            name = path.rsplit(".", 1)[-1] or type(child).__name__
-            if isinstance(child, CrfRnn) and path == "":
-                name = "crf_rnn"
+            name = path.rsplit(".", 1)[-1] if path else _TOP
             if name in found:
                 raise ValueError(f"port: two torch layers are named {name!r}; names must be unique to match")
             found[name] = child
@@ -153,8 +155,7 @@ def _keras_layers(model):
             continue
         own = [w for w in layer.weights if _owner(w, layer)]
         if own:
-            name = "crf_rnn" if type(layer).__name__ == "CrfRnn" and layer is model else layer.name
-            found.setdefault(name, layer)
+            found.setdefault(_TOP if layer is model else layer.name, layer)
     return found
 
 
@@ -172,7 +173,10 @@ def _pairs(torch_module, keras_model, torch_side, keras_side):
     if only_torch or only_keras:
         raise ValueError(f"port: layer names differ: only in {torch_side}: {only_torch}, only in {keras_side}: "
                          f"{only_keras}; nothing was copied")
-    return [(name, module, keras_layers[name]) for name, module in torch_layers.items()]
+    # The top-level objects, when they hold weights themselves (a bare layer such as CrfRnn),
+    # match each other and are reported under the Keras layer's name.
+    return [(keras_model.name if name == _TOP else name, module, keras_layers[name])
+            for name, module in torch_layers.items()]
 
 
 def _keras_weight(layer, name):

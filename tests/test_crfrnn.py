@@ -183,7 +183,7 @@ def test_feature_port_torch_to_tf_and_back(rng):
     from impls import port
 
     logits, images = inputs(rng, batch=1)
-    torch_layer, keras_layer = impls.torch.CrfRnn(4), impls.tf.CrfRnn(4)
+    torch_layer, keras_layer = impls.torch.CrfRnn(4), impls.tf.CrfRnn(4, name="crf_rnn")
     set_weights(Backend("torch"), torch_layer, random_weights(rng, 4))
     report = port.torch_to_tf(torch_layer, keras_layer)
     assert [name for name, _ in report.moved] == [f"crf_rnn/{name}" for name in WEIGHT_NAMES]
@@ -203,14 +203,38 @@ def test_exception_port_refuses_mismatched_layers():
     import impls.torch
     from impls import port
 
-    keras_layer = impls.tf.CrfRnn(5)
+    keras_layer = impls.tf.CrfRnn(5, name="crf_rnn")
     before = keras_layer.spatial_ker_weights.numpy().copy()
     with pytest.raises(ValueError, match=r"shapes differ after the layout change \(crf_rnn/spatial_ker_weights: "
                                          r"torch \(4, 4\) vs Keras \(5, 5\)"):
         port.torch_to_tf(impls.torch.CrfRnn(4), keras_layer)
     np.testing.assert_array_equal(keras_layer.spatial_ker_weights.numpy(), before)
-    with pytest.raises(ValueError, match=r"only in torch: \['Linear'\], only in Keras: \['crf_rnn'\]"):
+    with pytest.raises(ValueError, match=r"no porting rule for torch layer type Linear"):
         port.torch_to_tf(__import__("torch").nn.Linear(2, 2, bias=False), keras_layer)
+    model = __import__("torch").nn.Sequential()
+    model.add_module("crf", impls.torch.CrfRnn(5))
+    with pytest.raises(ValueError, match=r"only in torch: \['crf'\], only in Keras: \['<top level>'\]"):
+        port.torch_to_tf(model, keras_layer)
+
+
+def test_feature_keras_layer_config_round_trips_name_and_dtype(rng):
+    pytest.importorskip("tensorflow")
+    import impls.tf
+
+    layer = impls.tf.CrfRnn(3, iterations=2, name="refine", dtype="float64")
+    clone = impls.tf.CrfRnn.from_config(layer.get_config())
+    assert (clone.name, clone.dtype, clone.config) == ("refine", "float64", layer.config)
+    logits, images = inputs(rng, batch=1, classes=3)
+    assert_close(run(Backend("tf"), clone, logits, images), run(Backend("tf"), layer, logits, images))
+
+
+def test_exception_torch_layer_takes_only_a_name():
+    pytest.importorskip("torch")
+    import impls.torch
+
+    assert impls.torch.CrfRnn(3, name="refine").name == "refine"
+    with pytest.raises(TypeError, match=r"CrfRnn: unexpected keyword argument\(s\) \['dtype'\]"):
+        impls.torch.CrfRnn(3, dtype="float64")
 
 
 def test_feature_save_and_load_in_each_framework(tmp_path, rng):

@@ -155,3 +155,15 @@ def test_exception_batchnorm_with_cumulative_momentum_is_refused_and_nothing_cop
         port.torch_to_tf(module, keras_model)
     assert np.array_equal(keras_model.get_layer("bn").gamma.numpy(), np.ones(3, np.float32))
     assert keras_model.get_layer("bn").momentum == pytest.approx(0.99)
+
+
+def test_feature_keras_deeplab_and_aspp_configs_round_trip_names():
+    pytest.importorskip("tensorflow")
+    import impls.tf
+
+    aspp = impls.tf.ASPP(8, 3, rates=(2, 4), name="head")
+    clone = impls.tf.ASPP.from_config(aspp.get_config())
+    assert (clone.name, clone.rates, [b.name for b in clone.branches]) == ("head", (2, 4), ["aspp_r2", "aspp_r4"])
+    model = impls.tf.DeepLabV2(4, scales=(1.0,), name="deeplab_voc")
+    clone = impls.tf.DeepLabV2.from_config(model.get_config())
+    assert (clone.name, clone.num_classes, clone.scales) == ("deeplab_voc", 4, (1.0,))

@@ -124,3 +124,13 @@ def test_cardinality_tf_ceil_pooling_matches_torch_at_every_size():
         expected = torch.nn.functional.max_pool2d(tx, 3, 2, padding=1, ceil_mode=True).numpy().transpose(0, 2, 3, 1)
         np.testing.assert_array_equal(padded_pool(tf.constant(x), 3, 2, padding=1).numpy(), expected,
                                       err_msg=str(size))
+
+
+def test_feature_keras_fcn_config_round_trips_name():
+    pytest.importorskip("tensorflow")
+    import impls.tf
+
+    model = impls.tf.FCN("16s", 5, name="fcn_voc")
+    clone = impls.tf.FCN.from_config(model.get_config())
+    assert (clone.name, clone.variant, clone.num_classes) == ("fcn_voc", "16s", 5)
+    assert clone.named["upscore2"].name == "upscore2" and clone.named["score_pool4"].name == "score_pool4"

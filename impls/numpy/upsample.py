@@ -89,13 +89,17 @@ class BilinearUpsample:
             to be cropped by the network (FCN's crop layers).
         dtype: weight dtype: "float32" (the default, None) or "float64", as a string or
             the framework's dtype object.
+        name: the layer's name (Keras: its layer name, which impls.port matches; NumPy and
+            torch keep it as `.name`).
 
     Weights: NumPy and TF hold `kernel` in HWOI (k, k, C_out, C_in); torch holds
     `weight` in IOHW (C_in, C_out, k, k). No bias, as in FCN.
     """
 
-    def __init__(self, channels, factor, *, trainable=False, padding="same", dtype=None):
+    def __init__(self, channels: int, factor: int, *, trainable: bool = False, padding: str = "same", dtype=None,
+                 name: str | None = None):
         op = "BilinearUpsample"
+        self.name = name
         self.channels = _checks.positive_int(channels, op=op, name="channels")
         self.factor = _checks.positive_int(factor, op=op, name="factor")
         self.padding = _checks.one_of(padding, _checks.PADDINGS, op=op, name="padding")

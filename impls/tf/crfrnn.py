@@ -16,8 +16,8 @@ __all__ = ["CrfRnn"]
 @keras.saving.register_keras_serializable(package="impls")
 @same_doc_as(_crfrnn.CrfRnnReference)
 class CrfRnn(keras.layers.Layer):
-    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5):
-        super().__init__()
+    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5, **kwargs):
+        super().__init__(**kwargs)
         self.config = _crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
         self._kernels = _crfrnn.kernel_parameters(self.config)
         eye = np.eye(self.config["num_classes"])
@@ -64,7 +64,7 @@ class CrfRnn(keras.layers.Layer):
         return logits_shape
 
     def get_config(self):
-        return dict(self.config)
+        return {**super().get_config(), **self.config}
 
     @classmethod
     def from_config(cls, config):

@@ -14,35 +14,31 @@ from impls._docs import same_doc_as
 __all__ = ["ASPP", "DeepLabV2"]
 
 
-def _named(layer, name):
-    layer.name = name  # the Caffe name, which impls.port matches
-    return layer
-
-
 @keras.saving.register_keras_serializable(package="impls")
 @same_doc_as(_models.ASPPReference)
 class ASPP(keras.layers.Layer):
-    def __init__(self, in_channels, num_classes, rates=(6, 12, 18, 24)):
-        super().__init__()
+    def __init__(self, in_channels, num_classes, rates=(6, 12, 18, 24), **kwargs):
+        super().__init__(**kwargs)
         self.in_channels, self.num_classes, self.rates = _models.check_aspp(in_channels, num_classes, rates)
         # "same" with stride 1 and an odd dilated kernel is torch's symmetric padding by the rate.
-        self.branches = [_named(keras.layers.Conv2D(self.num_classes, 3, padding="same", dilation_rate=rate),
-                                f"aspp_r{rate}") for rate in self.rates]
+        # Sublayers carry their Caffe names, which impls.port matches.
+        self.branches = [keras.layers.Conv2D(self.num_classes, 3, padding="same", dilation_rate=rate,
+                                             name=f"aspp_r{rate}") for rate in self.rates]
 
     def call(self, x):
         return tf.add_n([branch(x) for branch in self.branches])
 
     def get_config(self):
-        return {"in_channels": self.in_channels, "num_classes": self.num_classes, "rates": self.rates}
+        return {**super().get_config(), "in_channels": self.in_channels, "num_classes": self.num_classes,
+                "rates": self.rates}
 
 
 def _conv_bn(name, out_channels, kernel, stride=1, dilation=1):
     """Caffe's conv (no bias) + BatchNorm pair, named res{name} and bn{name}."""
-    conv = _named(keras.layers.Conv2D(out_channels, kernel, strides=stride, dilation_rate=dilation,
-                                      padding="same" if kernel > 1 else "valid", use_bias=False), f"res{name}")
+    conv = keras.layers.Conv2D(out_channels, kernel, strides=stride, dilation_rate=dilation,
+                               padding="same" if kernel > 1 else "valid", use_bias=False, name=f"res{name}")
     # torch's BatchNorm: epsilon 1e-5, momentum 0.1 there is 0.9 here.
-    batchnorm = _named(keras.layers.BatchNormalization(epsilon=_models.BATCHNORM_EPSILON, momentum=0.9),
-                       f"bn{name}")
+    batchnorm = keras.layers.BatchNormalization(epsilon=_models.BATCHNORM_EPSILON, momentum=0.9, name=f"bn{name}")
     return conv, batchnorm
 
 
@@ -75,9 +71,9 @@ class ResNet101(keras.layers.Layer):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = _named(keras.layers.Conv2D(64, 7, strides=2, use_bias=False), "conv1")
-        self.bn_conv1 = _named(keras.layers.BatchNormalization(epsilon=_models.BATCHNORM_EPSILON, momentum=0.9),
-                               "bn_conv1")
+        self.conv1 = keras.layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")
+        self.bn_conv1 = keras.layers.BatchNormalization(epsilon=_models.BATCHNORM_EPSILON, momentum=0.9,
+                                                        name="bn_conv1")
         self.blocks = []
         channels = 64
         for stage, blocks, width, out_channels, stride, dilation in _models.RESNET101:
@@ -101,8 +97,8 @@ class ResNet101(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="impls")
 @same_doc_as(_models.DeepLabV2Reference)
 class DeepLabV2(keras.Model):
-    def __init__(self, num_classes=21, scales=(1.0, 0.75, 0.5)):
-        super().__init__()
+    def __init__(self, num_classes=21, scales=(1.0, 0.75, 0.5), **kwargs):
+        super().__init__(**kwargs)
         self.num_classes, self.scales = _models.check_deeplab(num_classes, scales)
         self.backbone = ResNet101()
         self.aspp = ASPP(2048, self.num_classes)
@@ -132,7 +128,7 @@ class DeepLabV2(keras.Model):
         return maps
 
     def get_config(self):
-        return {"num_classes": self.num_classes, "scales": self.scales}
+        return {**super().get_config(), "num_classes": self.num_classes, "scales": self.scales}
 
 
 def max_pool_ceil(x, size, stride, padding=0):

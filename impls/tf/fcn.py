@@ -18,33 +18,33 @@ __all__ = ["FCN"]
 @keras.saving.register_keras_serializable(package="impls")
 @same_doc_as(_models.FCNReference)
 class FCN(keras.Model):
-    def __init__(self, variant="32s", num_classes=21):
-        super().__init__()
+    def __init__(self, variant="32s", num_classes=21, **kwargs):
+        super().__init__(**kwargs)
         self.variant, self.num_classes = _models.check_fcn(variant, num_classes)
         self.named = {}
         for _, layers in _models.VGG16:
             for name, width in layers:
                 # Caffe pads conv1_1 by 100 (below, explicitly); "same" is Caffe's pad 1 for 3x3/1.
-                self._add(name, keras.layers.Conv2D(width, 3, padding="valid" if name == "conv1_1" else "same"))
-        self._add("fc6", keras.layers.Conv2D(4096, 7))
-        self._add("fc7", keras.layers.Conv2D(4096, 1))
+                self._add(keras.layers.Conv2D(width, 3, padding="valid" if name == "conv1_1" else "same", name=name))
+        self._add(keras.layers.Conv2D(4096, 7, name="fc6"))
+        self._add(keras.layers.Conv2D(4096, 1, name="fc7"))
         self.drop = keras.layers.Dropout(0.5)
-        self._add("score_fr", keras.layers.Conv2D(num_classes, 1))
+        self._add(keras.layers.Conv2D(num_classes, 1, name="score_fr"))
         if variant == "32s":
-            self._add("upscore", BilinearUpsample(num_classes, 32, padding="valid"))
+            self._add(BilinearUpsample(num_classes, 32, padding="valid", name="upscore"))
         else:
-            self._add("score_pool4", keras.layers.Conv2D(num_classes, 1))
-            self._add("upscore2", BilinearUpsample(num_classes, 2, trainable=True, padding="valid"))
+            self._add(keras.layers.Conv2D(num_classes, 1, name="score_pool4"))
+            self._add(BilinearUpsample(num_classes, 2, trainable=True, padding="valid", name="upscore2"))
         if variant == "16s":
-            self._add("upscore16", BilinearUpsample(num_classes, 16, padding="valid"))
+            self._add(BilinearUpsample(num_classes, 16, padding="valid", name="upscore16"))
         if variant == "8s":
-            self._add("score_pool3", keras.layers.Conv2D(num_classes, 1))
-            self._add("upscore_pool4", BilinearUpsample(num_classes, 2, trainable=True, padding="valid"))
-            self._add("upscore8", BilinearUpsample(num_classes, 8, padding="valid"))
+            self._add(keras.layers.Conv2D(num_classes, 1, name="score_pool3"))
+            self._add(BilinearUpsample(num_classes, 2, trainable=True, padding="valid", name="upscore_pool4"))
+            self._add(BilinearUpsample(num_classes, 8, padding="valid", name="upscore8"))
 
-    def _add(self, name, layer):
-        layer.name = name  # the Caffe name, which impls.port matches
-        self.named[name] = layer
+    def _add(self, layer):
+        """Keep a sublayer by its Caffe name (given at construction), which impls.port matches."""
+        self.named[layer.name] = layer
 
     def call(self, images, training=False):
         return self.feature_maps(images, training=training)["score"]
@@ -81,7 +81,7 @@ class FCN(keras.Model):
         return maps
 
     def get_config(self):
-        return {"variant": self.variant, "num_classes": self.num_classes}
+        return {**super().get_config(), "variant": self.variant, "num_classes": self.num_classes}
 
     @classmethod
     def from_config(cls, config):

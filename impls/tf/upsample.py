@@ -46,9 +46,10 @@ def upsample_bilinear(x, factor):
 @keras.saving.register_keras_serializable(package="impls")
 @same_doc_as(reference.BilinearUpsample)
 class BilinearUpsample(keras.layers.Layer):
-    def __init__(self, channels, factor, *, trainable=False, padding="same", dtype=None):
+    def __init__(self, channels: int, factor: int, *, trainable: bool = False, padding: str = "same", dtype=None,
+                 name: str | None = None):
         op = "BilinearUpsample"
-        super().__init__(trainable=bool(trainable), dtype=_checks.float_dtype(dtype, op=op))
+        super().__init__(trainable=bool(trainable), dtype=_checks.float_dtype(dtype, op=op), name=name)
         self.channels = _checks.positive_int(channels, op=op, name="channels")
         self.factor = _checks.positive_int(factor, op=op, name="factor")
         self.padding = _checks.one_of(padding, _checks.PADDINGS, op=op, name="padding")
@@ -76,7 +77,7 @@ class BilinearUpsample(keras.layers.Layer):
 
     def get_config(self):
         return {"channels": self.channels, "factor": self.factor, "trainable": self.trainable,
-                "padding": self.padding, "dtype": self.dtype}
+                "padding": self.padding, "dtype": self.dtype, "name": self.name}
 
     @classmethod
     def from_config(cls, config):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from impls import _crfrnn, _meanfield, native
+from impls import _checks, _crfrnn, _meanfield, native
 from impls._docs import same_doc_as
 from impls.torch.crf import ops_for
 
@@ -13,8 +13,9 @@ __all__ = ["CrfRnn"]
 
 @same_doc_as(_crfrnn.CrfRnnReference)
 class CrfRnn(torch.nn.Module):
-    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5):
+    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5, **kwargs):
         super().__init__()
+        self.name = _checks.torch_layer_name(kwargs, op="CrfRnn")
         self.config = _crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
         self._kernels = _crfrnn.kernel_parameters(self.config)
         eye = torch.eye(self.config["num_classes"])

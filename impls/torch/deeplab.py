@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impls import _models
+from impls import _checks, _models
 from impls._docs import same_doc_as
 
 __all__ = ["ASPP", "DeepLabV2"]
@@ -17,8 +17,9 @@ __all__ = ["ASPP", "DeepLabV2"]
 
 @same_doc_as(_models.ASPPReference)
 class ASPP(nn.Module):
-    def __init__(self, in_channels, num_classes, rates=(6, 12, 18, 24)):
+    def __init__(self, in_channels, num_classes, rates=(6, 12, 18, 24), **kwargs):
         super().__init__()
+        self.name = _checks.torch_layer_name(kwargs, op="ASPP")
         in_channels, num_classes, self.rates = _models.check_aspp(in_channels, num_classes, rates)
         for rate in self.rates:
             self.add_module(f"aspp_r{rate}", nn.Conv2d(in_channels, num_classes, 3, padding=rate, dilation=rate))
@@ -84,8 +85,9 @@ class ResNet101(nn.Module):
 
 @same_doc_as(_models.DeepLabV2Reference)
 class DeepLabV2(nn.Module):
-    def __init__(self, num_classes=21, scales=(1.0, 0.75, 0.5)):
+    def __init__(self, num_classes=21, scales=(1.0, 0.75, 0.5), **kwargs):
         super().__init__()
+        self.name = _checks.torch_layer_name(kwargs, op="DeepLabV2")
         self.num_classes, self.scales = _models.check_deeplab(num_classes, scales)
         self.backbone = ResNet101()
         self.aspp = ASPP(2048, self.num_classes)

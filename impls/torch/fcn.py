@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch.nn.functional as F
 from torch import nn
 
-from impls import _models
+from impls import _checks, _models
 from impls._docs import same_doc_as
 from impls.torch.upsample import BilinearUpsample
 
@@ -16,8 +16,9 @@ __all__ = ["FCN"]
 
 @same_doc_as(_models.FCNReference)
 class FCN(nn.Module):
-    def __init__(self, variant="32s", num_classes=21):
+    def __init__(self, variant="32s", num_classes=21, **kwargs):
         super().__init__()
+        self.name = _checks.torch_layer_name(kwargs, op="FCN")
         self.variant, self.num_classes = _models.check_fcn(variant, num_classes)
         channels = 3
         for _, layers in _models.VGG16:

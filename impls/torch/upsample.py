@@ -36,8 +36,10 @@ def upsample_bilinear(x, factor):
 
 @same_doc_as(reference.BilinearUpsample)
 class BilinearUpsample(nn.Module):
-    def __init__(self, channels, factor, *, trainable=False, padding="same", dtype=None):
+    def __init__(self, channels: int, factor: int, *, trainable: bool = False, padding: str = "same", dtype=None,
+                 name: str | None = None):
         super().__init__()
+        self.name = name
         op = "BilinearUpsample"
         self.channels = _checks.positive_int(channels, op=op, name="channels")
         self.factor = _checks.positive_int(factor, op=op, name="factor")
