@@ -147,8 +147,7 @@ def _keras_layers(model):
     """{name: layer} of the Keras layers that hold weights (the model itself if it is one layer)."""
     import keras
 
-    layers = model._flatten_layers(include_self=True, recursive=True) if isinstance(model, keras.layers.Layer) \
-        else []
+    layers = [model, *_sublayers(model)] if isinstance(model, keras.layers.Layer) else []
     found = {}
     for layer in layers:
         if layer is not model and isinstance(layer, keras.Model):
@@ -156,6 +155,28 @@ def _keras_layers(model):
         own = [w for w in layer.weights if _owner(w, layer)]
         if own:
             found.setdefault(_TOP if layer is model else layer.name, layer)
+    return found
+
+
+def _sublayers(layer, seen=None):
+    """Every Keras layer reachable through public API: a model's `layers`, and any layer's public
+    attributes (directly, or in lists, tuples and dicts), depth first. (Keras 3 has no public
+    accessor of a layer's nested layers.)"""
+    import keras
+
+    seen = {id(layer)} if seen is None else seen
+    stack = list(layer.layers) if isinstance(layer, keras.Model) else []  # functional models' layers
+    stack += [value for name, value in vars(layer).items() if not name.startswith("_")]
+    found = []
+    while stack:
+        value = stack.pop(0)
+        if isinstance(value, dict):
+            stack[:0] = list(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack[:0] = list(value)
+        elif isinstance(value, keras.layers.Layer) and id(value) not in seen:
+            seen.add(id(value))
+            found += [value, *_sublayers(value, seen)]
     return found
 
 
