@@ -25,11 +25,13 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-# The checkout's tests/, bench/ and reference/ packages (tests.inputs, bench.report, ...) become
-# importable; appended, so that `impls` stays the installed package with its compiled extension.
-_CHECKOUT = str(pathlib.Path(__file__).resolve().parent)
-if _CHECKOUT not in sys.path:
-    sys.path.append(_CHECKOUT)
+# The checkout's tests/, bench/ and reference/ packages (tests.inputs, bench.variants, bench.report,
+# reference.generate) become importable; appended, so that `impls` stays the installed package with
+# its compiled extension (pytest runs with --import-mode=importlib and puts nothing on sys.path).
+_CHECKOUT = pathlib.Path(__file__).resolve().parent
+CHECKOUT_PACKAGES = ("tests", "bench", "reference")
+if str(_CHECKOUT) not in sys.path:
+    sys.path.append(str(_CHECKOUT))
 
 from impls import BACKEND_INFO, BACKENDS  # noqa: E402
 from impls.testing import Backend  # noqa: E402
@@ -59,10 +61,11 @@ def _devices(config):
 
 
 def _framework_available(name):
+    framework = BACKEND_INFO[name].framework
     try:
-        importlib.import_module(BACKEND_INFO[name]["framework"])
+        importlib.import_module(framework)
     except ImportError as error:
-        return False, f"{BACKEND_INFO[name]['framework']} is not installed ({error})"
+        return False, f"{framework} is not installed ({error})"
     return True, ""
 
 
@@ -79,7 +82,19 @@ def _cuda_available(name):
     return False, "NumPy runs on the CPU only"
 
 
+def _check_checkout_packages():
+    """tests/, bench/ and reference/ must be the checkout's: an installed distribution that ships a
+    top-level package of the same name would otherwise shadow them (the checkout is appended)."""
+    for name in CHECKOUT_PACKAGES:
+        module = importlib.import_module(name)
+        origin = pathlib.Path(module.__file__).resolve().parent
+        if origin != _CHECKOUT / name:
+            raise pytest.UsageError(f"`import {name}` finds {origin}, not this checkout's {_CHECKOUT / name}: an "
+                                    f"installed package named {name!r} shadows it; uninstall it")
+
+
 def pytest_configure(config):
+    _check_checkout_packages()
     config.impls_backends = _selection(config, "backend", BACKENDS)
     config.impls_dtypes = _selection(config, "dtype", DTYPES)
     config.impls_devices = _devices(config)
@@ -130,11 +145,11 @@ def pytest_generate_tests(metafunc):
     config = metafunc.config
     if "backend" in metafunc.fixturenames:
         points = [Backend(name, device) for name in config.impls_backends for device in config.impls_devices
-                  if not (name == "numpy" and device != "cpu")]
+                  if device in BACKEND_INFO[name].devices]
         metafunc.parametrize("backend", points, ids=str, indirect=True)
     if "layer_backend" in metafunc.fixturenames:  # the frameworks with trainable layers
         points = [Backend(name, device) for name in config.impls_backends if name != "numpy"
-                  for device in config.impls_devices]
+                  for device in config.impls_devices if device in BACKEND_INFO[name].devices]
         metafunc.parametrize("layer_backend", points, ids=str, indirect=True)
     if "dtype" in metafunc.fixturenames:
         metafunc.parametrize("dtype", [np.dtype(d) for d in config.impls_dtypes], ids=str)

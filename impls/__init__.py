@@ -5,13 +5,8 @@ Backends share public names: `impls.numpy` (reference, (N, H, W, C)), `impls.tor
 `impls` alone loads no framework.
 """
 
-# The one table of backends: name -> (layout, the framework it imports). impls.testing, the
-# test grid (conftest.py) and the benchmarks (bench/variants.py) read it.
-BACKEND_INFO = {
-    "numpy": {"layout": "NHWC", "framework": "numpy"},
-    "torch": {"layout": "NCHW", "framework": "torch"},
-    "tf": {"layout": "NHWC", "framework": "tensorflow"},
-}
-BACKENDS = tuple(BACKEND_INFO)
+# The one table of backends (name, layout, framework, devices), in impls/_backends.py: the
+# test grid (conftest.py), impls.testing and the benchmarks (bench/variants.py) read it.
+from impls._backends import BACKEND_INFO, BACKENDS, BackendInfo, backend_info  # noqa: F401 (re-exported)
 
 __version__ = "0.1.0"

@@ -1,17 +1,21 @@
 """Comparison helpers for ports between frameworks: one tolerance table, one assert_close,
 and the layout conversions between each backend's native layout and NumPy's NHWC.
 
-Used by the test-suite and the benchmarks, and meant for users checking their own ports.
+Used by the test-suite and the benchmarks, and meant for users checking their own ports. The
+backends and their layouts come from the one table, `impls.BACKEND_INFO`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import types
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from impls import BACKEND_INFO
+from impls._backends import BackendInfo, backend_info
 
 __all__ = ["TOLERANCES", "tolerance", "assert_close", "to_numpy", "Backend"]
 
@@ -24,7 +28,7 @@ TOLERANCES = {
 }
 
 
-def tolerance(dtype) -> tuple[float, float]:
+def tolerance(dtype: DTypeLike) -> tuple[float, float]:
     """(rtol, atol) of the table for a dtype; exact (0, 0) for integer and boolean dtypes."""
     dtype = np.dtype(dtype)
     if dtype.kind in "biu":
@@ -36,7 +40,7 @@ def tolerance(dtype) -> tuple[float, float]:
         raise TypeError(f"tolerance: no tolerance for dtype {dtype}; the table has {known}") from None
 
 
-def to_numpy(value) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
     """A NumPy copy of a NumPy array, torch tensor (any device, with grad) or TF tensor."""
     if hasattr(value, "detach"):  # torch
         return value.detach().cpu().numpy()
@@ -45,7 +49,8 @@ def to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False, msg=""):
+def assert_close(actual: Any, expected: Any, *, rtol: float | None = None, atol: float | None = None,
+                 equal_nan: bool = False, msg: str = "") -> None:
     """Assert |actual - expected| <= atol + rtol * |expected| elementwise, shapes equal; with
     `equal_nan`, NaN in both at the same place counts as equal.
 
@@ -86,23 +91,35 @@ def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False, msg
 
 @dataclasses.dataclass(frozen=True)
 class Backend:
-    """One point of the backend x device grid, with conversions from and to NumPy NHWC."""
+    """One point of the backend x device grid ("numpy", "torch" or "tf" on "cpu" or "cuda"), with
+    conversions from and to NumPy NHWC; its text (`str`) is "torch-cpu" and the like."""
 
     name: str
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        if self.device not in self.info.devices:
+            raise ValueError(f"backend {self.name!r} runs on {list(self.info.devices)}, not {self.device!r}")
+
+    @property
+    def info(self) -> BackendInfo:
+        """The backend's entry in `impls.BACKEND_INFO` (layout, framework, devices)."""
+        return backend_info(self.name)
+
     @property
     def layout(self) -> str:
-        return BACKEND_INFO[self.name]["layout"]
+        """"NHWC" or "NCHW": the layout of this backend's image tensors."""
+        return self.info.layout
 
     @property
-    def module(self):
-        return importlib.import_module(f"impls.{self.name}")
+    def module(self) -> types.ModuleType:
+        """The backend's subpackage (`impls.torch`, ...), imported."""
+        return importlib.import_module(self.info.module)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name}-{self.device}"
 
-    def from_nhwc(self, array, *, requires_grad=False):
+    def from_nhwc(self, array: Any, *, requires_grad: bool = False) -> Any:
         """A native-layout tensor of this backend holding NHWC `array`."""
         array = np.asarray(array)
         if self.name == "torch":
@@ -117,7 +134,7 @@ class Backend:
                 return tf.constant(array)
         return array.copy()
 
-    def tensor(self, array):
+    def tensor(self, array: Any) -> Any:
         """`array` as a tensor of this backend on its device, axes as they are (label maps, (P, d) matrices)."""
         array = np.asarray(array)
         if self.name == "torch":
@@ -131,7 +148,7 @@ class Backend:
                 return tf.constant(array)
         return array.copy()
 
-    def to_nhwc(self, tensor) -> np.ndarray:
+    def to_nhwc(self, tensor: Any) -> np.ndarray:
         """NHWC NumPy copy of a native-layout tensor of this backend."""
         array = to_numpy(tensor)
         return array.transpose(0, 2, 3, 1) if self.layout == "NCHW" else array

@@ -1,16 +1,22 @@
-"""The conftest grid: a GPU run cannot pass by skipping, and bad options are refused."""
+"""The conftest grid: a GPU run cannot pass by skipping, bad options are refused, the points come from
+the one backend table, and the checkout's tests/bench/reference packages are the ones imported."""
 
+import importlib
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).parent.parent
+from impls import BACKEND_INFO, BACKENDS
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _pytest(*arguments):
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *arguments, "tests/test_grid.py"]
+    # -P: the working directory is not put on sys.path, so that `impls` is the installed package, as
+    # under the `pytest` command tox runs.
+    command = [sys.executable, "-P", "-m", "pytest", "-p", "no:cacheprovider", "-q", *arguments, "tests/test_grid.py"]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -40,4 +46,13 @@ def test_cardinality_grid_points():
 
 
 def test_grid_probe(backend, dtype):
-    assert backend.name in ("numpy", "torch", "tf") and dtype.kind == "f"
+    assert backend.name in BACKENDS and dtype.kind == "f"
+    assert backend.device in BACKEND_INFO[backend.name].devices
+
+
+@pytest.mark.parametrize("name", ["tests", "tests.inputs", "bench", "bench.variants", "reference"])
+def test_feature_checkout_packages_are_importable(name):
+    """The root conftest puts the checkout behind the installed packages: tests.inputs, bench.* and
+    reference.* import by name (no spec_from_file_location) and are the checkout's files."""
+    module = importlib.import_module(name)
+    assert pathlib.Path(module.__file__).resolve().is_relative_to(ROOT)
