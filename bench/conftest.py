@@ -19,7 +19,8 @@ from collections import defaultdict
 
 import pytest
 
-from bench.variants import Variant
+from bench.variants import NATIVE1, PYDENSECRF, SIMPLECRF, Variant
+from impls import BACKEND_INFO
 from tests.inputs import library_versions
 
 # The grid of the size sweeps: (height, width) from 160x120 to 1920x1080, and label counts.
@@ -29,8 +30,8 @@ LABELS = [2, 21, 60]
 # Prior cost of one call per unit of work (ns per pixel x effective label x iteration for the
 # dense CRF; per pixel x channel for the filter alone), from the 2-core development VM. It only
 # decides what the first case of a backend may cost; this run's own measurements replace it.
-PRIOR_NS = {"numpy-cpu": 60, "torch-cpu": 60, "tf-cpu": 75, "native-cpu": 4, "native1-cpu": 8, "pydensecrf-cpu": 16,
-            "simplecrf-cpu": 16, "torch-cuda": 2, "native-cuda": 1}
+PRIOR_NS = {Variant("numpy"): 60, Variant("torch"): 60, Variant("tf"): 75, Variant("native"): 4, NATIVE1: 8,
+            PYDENSECRF: 16, SIMPLECRF: 16, Variant("torch", "cuda"): 2, Variant("native", "cuda"): 1}
 
 # SimpleCRF (PyPI `simplecrf`) is a peer dense CRF; its newest release does not build here.
 SIMPLECRF_BUILD_FAILURE = ("its newest release on PyPI (SimpleCRF 0.2.1.1) does not build against NumPy 2: its C "
@@ -55,7 +56,7 @@ def _gpu():
         return None
 
 
-def _importable(module):
+def _importable(module: str) -> str | None:
     try:
         importlib.import_module(module)
     except ImportError as error:
@@ -64,25 +65,26 @@ def _importable(module):
 
 
 @functools.cache
-def backend_availability() -> dict[str, str | None]:
-    """{backend-device: None if present, else why it is absent} for every backend the suite knows."""
+def backend_availability() -> dict[Variant, str | None]:
+    """{variant: None if present, else why it is absent} for every implementation the suite knows."""
     from impls import native
 
+    absent = {Variant(name): _importable(info.framework) for name, info in BACKEND_INFO.items()}
     native_cpu = None if native.available() else "impls._native is not built (pip install .)"
     simplecrf = _importable("denseCRF")
-    absent = {"numpy-cpu": None, "torch-cpu": _importable("torch"), "tf-cpu": _importable("tensorflow"),
-              "pydensecrf-cpu": _importable("pydensecrf.densecrf"), "native-cpu": native_cpu, "native1-cpu": native_cpu,
-              "simplecrf-cpu": simplecrf and f"SimpleCRF is not installed: {SIMPLECRF_BUILD_FAILURE}"}
-    if absent["torch-cpu"]:
-        absent["torch-cuda"] = absent["torch-cpu"]
+    absent |= {PYDENSECRF: _importable("pydensecrf.densecrf"), Variant("native"): native_cpu, NATIVE1: native_cpu,
+               SIMPLECRF: simplecrf and f"SimpleCRF is not installed: {SIMPLECRF_BUILD_FAILURE}"}
+    torch_cuda = Variant("torch", "cuda")
+    if absent[Variant("torch")]:
+        absent[torch_cuda] = absent[Variant("torch")]
     else:
         import torch
 
-        absent["torch-cuda"] = None if torch.cuda.is_available() else "torch.cuda.is_available() is False"
+        absent[torch_cuda] = None if torch.cuda.is_available() else "torch.cuda.is_available() is False"
     if not native.built_with_cuda():
-        absent["native-cuda"] = "impls._native was built without CUDA (no nvcc at configure time)"
+        absent[Variant("native", "cuda")] = "impls._native was built without CUDA (no nvcc at configure time)"
     else:
-        absent["native-cuda"] = None if native.has_cuda() else "no CUDA device is visible"
+        absent[Variant("native", "cuda")] = None if native.has_cuda() else "no CUDA device is visible"
     return absent
 
 
@@ -104,31 +106,32 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("sweep_size", SIZES, ids=[f"{w}x{h}" for h, w in SIZES])
     if "sweep_labels" in metafunc.fixturenames:
         metafunc.parametrize("sweep_labels", LABELS, ids=[f"{n}labels" for n in LABELS])
+    # Variants are the parameters; their ids ("native1-cpu") name the tests.
     if "crf_backend" in metafunc.fixturenames:
-        metafunc.parametrize("crf_backend", crf_backends(metafunc.config), indirect=True)
+        metafunc.parametrize("crf_backend", crf_backends(metafunc.config), indirect=True, ids=str)
     if "filter_backend" in metafunc.fixturenames:
-        metafunc.parametrize("filter_backend", lattice_backends(metafunc.config), indirect=True)
+        metafunc.parametrize("filter_backend", lattice_backends(metafunc.config), indirect=True, ids=str)
     if "volume_backend" in metafunc.fixturenames:
-        volume = [Variant(name).id for name in ("numpy", "native", "native1", "pydensecrf")]
-        metafunc.parametrize("volume_backend", volume, indirect=True)
+        volume = [Variant("numpy"), Variant("native"), NATIVE1, PYDENSECRF]
+        metafunc.parametrize("volume_backend", volume, indirect=True, ids=str)
 
 
-def lattice_backends(config) -> list[str]:
-    """The permutohedral lattices of the grid (--backend, --device) plus native's."""
+def lattice_backends(config: pytest.Config) -> list[Variant]:
+    """The permutohedral lattices of the grid (--backend, --device; TF's on the CPU only) plus native's."""
     devices = config.impls_devices
-    names = [Variant(name, device).id for name in config.impls_backends for device in devices
-             if not (name in ("numpy", "tf") and device == "cuda")]
-    return names + [Variant("native", device).id for device in devices]
+    variants = [Variant(name, device) for name in config.impls_backends for device in devices
+                if device in BACKEND_INFO[name].devices and not (name == "tf" and device == "cuda")]
+    return variants + [Variant("native", device) for device in devices]
 
 
-def crf_backends(config) -> list[str]:
+def crf_backends(config: pytest.Config) -> list[Variant]:
     """The dense CRFs: the lattices, native on one thread (its speed per core), pydensecrf and SimpleCRF."""
-    return lattice_backends(config) + ["native1-cpu", "pydensecrf-cpu", "simplecrf-cpu"]
+    return lattice_backends(config) + [NATIVE1, PYDENSECRF, SIMPLECRF]
 
 
 @pytest.fixture
-def filter_backend(request):
-    """A permutohedral-lattice implementation ("numpy-cpu", "native-cuda", ...); skips where it is absent."""
+def filter_backend(request) -> Variant:
+    """A permutohedral-lattice implementation (numpy-cpu, native-cuda, ...); skips where it is absent."""
     reason = backend_availability().get(request.param)
     if reason:
         pytest.skip(f"{request.param}: {reason}")
@@ -136,12 +139,12 @@ def filter_backend(request):
 
 
 @pytest.fixture
-def crf_backend(request):
-    """A dense-CRF implementation ("numpy-cpu", "native-cuda", ...); skips with the reason where it is absent."""
+def crf_backend(request) -> Variant:
+    """A dense-CRF implementation (numpy-cpu, native-cuda, ...); skips with the reason where it is absent."""
     reason = backend_availability().get(request.param)
     if reason:
         pytest.skip(f"{request.param}: {reason}")
-    if request.param != "pydensecrf-cpu" and backend_availability()["pydensecrf-cpu"]:
+    if request.param != PYDENSECRF and backend_availability()[PYDENSECRF]:
         pytest.skip("pydensecrf is absent, and every result is checked against it before it is timed")
     return request.param
 
@@ -162,7 +165,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
-    output_json["impls"] = {"absent_backends": {k: v for k, v in backend_availability().items() if v},
+    output_json["impls"] = {"absent_backends": {k.id: v for k, v in backend_availability().items() if v},
                             "skipped": _SKIPPED, "budget_s": config.getoption("bench_budget")}
 
 
@@ -172,36 +175,36 @@ class CostModel:
     (small cases are dominated by fixed overheads); the prior cost per unit where nothing was
     measured yet. A call predicted to exceed the budget is skipped with the numbers."""
 
-    def __init__(self, budget_s):
+    def __init__(self, budget_s: float):
         if not budget_s > 0:
             raise pytest.UsageError(f"--bench-budget: expected a positive number of seconds, got {budget_s}")
         self.budget_s = budget_s
-        self.measured: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)  # work -> seconds
+        self.measured: dict[tuple[str, Variant], dict[float, float]] = defaultdict(dict)  # work -> seconds
 
-    def predict(self, op, backend, work):
+    def predict(self, op: str, backend: Variant, work: float) -> float:
         points = self.measured[(op, backend)]
         if not points:
-            return PRIOR_NS.get(backend, PRIOR_NS["numpy-cpu"]) * work * 1e-9
+            return PRIOR_NS.get(backend, PRIOR_NS[Variant("numpy")]) * work * 1e-9
         largest = max(points)
         return work * max(seconds / size for size, seconds in points.items() if size >= largest / 8)
 
-    def check(self, op, backend, work):
+    def check(self, op: str, backend: Variant, work: float) -> None:
         seconds = self.predict(op, backend, work)
         if seconds > self.budget_s:
             source = "extrapolated from this run" if self.measured[(op, backend)] else "prior estimate"
             pytest.skip(f"{backend}: one call predicted to take {seconds:.1f} s ({source}) "
                         f"> budget {self.budget_s:g} s (--bench-budget)")
 
-    def record(self, op, backend, work, benchmark):
+    def record(self, op: str, backend: Variant, work: float, benchmark) -> None:
         if benchmark.stats is None:  # --benchmark-disable: the checks ran once, nothing was timed
             return
         self.measured[(op, backend)][float(work)] = benchmark.stats.stats.median
 
 
 @pytest.fixture
-def budget(request):
-    """The run's cost model: `budget.check(backend, work)` skips where one call would exceed the budget,
-    `budget.record(backend, work, benchmark)` calibrates it after a measurement."""
+def budget(request) -> CostModel:
+    """The run's cost model: `budget.check(op, variant, work)` skips where one call would exceed the budget,
+    `budget.record(op, variant, work, benchmark)` calibrates it after a measurement."""
     return request.config.impls_cost_model
 
 

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 
+if not __package__:  # run as a script: the checkout (bench.variants) goes behind the installed packages
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+
+from bench.variants import NATIVE1, Variant  # noqa: E402
+
 PER_CORE_TARGET_SPEEDUP = 2.0
-TARGET_BACKEND = "native1"
+# Names of the JSON's "backend" field: native on one thread ("native1") and on every core ("native").
+TARGET_BACKEND = NATIVE1.name
+BACKEND_CHOICES = (NATIVE1.name, Variant("native").name)
 TARGET_CASE = "astronaut-500x375-21labels-10it"
 REPRODUCE = "tox -e ratio-gate"
 
 
-def measurement(results, case, backend, device="cpu"):
+def measurement(results: dict, case: str, backend: str, device: str = "cpu") -> tuple[float, int | str] | None:
     """(median ms, cores) of one dense_crf benchmark, or None."""
     for bench in results.get("benchmarks", []):
         info = bench.get("extra_info", {})
@@ -32,8 +40,8 @@ def measurement(results, case, backend, device="cpu"):
     return None
 
 
-def check(results, *, case=TARGET_CASE, backend=TARGET_BACKEND, min_speedup=PER_CORE_TARGET_SPEEDUP) \
-        -> tuple[int, str]:
+def check(results: dict, *, case: str = TARGET_CASE, backend: str = TARGET_BACKEND,
+          min_speedup: float = PER_CORE_TARGET_SPEEDUP) -> tuple[int, str]:
     """(exit status, message) of the gate on a pytest-benchmark JSON document."""
     native, pydensecrf = measurement(results, case, backend), measurement(results, case, "pydensecrf")
     missing = [name for name, value in ((backend, native), ("pydensecrf", pydensecrf)) if value is None]
@@ -49,11 +57,11 @@ def check(results, *, case=TARGET_CASE, backend=TARGET_BACKEND, min_speedup=PER_
     return (0 if speedup >= min_speedup else 1), message
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", help="pytest-benchmark JSON with native and pydensecrf dense_crf results")
     parser.add_argument("--case", default=TARGET_CASE, help=f"benchmark case (default {TARGET_CASE})")
-    parser.add_argument("--backend", default=TARGET_BACKEND, choices=("native1", "native"),
+    parser.add_argument("--backend", default=TARGET_BACKEND, choices=BACKEND_CHOICES,
                         help="native1: native on one thread (per core, the default); native: on every core")
     parser.add_argument("--min-speedup", type=float, default=PER_CORE_TARGET_SPEEDUP,
                         help=f"required pydensecrf/native median ratio (default {PER_CORE_TARGET_SPEEDUP:g})")

@@ -20,6 +20,12 @@ import json
 import pathlib
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
+
+if not __package__:  # run as a script: the checkout (bench.variants, tests.inputs) goes behind the installed packages
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+
+from bench.variants import variant_id  # noqa: E402
 
 BASELINES = ("numpy", "pydensecrf")
 FIGURE_TIME = "dense_crf_time_vs_pixels.png"
@@ -27,7 +33,7 @@ FIGURE_SPEEDUP = "dense_crf_speedup.png"
 FIGURE_EXAMPLE = "dense_crf_example.png"
 
 
-def load(path) -> dict:
+def load(path: str | pathlib.Path) -> dict:
     with open(path) as handle:
         results = json.load(handle)
     if "benchmarks" not in results:
@@ -51,10 +57,15 @@ def rows_by_group(results: dict) -> dict[str, list[dict]]:
     return dict(groups)
 
 
-def speedup(rows, row, baseline):
+def speedup(rows: list[dict], row: dict, baseline: str) -> float | None:
     """The CPU `baseline`'s median over `row`'s, or None where the baseline did not run in these rows."""
     reference = next((r["median_ms"] for r in rows if r["backend"] == baseline and r["device"] == "cpu"), None)
     return reference / row["median_ms"] if reference else None
+
+
+def _variant(row: dict) -> str:
+    """The row's implementation as the benchmarks name it ("native1-cpu")."""
+    return variant_id(row["backend"], row["device"])
 
 
 def _ratio(value):
@@ -113,9 +124,8 @@ def _fastest(groups):
             continue
         ranked = sorted(rows, key=lambda r: r["median_ms"])
         best = ranked[0]
-        runner_up = f"{ranked[1]['backend']}-{ranked[1]['device']} ({ranked[1]['median_ms']:.1f} ms)" \
-            if len(ranked) > 1 else "none"
-        lines.append(f"| {group.removeprefix('dense_crf ')} | {best['backend']}-{best['device']} | "
+        runner_up = f"{_variant(ranked[1])} ({ranked[1]['median_ms']:.1f} ms)" if len(ranked) > 1 else "none"
+        lines.append(f"| {group.removeprefix('dense_crf ')} | {_variant(best)} | "
                      f"{best['median_ms']:.1f} | {_ratio(speedup(rows, best, 'pydensecrf'))} | {runner_up} |")
     return lines if len(lines) > 5 else []
 
@@ -137,7 +147,7 @@ def _per_core(groups):
     return lines if len(lines) > 5 else []
 
 
-def scaling(groups, backend) -> dict[int, dict[int, float]]:
+def scaling(groups: dict[str, list[dict]], backend: str) -> dict[int, dict[int, float]]:
     """{labels: {pixels: ns per pixel x label x iteration}} of `backend` over the size sweep."""
     table = defaultdict(dict)
     for row in _crf_rows(groups):
@@ -168,7 +178,7 @@ def _scaling(groups):
     return lines if len(lines) > 4 else []
 
 
-def render(results: dict, figures: list[str] = ()) -> str:
+def render(results: dict, figures: Sequence[str] = ()) -> str:
     """The Markdown report; `figures` are the file names of figures already written next to it."""
     groups = rows_by_group(results)
     lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + \
@@ -193,7 +203,7 @@ def _crf_rows(groups):
     return [row for rows in groups.values() for row in rows if row.get("op") == "dense_crf" and "pixels" in row]
 
 
-def plot_time_vs_pixels(groups, path) -> bool:
+def plot_time_vs_pixels(groups: dict[str, list[dict]], path: pathlib.Path) -> bool:
     """Log-log time against pixels per backend, one panel per label count, for the size sweep."""
     rows = [r for r in _crf_rows(groups) if r.get("iterations") == 5 and r.get("image") == "astronaut"]
     if not rows:
@@ -205,7 +215,7 @@ def plot_time_vs_pixels(groups, path) -> bool:
         series = defaultdict(list)
         for r in rows:
             if r["labels"] == labels:
-                series[f"{r['backend']}-{r['device']}"].append((r["pixels"], r["median_ms"]))
+                series[_variant(r)].append((r["pixels"], r["median_ms"]))
         for name, points in sorted(series.items()):
             pixels, times = zip(*sorted(points), strict=True)
             axis.loglog(pixels, times, marker="o", label=name)
@@ -218,21 +228,21 @@ def plot_time_vs_pixels(groups, path) -> bool:
     return True
 
 
-def plot_speedups(groups, path) -> bool:
+def plot_speedups(groups: dict[str, list[dict]], path: pathlib.Path) -> bool:
     """Bars of each backend's speedup against pydensecrf, per dense-CRF case where pydensecrf ran."""
     cases = {group: rows for group, rows in groups.items()
              if any(r.get("op") == "dense_crf" for r in rows) and any(r["backend"] == "pydensecrf" for r in rows)}
     if not cases:
         return False
     plt = _pyplot()
-    backends = sorted({f"{r['backend']}-{r['device']}" for rows in cases.values() for r in rows
+    backends = sorted({_variant(r) for rows in cases.values() for r in rows
                        if r["backend"] != "pydensecrf"})
     figure, axis = plt.subplots(figsize=(max(8, 0.6 * len(cases) * len(backends) / 2), 4.5))
     width = 0.8 / max(len(backends), 1)
     for index, name in enumerate(backends):
         heights = []
         for rows in cases.values():
-            row = next((r for r in rows if f"{r['backend']}-{r['device']}" == name), None)
+            row = next((r for r in rows if _variant(r) == name), None)
             heights.append(speedup(rows, row, "pydensecrf") if row else 0.0)
         axis.bar([i + index * width for i in range(len(cases))], heights, width, label=name)
     axis.axhline(1.0, color="black", linewidth=0.8)
@@ -248,7 +258,8 @@ def plot_speedups(groups, path) -> bool:
     return True
 
 
-def plot_example(path, *, size=(375, 500), labels=21, iterations=10) -> bool:
+def plot_example(path: pathlib.Path, *, size: tuple[int, int] = (375, 500), labels: int = 21,
+                 iterations: int = 10) -> bool:
     """The benchmark's reference image, its unary argmax and the CRF result, side by side."""
     import numpy as np
 
@@ -273,7 +284,7 @@ def plot_example(path, *, size=(375, 500), labels=21, iterations=10) -> bool:
     return True
 
 
-def write_report(results: dict, output: pathlib.Path, *, example=True) -> list[str]:
+def write_report(results: dict, output: pathlib.Path, *, example: bool = True) -> list[str]:
     """Writes the figures and the report to `output`'s folder; returns the figure names."""
     output.parent.mkdir(parents=True, exist_ok=True)
     groups = rows_by_group(results)
@@ -286,7 +297,7 @@ def write_report(results: dict, output: pathlib.Path, *, example=True) -> list[s
     return figures
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=pathlib.Path, help="pytest-benchmark JSON (--benchmark-json)")
     parser.add_argument("--output", type=pathlib.Path,
@@ -303,6 +314,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as a script: the checkout (for tests.inputs) goes behind the installed packages on sys.path.
-    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
     raise SystemExit(main())

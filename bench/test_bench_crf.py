@@ -13,13 +13,14 @@ SimpleCRF), which run every case; the reference cases always run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from bench.variants import VARIANTS
+from bench.variants import Variant
 from impls.testing import Backend
 from tests.inputs import crf_image, smooth_unary
 
@@ -31,9 +32,9 @@ SWEEP_ITERATIONS = 5
 REFERENCE_CASES = [("im1-320x240-21labels-5it", "im1", None, 21, 5),
                    ("astronaut-500x375-21labels-10it", "astronaut", (375, 500), 21, 10)]
 MIN_LABEL_AGREEMENT = 0.999
-# The native engine and its peers run every case of the sweep (the native-lattice issue's
-# claims are about all of them); the framework backends stay within --bench-budget.
-UNBUDGETED = ("native", "native1", "pydensecrf", "simplecrf")
+# The native engine (on every core and on one) and its peers run every case of the sweep (the
+# native-lattice issue's claims are about all of them); the framework backends stay within --bench-budget.
+UNBUDGETED = ("native", "pydensecrf", "simplecrf")
 
 
 @functools.lru_cache(maxsize=2)
@@ -70,17 +71,17 @@ def pydensecrf_q(image, unary, iterations):
     return np.array(crf.inference(iterations)).T.reshape(height, width, labels)
 
 
-def runner(name, image, unary, iterations):
-    """A call of dense CRF backend `name` ("numpy-cpu", "torch-cuda", "native-cpu", "pydensecrf-cpu", ...)
-    on these inputs that returns Q as NumPy (H, W, L), or the labels (H, W) for SimpleCRF, which
-    returns nothing else; synchronised with the device. "native1" is native on one thread."""
-    backend, device = VARIANTS[name].backend, VARIANTS[name].device
+def runner(variant: Variant, image: np.ndarray, unary: np.ndarray, iterations: int) -> Callable[[], np.ndarray]:
+    """A call of the dense CRF `variant` on these inputs that returns Q as NumPy (H, W, L), or the
+    labels (H, W) for SimpleCRF, which returns nothing else; synchronised with the device."""
+    backend, device = variant.backend, variant.device
     if backend == "pydensecrf":
         return lambda: pydensecrf_q(image, unary, iterations)
     if backend == "simplecrf":
         return lambda: simplecrf_labels(image, unary, iterations)
-    if backend in ("native", "native1") and device == "cpu":
-        return _native_runner(image, unary, iterations, threads=1 if backend == "native1" else None)
+    if backend == "native" and device == "cpu":
+        return _native_runner(image, unary, iterations, variant)
+    # native on CUDA is reached through torch's dense_crf with engine="native".
     module = Backend("torch" if backend == "native" else backend, device)
     engine = "native" if backend == "native" else "framework"
     unary_in, image_in = module.from_nhwc(unary[None]), module.from_nhwc(image[None])
@@ -94,16 +95,24 @@ def runner(name, image, unary, iterations):
     return run
 
 
-def _native_runner(image, unary, iterations, *, threads):
+def _native_runner(image, unary, iterations, variant):
     """The native engine as users of pydensecrf reach it: impls.densecrf, pydensecrf's calls."""
     import impls.densecrf
-    from impls import native
 
     def run():
-        with native.threads(threads or native._module().get_num_threads()):
+        with native_threads(variant):
             return _densecrf2d_q(impls.densecrf, image, unary, iterations, engine="native")
 
     return run
+
+
+def native_threads(variant: Variant) -> contextlib.AbstractContextManager:
+    """The block runs native calls on `variant.threads` OpenMP threads (as they are when None)."""
+    if variant.threads is None:
+        return contextlib.nullcontext()
+    from impls import native
+
+    return native.threads(variant.threads)
 
 
 def _densecrf2d_q(module, image, unary, iterations, **options):
@@ -135,14 +144,6 @@ def simplecrf_labels(image, unary, iterations):
     return np.asarray(denseCRF.densecrf(image, probabilities, parameters), np.int64)
 
 
-def _cores(backend="native"):
-    """CPU cores a backend may use: one for native1, pydensecrf and SimpleCRF; else OpenMP's default
-    thread count (OMP_NUM_THREADS, or the cores this process may run on)."""
-    if backend in ("native1", "pydensecrf", "simplecrf"):
-        return 1
-    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
-
-
 def _synchronizer(device):
     if device == "cuda":
         import torch
@@ -155,20 +156,21 @@ def _bench(benchmark, budget, crf_backend, *, case, image_name, size, labels, it
     image, unary = crf_inputs(image_name, size, labels)
     pixels = image.shape[0] * image.shape[1]
     work = pixels * max(labels, 8) * iterations
-    if budgeted and VARIANTS[crf_backend].backend not in UNBUDGETED:
+    if budgeted and crf_backend.backend not in UNBUDGETED:
         budget.check("dense_crf", crf_backend, work)
     run = runner(crf_backend, image, unary, iterations)
-    backend, device = VARIANTS[crf_backend].backend, VARIANTS[crf_backend].device
     result = run()
     predicted_labels = result if result.ndim == 2 else result.argmax(-1)
-    expected = pydensecrf_labels(image_name, size, labels, iterations, simplecrf_clip=backend == "simplecrf")
+    expected = pydensecrf_labels(image_name, size, labels, iterations,
+                                 simplecrf_clip=crf_backend.backend == "simplecrf")
     agreement = np.mean(predicted_labels == expected)
     assert agreement >= MIN_LABEL_AGREEMENT, (
         f"{crf_backend} on {case}: label agreement with pydensecrf {agreement:.4%} < {MIN_LABEL_AGREEMENT:.1%}")
     benchmark.group = f"dense_crf {case}"
-    benchmark.extra_info.update(op="dense_crf", case=case, image=image_name, backend=backend, device=device,
-                                pixels=pixels, height=image.shape[0], width=image.shape[1], labels=labels,
-                                iterations=iterations, label_agreement=float(agreement), cores=_cores(backend))
+    benchmark.extra_info.update(op="dense_crf", case=case, image=image_name, backend=crf_backend.name,
+                                device=crf_backend.device, pixels=pixels, height=image.shape[0], width=image.shape[1],
+                                labels=labels, iterations=iterations, label_agreement=float(agreement),
+                                cores=crf_backend.cores)
     predicted = budget.predict("dense_crf", crf_backend, work)
     # The checked call above has warmed everything up.
     benchmark.pedantic(run, rounds=5 if predicted < 0.5 else 3, warmup_rounds=0, iterations=1)
@@ -221,20 +223,18 @@ def volume_q(module, **options):
     return np.asarray(crf.inference(VOLUME_ITERATIONS))
 
 
-def volume_runner(name):
-    backend = VARIANTS[name].backend
-    if backend == "pydensecrf":
+def volume_runner(variant: Variant) -> Callable[[], np.ndarray]:
+    if variant.backend == "pydensecrf":
         import pydensecrf.densecrf as module
 
         return lambda: volume_q(module)
     import impls.densecrf as module
-    from impls import native
 
-    if backend == "numpy":
+    if variant.backend == "numpy":
         return lambda: volume_q(module, engine="numpy")
 
     def run():
-        with native.threads(1 if backend == "native1" else native._module().get_num_threads()):
+        with native_threads(variant):
             return volume_q(module, engine="native")
 
     return run
@@ -251,17 +251,17 @@ def test_dense_crf_volume(benchmark, budget, volume_backend):
     """Always run for native and pydensecrf (the native-lattice issue's 3-D case); NumPy within the budget."""
     points = int(np.prod(VOLUME_SHAPE))
     work = points * max(VOLUME_LABELS, 8) * VOLUME_ITERATIONS
-    if volume_backend == "numpy-cpu":
+    if volume_backend.backend == "numpy":
         budget.check("dense_crf", volume_backend, work)
     run = volume_runner(volume_backend)
     agreement = np.mean(run().argmax(0) == pydensecrf_volume_labels())
     assert agreement >= MIN_LABEL_AGREEMENT, (
         f"{volume_backend} on {VOLUME_CASE}: label agreement with pydensecrf {agreement:.4%} < "
         f"{MIN_LABEL_AGREEMENT:.1%}")
-    backend, device = VARIANTS[volume_backend].backend, VARIANTS[volume_backend].device
     benchmark.group = f"dense_crf {VOLUME_CASE}"
-    benchmark.extra_info.update(op="dense_crf", case=VOLUME_CASE, image="volume", backend=backend, device=device,
-                                points=points, shape=list(VOLUME_SHAPE), labels=VOLUME_LABELS,
-                                iterations=VOLUME_ITERATIONS, label_agreement=float(agreement), cores=_cores(backend))
+    benchmark.extra_info.update(op="dense_crf", case=VOLUME_CASE, image="volume", backend=volume_backend.name,
+                                device=volume_backend.device, points=points, shape=list(VOLUME_SHAPE),
+                                labels=VOLUME_LABELS, iterations=VOLUME_ITERATIONS, label_agreement=float(agreement),
+                                cores=volume_backend.cores)
     benchmark.pedantic(run, rounds=5, warmup_rounds=0, iterations=1)
     budget.record("dense_crf", volume_backend, work, benchmark)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.variants import Variant
 from impls.testing import assert_close
 
 CLASSES = 21
@@ -37,19 +38,19 @@ def _expected_q(logits, image):
 def test_crfrnn(benchmark, budget, layer_backend, sweep_size, pass_):
     height, width = sweep_size
     work = height * width * CLASSES * ITERATIONS * (3 if pass_ != "forward" else 1)
-    name = f"{layer_backend.name}-{layer_backend.device}"
-    budget.check(f"crfrnn {pass_}", name, work)
+    variant = Variant(layer_backend.name, layer_backend.device)
+    budget.check(f"crfrnn {pass_}", variant, work)
     logits, image = _inputs(sweep_size)
     run = _runner(layer_backend, logits, image, backward=pass_ != "forward")
     out = run()
     q = np.exp(out - out.max(-1, keepdims=True))
     assert_close(q / q.sum(-1, keepdims=True), _expected_q(logits, image), rtol=0, atol=1e-4,
-                 msg=f"{name} CrfRnn vs dense_crf")
+                 msg=f"{variant} CrfRnn vs dense_crf")
     benchmark.group = f"crfrnn {pass_} {width}x{height}, {CLASSES} classes, {ITERATIONS} iterations"
     benchmark.extra_info.update(op=f"crfrnn {pass_}", case=f"{width}x{height}", backend=layer_backend.name,
                                 device=layer_backend.device, pixels=height * width, labels=CLASSES)
     benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
-    budget.record(f"crfrnn {pass_}", name, work, benchmark)
+    budget.record(f"crfrnn {pass_}", variant, work, benchmark)
 
 
 def _runner(backend, logits, image, *, backward):

@@ -9,11 +9,13 @@ are timed.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from bench.variants import VARIANTS
+from bench.variants import Variant
+from impls import BACKEND_INFO
 from impls.testing import Backend, assert_close, to_numpy
 from tests.inputs import crf_image
 
@@ -40,11 +42,11 @@ def reference_filtered(size):
     return impls.numpy.PermutohedralLattice(features).filter(values)
 
 
-def lattice_calls(name, features, values):
-    """(build, filter): `build()` makes the lattice of backend `name`, `filter(lattice)` returns the
+def lattice_calls(variant: Variant, features: np.ndarray, values: np.ndarray) -> tuple[Callable, Callable]:
+    """(build, filter): `build()` makes the lattice of `variant`, `filter(lattice)` returns the
     filtered values; both synchronised with the device."""
-    backend, device = VARIANTS[name].backend, VARIANTS[name].device
-    features, values = _on_backend(features, backend, device), _on_backend(values, backend, device)
+    backend, device = variant.backend, variant.device
+    features, values = _on_backend(features, variant), _on_backend(values, variant)
     if backend == "native":
         from impls.native import Lattice
     else:
@@ -53,16 +55,12 @@ def lattice_calls(name, features, values):
             lambda lattice: _synchronized(device, lattice.filter(values)))
 
 
-def _on_backend(matrix, backend, device):
-    if backend == "tf":
-        import tensorflow as tf
-
-        with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
-            return tf.constant(matrix)
-    if backend == "torch" or device == "cuda":
-        import torch
-
-        return torch.from_numpy(matrix).to(device)
+def _on_backend(matrix: np.ndarray, variant: Variant):
+    """`matrix` where `variant` reads it: its backend's tensor, torch's on CUDA for native."""
+    if variant.backend in BACKEND_INFO:
+        return Backend(variant.backend, variant.device).tensor(matrix)
+    if variant.device == "cuda":
+        return Backend("torch", "cuda").tensor(matrix)
     return matrix
 
 
@@ -86,10 +84,9 @@ def test_lattice(benchmark, budget, filter_backend, sweep_size, phase):
     # Lattices of different backends agree to float32 rounding of their sums (tests/test_native_lattice.py).
     assert_close(to_numpy(filter_values(lattice)), reference_filtered(sweep_size), rtol=1e-4, atol=1e-4,
                  msg=f"{filter_backend} filter")
-    backend, device = VARIANTS[filter_backend].backend, VARIANTS[filter_backend].device
     benchmark.group = f"lattice {phase} {width}x{height}, 5-D features, {CHANNELS} channels"
-    benchmark.extra_info.update(op=f"lattice {phase}", case=f"{width}x{height}", backend=backend, device=device,
-                                pixels=height * width, channels=CHANNELS)
+    benchmark.extra_info.update(op=f"lattice {phase}", case=f"{width}x{height}", backend=filter_backend.name,
+                                device=filter_backend.device, pixels=height * width, channels=CHANNELS)
     run = build if phase == "build" else lambda: filter_values(lattice)
     benchmark.pedantic(run, rounds=3 if budget.predict(f"lattice {phase}", filter_backend, work) > 0.5 else 5,
                        warmup_rounds=1, iterations=1)

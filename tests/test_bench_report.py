@@ -1,5 +1,6 @@
 """The benchmark report shows the numbers of the JSON it was rendered from, draws its figures,
-and the ratio gate passes and fails where it should."""
+the ratio gate passes and fails where it should, and the benchmarks name their variants with the
+text the report and the gate read."""
 
 import json
 import pathlib
@@ -8,6 +9,7 @@ import re
 import pytest
 
 from bench import gate, report
+from bench.variants import NATIVE1, PYDENSECRF, Variant, variant_id
 
 ROOT = pathlib.Path(__file__).parent.parent
 SMALL = ROOT / "tests" / "data" / "benchmark_small.json"
@@ -120,3 +122,23 @@ def test_exception_not_a_benchmark_file(tmp_path):
     bogus.write_text('{"results": []}')
     with pytest.raises(ValueError, match="not a pytest-benchmark JSON file"):
         report.load(bogus)
+
+
+def test_feature_variant_ids_are_the_json_and_report_names():
+    """A variant's id is its pytest id and its name in benchmark.json ("backend" = name, "device")."""
+    assert [v.id for v in (Variant("numpy"), Variant("torch", "cuda"), Variant("native"), NATIVE1, PYDENSECRF)] \
+        == ["numpy-cpu", "torch-cuda", "native-cpu", "native1-cpu", "pydensecrf-cpu"]
+    assert (NATIVE1.backend, NATIVE1.name, NATIVE1.threads, NATIVE1.cores) == ("native", "native1", 1, 1)
+    assert variant_id(NATIVE1.name, NATIVE1.device) == str(NATIVE1) == "native1-cpu"
+    assert gate.TARGET_BACKEND == NATIVE1.name and PYDENSECRF.cores == 1
+
+
+@pytest.mark.parametrize("fields, message", [
+    (("jax",), "unknown benchmark backend 'jax'"),
+    (("numpy", "cuda"), r"numpy runs on \['cpu'\], not 'cuda'"),
+    (("pydensecrf", "cpu", 1), "only native on the CPU takes a positive thread count"),
+    (("native", "cpu", 0), "only native on the CPU takes a positive thread count"),
+])
+def test_exception_variant_out_of_the_table(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Variant(*fields)
