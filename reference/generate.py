@@ -34,6 +34,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import zipfile  # noqa: E402
+from collections.abc import Callable, Collection  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -67,7 +68,7 @@ def pydensecrf_examples() -> dict[str, np.ndarray]:
     return arrays
 
 
-def astronaut_inputs():
+def astronaut_inputs() -> tuple[np.ndarray, np.ndarray]:
     from tests.inputs import crf_image, smooth_unary
 
     height, width = ASTRONAUT["size"]
@@ -75,7 +76,7 @@ def astronaut_inputs():
     return image, smooth_unary(height, width, ASTRONAUT["labels"], seed=ASTRONAUT["seed"])
 
 
-def pydensecrf_q(image, unary, iterations):
+def pydensecrf_q(image: np.ndarray, unary: np.ndarray, iterations: int) -> np.ndarray:
     """(H, W, L) float32 Q of pydensecrf's DenseCRF2D with PYDENSECRF_PARAMETERS."""
     import pydensecrf.densecrf as dcrf
 
@@ -168,7 +169,7 @@ PRODUCERS = {
 }
 
 
-def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
+def save_npz(path: str | pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez, reproducibly: members in name order, stored uncompressed, with a fixed timestamp."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         for name in sorted(arrays):
@@ -177,20 +178,21 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
             archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
 
 
-def describe(path) -> dict:
+def describe(path: str | pathlib.Path) -> dict:
     """{sha256, arrays: {name: {shape, dtype}}} of an .npz file."""
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: {"shape": list(data[name].shape), "dtype": data[name].dtype.name} for name in sorted(data)}
     return {"sha256": hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest(), "arrays": arrays}
 
 
-def versions() -> dict:
+def versions() -> dict[str, str | None]:
     from tests.inputs import library_versions
 
     return {"python": platform.python_version(), **library_versions(VERSIONED)}
 
 
-def generate(folder: pathlib.Path, *, log=print, only=None) -> dict:
+def generate(folder: pathlib.Path, *, log: Callable[[str], object] = print,
+             only: Collection[str] | None = None) -> dict:
     """Writes the goldens (all, or the file names in `only`) into `folder` and returns the manifest
     (also written there)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -229,7 +231,7 @@ def verify(folder: pathlib.Path, manifest: dict) -> list[str]:
 INEXACT_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 
-def content_differences(golden_folder, fresh_folder, manifest) -> list[str]:
+def content_differences(golden_folder: pathlib.Path, fresh_folder: pathlib.Path, manifest: dict) -> list[str]:
     """What differs between fresh and stored goldens: a checksum for exact files, values beyond
     INEXACT_TOLERANCE for the others."""
     problems = []
@@ -261,7 +263,7 @@ def manifest_diff(old: dict, new: dict) -> str:
                                           lineterm=""))
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="regenerate into a temporary folder and compare")
     parser.add_argument("--output", type=pathlib.Path, default=FOLDER, help="folder to write (default reference/)")

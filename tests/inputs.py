@@ -6,13 +6,16 @@ packages on sys.path)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from types import ModuleType
+
 import numpy as np
 
-CRF_EXAMPLES = ("im1", "im2", "im3")
-SKIMAGE_IMAGES = ("chelsea", "coffee")
+CRF_EXAMPLES: tuple[str, ...] = ("im1", "im2", "im3")  # pydensecrf's examples, shipped in impls/data
+SKIMAGE_IMAGES: tuple[str, ...] = ("chelsea", "coffee")  # skimage.data images the CRF tests also run on
 
 
-def crf_example(name):
+def crf_example(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image uint8 (H, W, 3), annotation uint8 (H, W, 3), pydensecrf's stored output uint8 (H, W, 3))
     of pydensecrf's example `name` ("im1", "im2", "im3"), shipped in impls/data."""
     import importlib.resources
@@ -25,7 +28,7 @@ def crf_example(name):
     return tuple(read)
 
 
-def crf_image(name, *, scale=1.0, size=None):
+def crf_image(name: str, *, scale: float = 1.0, size: tuple[int, int] | None = None) -> np.ndarray:
     """A real RGB uint8 image by name: a pydensecrf example or a `skimage.data` image, optionally
     rescaled by `scale` or resized to `size` (height, width), anti-aliased either way."""
     if name in CRF_EXAMPLES:
@@ -45,7 +48,7 @@ def crf_image(name, *, scale=1.0, size=None):
     return np.ascontiguousarray(image)
 
 
-def library_versions(distributions) -> dict[str, str | None]:
+def library_versions(distributions: Iterable[str]) -> dict[str, str | None]:
     """{distribution: installed version or None}, for recording what produced a result."""
     import importlib.metadata
 
@@ -58,7 +61,8 @@ def library_versions(distributions) -> dict[str, str | None]:
     return found
 
 
-def example_recipe(dcrf, utils, image, annotation):
+def example_recipe(dcrf: ModuleType, utils: ModuleType, image: np.ndarray, annotation: np.ndarray) \
+        -> tuple[np.ndarray, list[float], np.ndarray]:
     """pydensecrf's examples/inference.py, written against a module pair (dcrf, utils):
     colours of the scribbles are labels, black is unknown; returns the colour image of
     the MAP labelling, the KL divergences of five stepped iterations, and the MAP labels
@@ -89,7 +93,8 @@ def example_recipe(dcrf, utils, image, annotation):
     return segmentation, divergences, map_labels
 
 
-def smooth_unary(height, width, labels=21, *, seed=0, smoothness=20.0, sharpness=30.0):
+def smooth_unary(height: int, width: int, labels: int = 21, *, seed: int = 0, smoothness: float = 20.0,
+                 sharpness: float = 30.0) -> np.ndarray:
     """(H, W, L) float32 negative log-probabilities of a smooth random field: per-label
     white noise blurred with a Gaussian of `smoothness` pixels, scaled by `sharpness`,
     softmaxed and clipped at 1e-5 as pydensecrf's unary_from_softmax does."""
