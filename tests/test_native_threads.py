@@ -5,6 +5,7 @@ set the kernels were built for against the NumPy reference."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -168,6 +169,7 @@ def test_feature_strided_unary_and_marginals_are_read_and_written_in_place():
 
 ISA_SCRIPT = """
 import json, sys
+sys.path.append(sys.argv[2])  # the checkout, behind the installed impls (for tests.inputs), as the conftest does
 import numpy as np
 from impls import native
 from impls.numpy.crf import dense_crf
@@ -189,8 +191,9 @@ def test_feature_every_instruction_set_equals_the_numpy_mean_field(isa, tmp_path
         pytest.skip(f"this CPU does not support {isa}")
     environment = dict(os.environ, IMPLS_NATIVE_ISA=isa)
     # From tmp_path: the checkout's own impls/ (without the built extension) must not shadow the installed one.
-    done = subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(tmp_path)], env=environment, capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path)
+    checkout = str(pathlib.Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(tmp_path), checkout], env=environment,
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == isa
     image = crf_image("im1")[:48, :64].copy()
