@@ -92,6 +92,18 @@ def confusion_shape(shape, *, op: str) -> None:
         raise ValueError(f"{op}: argument 'confusion' must be a square (C, C) matrix, got shape {tuple(shape)}")
 
 
+def confusion_counts(bad: int, *, op: str) -> None:
+    """`bad` entries of a confusion matrix are negative or not finite: no score exists for it."""
+    if bad:
+        raise ValueError(f"{op}: argument 'confusion' must hold finite non-negative counts, got {bad} "
+                         f"negative, NaN or infinite entries")
+
+
+def finite(all_finite: bool, *, op: str, name: str) -> None:
+    if not all_finite:
+        raise ValueError(f"{op}: argument '{name}' must be finite (no NaN or inf)")
+
+
 def loss_inputs(logits_shape, labels_shape, labels_kind, *, op: str, layout: str) -> None:
     """Logits (N, ..., C in `layout`) and integer labels (N, H, W) of the same batch and size."""
     if len(logits_shape) != 4:

@@ -101,6 +101,11 @@ def permutohedral_filter(values: Tensor, features: Tensor) -> Tensor:
     Returns:
         (P, C) filtered values in the dtype of `features`. In the torch and TF backends
         the result is differentiable with respect to `values`.
+
+    Raises:
+        ValueError: shapes that do not match, empty or NaN/inf `features` or `values` (one NaN
+            would reach every point sharing a lattice vertex with it; TF checks in eager mode).
+        TypeError: a non-floating dtype.
     """
     values, features = _check_pair(values, features, op="permutohedral_filter")
     return PermutohedralLattice(features).filter(values)
@@ -136,6 +141,8 @@ def _check_pair(values, features, *, op):
                          f"'features' {features.shape}, got {values.shape}")
     if values.dtype.kind != "f":
         raise TypeError(f"{op}: argument 'values' must have a floating dtype, got {values.dtype.name}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{op}: argument 'values' must be finite (no NaN or inf)")
     return values, features
 
 

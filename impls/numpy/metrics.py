@@ -1,6 +1,7 @@
 """Segmentation metrics (Long et al.'s FCN evaluation): the confusion matrix of label maps and
 the scores computed from it. Scores take a confusion matrix, so a dataset is scored by
-summing the matrices of its images first.
+summing the matrices of its images first. A confusion matrix with a negative, NaN or infinite
+entry has no score: every score raises ValueError naming 'confusion' (TF checks in eager mode).
 """
 
 from __future__ import annotations
@@ -84,4 +85,6 @@ def frequency_weighted_iou(confusion: Tensor):
 def _as_confusion(confusion, *, op):
     confusion = np.asarray(confusion)
     _checks.confusion_shape(confusion.shape, op=op)
-    return confusion.astype(np.float64)
+    confusion = confusion.astype(np.float64)
+    _checks.confusion_counts(int(np.sum(~(confusion >= 0) | np.isinf(confusion))), op=op)
+    return confusion

@@ -63,11 +63,14 @@ def upsample_bilinear(x, factor):
 
     Raises:
         TypeError: `factor` is not an integer, or `x` is not floating point.
-        ValueError: `factor` < 1, `x` has the wrong rank, or `x` is empty.
+        ValueError: `factor` < 1, `x` has the wrong rank, is empty, or holds NaN or inf (the
+            backends' transposed convolutions would spread a NaN differently: NumPy's over
+            its kernel's zero taps too, so it is refused; TF checks in eager mode only).
     """
     factor = _checks.positive_int(factor, op="upsample_bilinear", name="factor")
     x = np.asarray(x)
     _checks.float_batch(x.shape, x.dtype.name, op="upsample_bilinear", layout="NHWC")
+    _checks.finite(bool(np.isfinite(x).all()), op="upsample_bilinear", name="x")
     kernel = bilinear_kernel(factor).astype(x.dtype)
     return _conv_transpose(x, kernel, factor, padding="same", depthwise=True)
 

@@ -114,6 +114,8 @@ def _as_pair(values, features, *, op):
                          f"'features' {features.shape}, got {values.shape}")
     if not values.dtype.is_floating:
         raise TypeError(f"{op}: argument 'values' must have a floating dtype, got {values.dtype.name}")
+    if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(values))):
+        raise ValueError(f"{op}: argument 'values' must be finite (no NaN or inf)")
     return values, features
 
 

@@ -68,4 +68,8 @@ def frequency_weighted_iou(confusion: Tensor):
 def _as_confusion(confusion, *, op):
     confusion = tf.convert_to_tensor(confusion)
     _checks.confusion_shape(confusion.shape, op=op)
-    return tf.cast(confusion, tf.float64)
+    confusion = tf.cast(confusion, tf.float64)
+    if tf.executing_eagerly():
+        bad = tf.logical_or(tf.logical_not(confusion >= 0), tf.math.is_inf(confusion))
+        _checks.confusion_counts(int(tf.reduce_sum(tf.cast(bad, tf.int64))), op=op)
+    return confusion

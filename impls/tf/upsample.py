@@ -31,6 +31,8 @@ def bilinear_kernel(factor):
 def upsample_bilinear(x, factor):
     factor = _checks.positive_int(factor, op="upsample_bilinear", name="factor")
     x = _as_batch(x, op="upsample_bilinear")
+    if tf.executing_eagerly():
+        _checks.finite(bool(tf.reduce_all(tf.math.is_finite(x))), op="upsample_bilinear", name="x")
     kernel = tf.cast(bilinear_kernel(factor), x.dtype)[:, :, None, None]
     # TF has no depthwise transposed convolution: fold the channels into the batch.
     shape = tf.shape(x)

@@ -110,6 +110,8 @@ def _check_pair(values, features, *, op):
                          f"'features' {tuple(features.shape)}, got {tuple(values.shape)}")
     if not values.is_floating_point():
         raise TypeError(f"{op}: argument 'values' must have a floating dtype, got {values.dtype}")
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{op}: argument 'values' must be finite (no NaN or inf)")
 
 
 def _enclosing_simplices(features):

@@ -71,4 +71,6 @@ def frequency_weighted_iou(confusion: Tensor):
 def _as_confusion(confusion, *, op):
     confusion = _as_tensor(confusion)
     _checks.confusion_shape(confusion.shape, op=op)
-    return confusion.double()
+    confusion = confusion.double()
+    _checks.confusion_counts(int(torch.sum(~(confusion >= 0) | torch.isinf(confusion))), op=op)
+    return confusion

@@ -28,6 +28,7 @@ def bilinear_kernel(factor):
 def upsample_bilinear(x, factor):
     factor = _checks.positive_int(factor, op="upsample_bilinear", name="factor")
     _check_batch(x, op="upsample_bilinear")
+    _checks.finite(bool(torch.isfinite(x).all()), op="upsample_bilinear", name="x")
     channels = x.shape[1]
     kernel = bilinear_kernel(factor).to(dtype=x.dtype, device=x.device)
     weight = kernel.expand(channels, 1, *kernel.shape)
