@@ -210,3 +210,32 @@ def torch_layer_name(options: dict, *, op: str) -> str | None:
         raise TypeError(f"{op}: unexpected keyword argument(s) {unexpected}; the torch layer takes only 'name' "
                         f"besides its own arguments (dtype: call .to(dtype); trainable: requires_grad_)")
     return options.get("name")
+
+
+def boxes(shape, *, op: str, name: str = "boxes", columns: int = 4) -> None:
+    """A set of boxes: shape (K, columns), K >= 0."""
+    if len(shape) != 2 or shape[1] != columns:
+        raise ValueError(f"{op}: argument '{name}' must have shape (K, {columns}), got {tuple(shape)}")
+
+
+def same_length(got: int, expected: int, *, op: str, name: str, other: str) -> None:
+    if got != expected:
+        raise ValueError(f"{op}: argument '{name}' must have one row per row of '{other}' ({expected}), got {got}")
+
+
+def size_pair(value, *, op: str, name: str) -> tuple[int, int]:
+    """An output size: one positive int for both axes, or (height, width)."""
+    pair = (value, value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+    try:
+        height, width = pair
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: argument '{name}' must be a positive int or a (height, width) pair, "
+                        f"got {value!r}") from None
+    return (positive_int(height, op=op, name=name), positive_int(width, op=op, name=name))
+
+
+def indices_in_range(low, high, count: int, *, op: str, name: str) -> None:
+    """Integer indices whose minimum and maximum are `low` and `high` must index `count` items."""
+    if count and (low < 0 or high >= count):
+        raise ValueError(f"{op}: argument '{name}' must hold indices in [0, {count - 1}], got values in "
+                         f"[{low}, {high}]")

@@ -12,3 +12,7 @@ Tensor: TypeAlias = Any
 Sizes: TypeAlias = float | tuple[float, ...]
 # pydensecrf's label compatibility: a number (Potts), an (L,) vector or an (L, L) matrix.
 Compat: TypeAlias = float | Any
+# An output size: one positive int for both axes, or (height, width).
+Size2: TypeAlias = int | tuple[int, int]
+# An image's (H, W) or (H, W, C).
+Shape: TypeAlias = tuple[int, ...]

@@ -9,7 +9,9 @@ images (CI machines without pydensecrf still compare against them, and a new pyd
 release that changes them shows up), the synthetic scenes of the accuracy gate (so a change
 of the scene generator, which would move the gate's measured margin, shows up too), and the
 outputs of small seeded FCN, ASPP, DeepLab-v2 and CRF-RNN configurations in torch and Keras
-(so drift in either framework shows up).
+(so drift in either framework shows up), and Mask R-CNN's ProposalLayer and DetectionLayer
+(matterport's defaults) on seeded inputs, from the NumPy oracle (so a port can be checked
+against numbers without running this package).
 
 Files are written byte for byte reproducibly (uncompressed zip members with a fixed date),
 so regenerating on an unchanged tree changes no checksum; tests compare the contents with
@@ -149,6 +151,18 @@ def seeded_models() -> dict[str, np.ndarray]:
     return arrays
 
 
+def mask_rcnn_postprocessing() -> dict[str, np.ndarray]:
+    """tests.inputs.detection_inputs(seed=0) and the NumPy oracle's proposal_layer and
+    detection_layer outputs on them, with matterport's default configuration."""
+    from impls.numpy import detection_layer, proposal_layer
+    from tests.inputs import detection_inputs
+
+    inputs = detection_inputs(seed=0)
+    return {**inputs,
+            "proposals": proposal_layer(inputs["rpn_probs"], inputs["rpn_deltas"], inputs["anchors"]),
+            "detections": detection_layer(inputs["rois"], inputs["class_probs"], inputs["class_deltas"])}
+
+
 def _draw_batchnorm(torch, model):
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -166,6 +180,9 @@ PRODUCERS = {
                                 True),
     "synthetic_scenes.npz": (synthetic_scenes, "impls.synthetic.synthetic_set(**GATE_SET)", True),
     "seeded_models.npz": (seeded_models, "seeded FCN-32s/16s/8s, ASPP, DeepLabV2, CrfRnn in torch and Keras", False),
+    # exp and log of NumPy's SIMD loops may round differently on another CPU.
+    "mask_rcnn_postprocessing.npz": (
+        mask_rcnn_postprocessing, "impls.numpy proposal_layer and detection_layer on detection_inputs(seed=0)", False),
 }
 
 

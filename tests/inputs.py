@@ -105,3 +105,30 @@ def smooth_unary(height: int, width: int, labels: int = 21, *, seed: int = 0, sm
     probabilities = np.exp(field - field.max(axis=-1, keepdims=True))
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
     return (-np.log(np.clip(probabilities, 1e-5, 1.0))).astype(np.float32)
+
+
+def detection_inputs(seed: int = 0, *, images: int = 2, anchors: int = 400, rois: int = 80,
+                     classes: int = 5) -> dict[str, np.ndarray]:
+    """Seeded float32 inputs of Mask R-CNN's ProposalLayer and DetectionLayer (N first): RPN
+    probabilities with tied scores, deltas, normalised anchors and RoIs in [0, 1], and class
+    probabilities sharp enough that some RoIs pass DetectionLayer's 0.7 confidence."""
+    rng = np.random.default_rng(seed)
+
+    def boxes(count):
+        centre = rng.uniform(0.1, 0.9, size=(images, count, 2))
+        size = rng.uniform(0.05, 0.4, size=(images, count, 2))
+        return np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
+
+    foreground = rng.uniform(size=(images, anchors))
+    foreground[:, 1::7] = foreground[:, ::7][:, :foreground[:, 1::7].shape[1]]  # ties between anchors
+    logits = rng.normal(scale=3.0, size=(images, rois, classes))
+    class_probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    arrays = {
+        "rpn_probs": np.stack([1 - foreground, foreground], axis=-1),
+        "rpn_deltas": rng.normal(scale=1.0, size=(images, anchors, 4)),
+        "anchors": boxes(anchors),
+        "rois": boxes(rois),
+        "class_probs": class_probs,
+        "class_deltas": rng.normal(scale=1.0, size=(images, rois, classes, 4)),
+    }
+    return {name: array.astype(np.float32) for name, array in arrays.items()}

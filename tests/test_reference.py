@@ -137,3 +137,15 @@ def test_feature_dense_crf_matches_the_pydensecrf_golden(backend, engine):
     # float32 lattice sums in another order than pydensecrf's: about 3e-6 after 5 iterations.
     assert_close(backend.to_nhwc(q)[0], _golden("pydensecrf_examples.npz")["astronaut_q"], rtol=0, atol=1e-4,
                  msg=f"{backend} {engine}")
+
+
+def test_feature_mask_rcnn_postprocessing_golden_is_reproduced_by_every_backend(backend):
+    """The golden's inputs through each backend's proposal_layer and detection_layer (matterport's
+    defaults) give its stored outputs; it also holds non-trivial detections."""
+    golden = _golden("mask_rcnn_postprocessing.npz")
+    module = backend.module
+    proposals = module.proposal_layer(*(backend.tensor(golden[n]) for n in ("rpn_probs", "rpn_deltas", "anchors")))
+    detections = module.detection_layer(*(backend.tensor(golden[n]) for n in ("rois", "class_probs", "class_deltas")))
+    assert_close(proposals, golden["proposals"], msg=f"proposals; regenerate with: {REGENERATE}")
+    assert_close(detections, golden["detections"], msg=f"detections; regenerate with: {REGENERATE}")
+    assert (golden["detections"][..., 5] > 0).sum(axis=1).min() >= 3

@@ -89,6 +89,38 @@ def _segmentation_loss():
     return run
 
 
+def _boxes():
+    generator = torch.Generator().manual_seed(0)
+    boxes = torch.rand(6, 2, generator=generator).repeat(1, 2) + torch.tensor([0.0, 0.0, 0.3, 0.4])
+    scores = torch.rand(6, generator=generator)
+
+    def run():
+        deltas = impls.torch.box_refinement(boxes, boxes.flip(0))
+        return [impls.torch.norm_boxes(boxes, (5, 5)), impls.torch.denorm_boxes(boxes, (5, 5)), deltas,
+                impls.torch.apply_box_deltas(boxes, deltas), impls.torch.clip_boxes(boxes, (0, 0, 1, 1)),
+                impls.torch.box_iou(boxes, boxes), impls.torch.nms(boxes, scores, 0.3, 4, 0.1)]
+    return run
+
+
+def _roi_and_masks():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 9, 9, generator=generator)
+    boxes = torch.tensor([[0.1, 0.2, 0.7, 0.9], [0.3, 0.3, 0.6, 0.5]])
+    indices = torch.tensor([1, 0])
+    maps = [torch.rand(2, 3, size, size, generator=generator) for size in (16, 8, 4, 2)]
+    rgb = (torch.rand(3, 9, 9, generator=generator) * 255).to(torch.uint8)
+    rois = torch.tensor([[1.0, 0.5, 1.0, 6.0, 7.5]])
+
+    def run():
+        return [impls.torch.crop_and_resize(image, boxes, indices, (3, 4)),
+                impls.torch.crop_and_resize(image, boxes, indices, 2, method="nearest"),
+                impls.torch.roi_align(image, rois, 2, 1.0, -1, True),
+                impls.torch.pyramid_roi_align(boxes[None].repeat(2, 1, 1), maps, (64, 64), 2),
+                impls.torch.unmold_mask(image[0, 0], (1, 2, 6, 8), (9, 9)),
+                impls.torch.color_splash(rgb, image[:, 0] > 0.5)]
+    return run
+
+
 ENTRY_POINTS = {
     "dense_crf-framework": lambda: _dense_crf("framework"),
     "dense_crf-native": lambda: _dense_crf("native"),
@@ -98,6 +130,8 @@ ENTRY_POINTS = {
     "DeepLabV2-forward": _deeplab,
     "metrics": _metrics,
     "segmentation_loss": _segmentation_loss,
+    "boxes": _boxes,
+    "roi-and-masks": _roi_and_masks,
 }
 
 

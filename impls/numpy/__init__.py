@@ -1,9 +1,22 @@
 """NumPy reference backend: plain NumPy, float64-capable, the oracle of the others.
 Layout (N, H, W, C)."""
 
+from impls.numpy.boxes import (
+    apply_box_deltas,
+    box_iou,
+    box_refinement,
+    clip_boxes,
+    denorm_boxes,
+    nms,
+    norm_boxes,
+    pyramid_anchors,
+)
 from impls.numpy.crf import dense_crf
+from impls.numpy.detection import detection_layer, proposal_layer
 from impls.numpy.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter
+from impls.numpy.masks import color_splash, unmold_mask
 from impls.numpy.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy
+from impls.numpy.roi import crop_and_resize, pyramid_roi_align, roi_align
 from impls.numpy.training import downscale_labels, poly_learning_rate, segmentation_loss
 from impls.numpy.upsample import BilinearUpsample, bilinear_kernel, upsample_bilinear
 
@@ -13,4 +26,7 @@ __all__ = [
     "dense_crf",
     "confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou",
     "segmentation_loss", "downscale_labels", "poly_learning_rate",
+    "pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas", "clip_boxes", "box_iou",
+    "nms", "crop_and_resize", "roi_align", "pyramid_roi_align", "unmold_mask", "color_splash",
+    "proposal_layer", "detection_layer",
 ]

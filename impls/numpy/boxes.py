@@ -1,0 +1,324 @@
+"""Mask R-CNN's box arithmetic (matterport's mrcnn/utils.py and model.py): anchors, box coding,
+clipping, IoU and non-maximum suppression. The reference implementation, in plain NumPy.
+
+Boxes are rows (y1, x1, y2, x2), as matterport writes them, in pixels or normalised to [0, 1]
+(see `norm_boxes`). The docstrings here document every backend: `impls.torch` and `impls.tf`
+provide the same names and signatures. Float results keep a floating input's dtype; integer
+input gives float64 here and the framework's float32 in torch and TF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from impls import _checks
+from impls._types import Shape, Sizes, Tensor
+
+__all__ = ["pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas",
+           "clip_boxes", "box_iou", "nms"]
+
+DEFAULT_BOX_STD = (0.1, 0.1, 0.2, 0.2)
+
+
+def pyramid_anchors(
+    scales: Sequence[float],
+    ratios: Sequence[float],
+    feature_shapes: Sequence[Shape],
+    feature_strides: Sequence[float],
+    anchor_stride: int,
+) -> Tensor:
+    """The anchors of every level of a feature pyramid, as matterport's generate_pyramid_anchors.
+
+    Level i has one anchor per (row, column, ratio) of its feature map, taken every
+    `anchor_stride` cells: centre (row, col) * anchor_stride * feature_strides[i] (no +0.5: the
+    centre is the cell's top-left pixel), height scales[i] / sqrt(r), width scales[i] * sqrt(r).
+    A ratio of 0.5 is therefore a tall box (matterport's config comment calls it wide).
+    torchvision's AnchorGenerator differs: it rounds the base anchors to integers (a 32-pixel
+    anchor of ratio 0.5 is 22 x 46, not 22.63 x 45.25) and orders by location first.
+
+    Args:
+        scales: one anchor size in pixels per level.
+        ratios: width / height ratios, the same at every level.
+        feature_shapes: one (height, width) per level.
+        feature_strides: one stride in pixels per level.
+        anchor_stride: a positive int, the step in feature-map cells between anchor centres.
+
+    Returns:
+        (A, 4) float boxes (y1, x1, y2, x2) in pixels, ordered level, row, column, ratio:
+        261,888 anchors for a 1024 x 1024 image with matterport's default config.
+
+    Raises:
+        ValueError: the per-level lists differ in length, or a size or ratio is not positive.
+        TypeError: `anchor_stride` is not an int.
+    """
+    levels = _anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
+    return np.concatenate([_level_anchors(*level) for level in levels], axis=0)
+
+
+def _anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride):
+    """Checked per-level (scale, ratios, shape, stride, anchor_stride); shared by every backend."""
+    op = "pyramid_anchors"
+    anchor_stride = _checks.positive_int(anchor_stride, op=op, name="anchor_stride")
+    scales = _positive_vector(scales, op=op, name="scales")
+    ratios = _positive_vector(ratios, op=op, name="ratios")
+    strides = _positive_vector(feature_strides, op=op, name="feature_strides")
+    shapes = [tuple(_checks.size_pair(tuple(int(v) for v in shape), op=op, name="feature_shapes"))
+              for shape in feature_shapes]
+    if not len(scales) == len(shapes) == len(strides):
+        raise ValueError(f"{op}: arguments 'scales', 'feature_shapes' and 'feature_strides' must have one "
+                         f"entry per level, got {len(scales)}, {len(shapes)} and {len(strides)}")
+    return [(scale, ratios, shape, stride, anchor_stride)
+            for scale, shape, stride in zip(scales, shapes, strides, strict=True)]
+
+
+def _positive_vector(values, *, op, name):
+    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if values.ndim != 1 or values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError(f"{op}: argument '{name}' must be a non-empty list of positive numbers, got {values}")
+    return values
+
+
+def _level_anchors(scale, ratios, shape, stride, anchor_stride):
+    heights = scale / np.sqrt(ratios)
+    widths = scale * np.sqrt(ratios)
+    centre_y = (np.arange(0, shape[0], anchor_stride) * stride)[:, None, None]
+    centre_x = (np.arange(0, shape[1], anchor_stride) * stride)[None, :, None]
+    corners = (centre_y - 0.5 * heights, centre_x - 0.5 * widths, centre_y + 0.5 * heights, centre_x + 0.5 * widths)
+    return np.stack(np.broadcast_arrays(*corners), axis=-1).reshape(-1, 4)
+
+
+def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
+    """Pixel boxes to normalised ones, as matterport: (boxes - (0, 0, 1, 1)) / (H-1, W-1, H-1, W-1).
+
+    Args:
+        boxes: (K, 4) boxes (y1, x1, y2, x2) in pixels, y2 and x2 exclusive.
+        shape: the image's (H, W) or (H, W, C).
+
+    Returns:
+        (K, 4) float boxes; (0, 0, 1, 1) covers the whole image.
+    """
+    boxes = _float_boxes(boxes, op="norm_boxes")
+    scale, shift = _box_scale_and_shift(shape, op="norm_boxes")
+    return (boxes - shift.astype(boxes.dtype)) / scale.astype(boxes.dtype)
+
+
+def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
+    """Normalised boxes back to pixels, the inverse of `norm_boxes`, rounded half to even.
+
+    Returns:
+        (K, 4) int32 boxes in pixels.
+    """
+    boxes = _float_boxes(boxes, op="denorm_boxes")
+    scale, shift = _box_scale_and_shift(shape, op="denorm_boxes")
+    return np.around(boxes * scale + shift).astype(np.int32)
+
+
+def _box_scale_and_shift(shape, *, op):
+    height, width = _checks.size_pair(tuple(shape)[:2], op=op, name="shape")
+    if height < 2 or width < 2:
+        raise ValueError(f"{op}: argument 'shape' must be at least 2 x 2 (boxes are scaled by H-1, W-1), "
+                         f"got {tuple(shape)}")
+    return np.array([height - 1, width - 1, height - 1, width - 1], np.float64), np.array([0.0, 0.0, 1.0, 1.0])
+
+
+def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+    """The deltas (dy, dx, log dh, log dw) that move `boxes` onto `gt_boxes`, as matterport.
+
+    dy = (gt centre y - centre y) / height, dh = log(gt height / height), likewise x and w;
+    heights are y2 - y1 (no +1). `apply_box_deltas(boxes, deltas, std=(1, 1, 1, 1))` inverts
+    it; matterport divides the result by BBOX_STD_DEV to make training targets.
+
+    Args:
+        boxes, gt_boxes: (K, 4) boxes with positive heights and widths.
+
+    Returns:
+        (K, 4) float deltas.
+    """
+    boxes = _float_boxes(boxes, op="box_refinement")
+    gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
+    _checks.same_length(len(gt_boxes), len(boxes), op="box_refinement", name="gt_boxes", other="boxes")
+    dtype = np.result_type(boxes, gt_boxes)
+    height, width, centre_y, centre_x = _centre_size(boxes.astype(dtype))
+    gt_height, gt_width, gt_centre_y, gt_centre_x = _centre_size(gt_boxes.astype(dtype))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack([(gt_centre_y - centre_y) / height, (gt_centre_x - centre_x) / width,
+                         np.log(gt_height / height), np.log(gt_width / width)], axis=1)
+
+
+def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = DEFAULT_BOX_STD) -> Tensor:
+    """Boxes moved by deltas scaled by `std`, as matterport's apply_box_deltas_graph.
+
+    The deltas are multiplied by `std` first (matterport's RPN and head predict deltas divided
+    by BBOX_STD_DEV), then: centre += (dy h, dx w), (h, w) *= exp(dh, dw), with no clamp on dh
+    and dw. torchvision's BoxCoder((10, 10, 5, 5)) is the same coding with x and y swapped only
+    where its clamp of dh, dw at log(1000 / 16) is not reached; its RPN weights (1, 1, 1, 1)
+    are a different coding.
+
+    Args:
+        boxes: (K, 4) boxes.
+        deltas: (K, 4) deltas (dy, dx, log dh, log dw).
+        std: four positive numbers.
+
+    Returns:
+        (K, 4) float boxes (y1, x1, y2, x2).
+    """
+    boxes = _float_boxes(boxes, op="apply_box_deltas")
+    deltas = _float_boxes(deltas, op="apply_box_deltas", name="deltas")
+    _checks.same_length(len(deltas), len(boxes), op="apply_box_deltas", name="deltas", other="boxes")
+    std = _checks.positive_numbers(std, 4, op="apply_box_deltas", name="std")
+    dtype = np.result_type(boxes, deltas)
+    deltas = deltas.astype(dtype) * np.asarray(std, dtype)
+    height, width, centre_y, centre_x = _centre_size(boxes.astype(dtype))
+    centre_y = centre_y + deltas[:, 0] * height
+    centre_x = centre_x + deltas[:, 1] * width
+    height = height * np.exp(deltas[:, 2])
+    width = width * np.exp(deltas[:, 3])
+    y1 = centre_y - 0.5 * height
+    x1 = centre_x - 0.5 * width
+    return np.stack([y1, x1, y1 + height, x1 + width], axis=1)
+
+
+def _centre_size(boxes):
+    height = boxes[:, 2] - boxes[:, 0]
+    width = boxes[:, 3] - boxes[:, 1]
+    return height, width, boxes[:, 0] + 0.5 * height, boxes[:, 1] + 0.5 * width
+
+
+def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
+    """Each coordinate clipped into `window` (wy1, wx1, wy2, wx2), as matterport's clip_boxes_graph.
+
+    Returns:
+        (K, 4) boxes of the input's float dtype; a box outside the window collapses onto its edge.
+    """
+    boxes = _float_boxes(boxes, op="clip_boxes")
+    window = _window(window, op="clip_boxes").astype(boxes.dtype)
+    low = np.concatenate([window[:2], window[:2]])
+    high = np.concatenate([window[2:], window[2:]])
+    return np.maximum(np.minimum(boxes, high), low)
+
+
+def _window(window, *, op):
+    window = np.asarray(window, dtype=np.float64)
+    if window.shape != (4,) or not np.isfinite(window).all():
+        raise ValueError(f"{op}: argument 'window' must be four finite numbers (y1, x1, y2, x2), got {window}")
+    return window
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Intersection over union of every pair, as matterport's compute_overlaps (areas (y2-y1)(x2-x1),
+    no +1). A pair whose union is empty has IoU 0 (matterport divides 0 by 0).
+
+    Args:
+        boxes1: (K1, 4) boxes; boxes2: (K2, 4) boxes.
+
+    Returns:
+        (K1, K2) float IoU.
+    """
+    boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
+    boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
+    dtype = np.result_type(boxes1, boxes2)
+    boxes1, boxes2 = boxes1.astype(dtype)[:, None, :], boxes2.astype(dtype)[None, :, :]
+    height = np.maximum(np.minimum(boxes1[..., 2], boxes2[..., 2]) - np.maximum(boxes1[..., 0], boxes2[..., 0]), 0)
+    width = np.maximum(np.minimum(boxes1[..., 3], boxes2[..., 3]) - np.maximum(boxes1[..., 1], boxes2[..., 1]), 0)
+    intersection = height * width
+    union = _area(boxes1) + _area(boxes2) - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def _area(boxes):
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def nms(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float,
+    max_output_size: int | None = None,
+    score_threshold: float | None = None,
+) -> Tensor:
+    """Greedy non-maximum suppression with tf.image.non_max_suppression's rules.
+
+    Candidates are the boxes whose score is above `score_threshold` (strictly), visited by
+    decreasing score, equal scores by increasing index (as TF and torchvision; matterport's
+    NumPy utils.non_max_suppression visits the higher index first). A candidate is kept unless
+    its IoU with a kept box is above `iou_threshold` (strictly: IoU equal to the threshold is
+    kept, as in TF and torchvision). IoU here takes each box's corners in either order (min and
+    max, as TF) and is 0 when either box has no area, so zero-area boxes never suppress or get
+    suppressed. Selection stops after `max_output_size` boxes.
+
+    Args:
+        boxes: (K, 4) boxes.
+        scores: (K,) finite scores.
+        iou_threshold: a number in [0, 1].
+        max_output_size: the most boxes to keep, or None for no limit.
+        score_threshold: boxes scoring at or below it are never kept; None for no threshold.
+
+    Returns:
+        (S,) int64 indices into `boxes` of the kept boxes, in the order they were kept.
+    """
+    boxes, scores, iou_threshold, limit, score_threshold = _nms_arguments(
+        np.asarray(boxes), np.asarray(scores), iou_threshold, max_output_size, score_threshold)
+    boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
+    boxes = boxes.astype(np.float64)
+    candidates = np.flatnonzero(scores > score_threshold)
+    order = candidates[np.argsort(-scores[candidates], kind="stable")]
+    kept = []
+    while order.size and len(kept) < limit:
+        best, order = order[0], order[1:]
+        kept.append(best)
+        order = order[box_iou(boxes[best][None], boxes[order])[0] <= iou_threshold]
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _nms_arguments(boxes, scores, iou_threshold, max_output_size, score_threshold):
+    """Checked NMS arguments (boxes and scores as NumPy arrays)."""
+    _nms_shapes(boxes.shape, scores.shape)
+    boxes, scores = _finite_float(boxes, op="nms", name="boxes"), _finite_float(scores, op="nms", name="scores")
+    return (boxes, scores, *_nms_options(iou_threshold, max_output_size, score_threshold, len(boxes)))
+
+
+def _nms_shapes(boxes_shape, scores_shape):
+    _checks.boxes(tuple(boxes_shape), op="nms")
+    if len(scores_shape) != 1:
+        raise ValueError(f"nms: argument 'scores' must have shape (K,), got {tuple(scores_shape)}")
+    _checks.same_length(scores_shape[0], boxes_shape[0], op="nms", name="scores", other="boxes")
+
+
+def _nms_options(iou_threshold, max_output_size, score_threshold, count):
+    """Checked (iou_threshold, limit, score_threshold) of NMS; shared by every backend."""
+    op = "nms"
+    iou_threshold = _number(iou_threshold, op=op, name="iou_threshold")
+    if not 0 <= iou_threshold <= 1:
+        raise ValueError(f"{op}: argument 'iou_threshold' must be in [0, 1], got {iou_threshold}")
+    limit = count if max_output_size is None else _checks.non_negative_int(max_output_size, op=op,
+                                                                           name="max_output_size")
+    score_threshold = -np.inf if score_threshold is None else _number(score_threshold, op=op, name="score_threshold")
+    return iou_threshold, limit, score_threshold
+
+
+def _number(value, *, op, name):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: argument '{name}' must be a number, got {value!r}") from None
+    if np.isnan(value):
+        raise ValueError(f"{op}: argument '{name}' must not be NaN")
+    return value
+
+
+def _float_boxes(boxes, *, op, name="boxes"):
+    boxes = np.asarray(boxes)
+    _checks.boxes(boxes.shape, op=op, name=name)
+    return _finite_float(boxes, op=op, name=name)
+
+
+def _finite_float(array, *, op, name):
+    """`array` in a float dtype (float64 for integers), refusing NaN, inf and non-numbers."""
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{op}: argument '{name}' must hold numbers, got dtype {array.dtype}")
+    if array.dtype.kind != "f":
+        array = array.astype(np.float64)
+    _checks.finite(bool(np.isfinite(array).all()), op=op, name=name)
+    return array

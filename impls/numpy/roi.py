@@ -1,0 +1,286 @@
+"""Pooling features inside boxes: TF's crop_and_resize, torchvision's RoIAlign and matterport's
+PyramidROIAlign. The reference implementation, in plain NumPy, layout (N, H, W, C).
+
+crop_and_resize and RoIAlign sample the same bilinear surface with different conventions:
+crop_and_resize maps normalised box edges onto pixel centres by (H-1) and samples c evenly
+spaced points from edge to edge; RoIAlign (aligned=True) maps pixel boxes by spatial_scale,
+shifts by half a pixel and averages points at the centres of c bins. The tests pin where they
+agree (`tests/test_roi.py`) and where they do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from impls import _checks
+from impls._types import Shape, Size2, Tensor
+from impls.numpy.boxes import _finite_float
+
+__all__ = ["crop_and_resize", "roi_align", "pyramid_roi_align"]
+
+CROP_METHODS = ("bilinear", "nearest")
+# matterport's PyramidROIAlign pools from P2..P5; a 224 x 224 box of a 224 x 224 image is level 4.
+PYRAMID_LEVELS = (2, 3, 4, 5)
+CANONICAL_LEVEL, CANONICAL_SIZE = 4, 224.0
+
+
+def crop_and_resize(
+    image: Tensor,
+    boxes: Tensor,
+    box_indices: Tensor,
+    crop_size: Size2,
+    method: str = "bilinear",
+    extrapolation_value: float = 0,
+) -> Tensor:
+    """Crops of `image` inside normalised boxes, resized to `crop_size`: tf.image.crop_and_resize.
+
+    A box (y1, x1, y2, x2) in [0, 1] covers rows y1 (H-1) to y2 (H-1): crop row i samples row
+    y1 (H-1) + i (y2 - y1)(H-1) / (c-1), and a crop of size 1 samples the box's centre.
+    Samples in a row (column) outside [0, H-1] ([0, W-1]) take `extrapolation_value`; a flipped
+    box (y2 < y1) gives a flipped crop. "bilinear" interpolates as TF (top + (bottom - top) *
+    lerp), "nearest" rounds half away from zero.
+
+    Args:
+        image: (N, H, W, C) numbers.
+        boxes: (K, 4) finite normalised boxes (y1, x1, y2, x2).
+        box_indices: (K,) ints in [0, N): the image each box crops.
+        crop_size: a positive int or (height, width).
+        method: "bilinear" or "nearest".
+        extrapolation_value: the value of samples outside the image.
+
+    Returns:
+        (K, crop_height, crop_width, C) float32 crops, as TF (NumPy and torch keep a float64
+        image's float64; torch's layout is (K, C, crop_height, crop_width)), empty for K = 0.
+    """
+    image, boxes, box_indices, (crop_height, crop_width) = _crop_arguments(
+        np.asarray(image), np.asarray(boxes), np.asarray(box_indices), crop_size, method, extrapolation_value)
+    height, width = image.shape[1:3]
+    dtype = np.float64 if image.dtype == np.float64 else np.float32
+    rows, row_inside = _crop_samples(boxes[:, 0], boxes[:, 2], height, crop_height)
+    columns, column_inside = _crop_samples(boxes[:, 1], boxes[:, 3], width, crop_width)
+    image = image.astype(np.float64)
+    batch = box_indices[:, None, None]
+    if method == "nearest":
+        crops = image[batch, _round_half_away(rows)[:, :, None], _round_half_away(columns)[:, None, :]]
+    else:
+        top, bottom, row_lerp = _lerp_indices(rows)
+        left, right, column_lerp = _lerp_indices(columns)
+        column_lerp = column_lerp[:, None, :, None]
+        upper = _lerp(image[batch, top[:, :, None], left[:, None, :]],
+                      image[batch, top[:, :, None], right[:, None, :]], column_lerp)
+        lower = _lerp(image[batch, bottom[:, :, None], left[:, None, :]],
+                      image[batch, bottom[:, :, None], right[:, None, :]], column_lerp)
+        crops = _lerp(upper, lower, row_lerp[:, :, None, None])
+    inside = (row_inside[:, :, None] & column_inside[:, None, :])[..., None]
+    return np.where(inside, crops, float(extrapolation_value)).astype(dtype)
+
+
+def _crop_arguments(image, boxes, box_indices, crop_size, method, extrapolation_value):
+    """Checked crop_and_resize arguments, as NumPy arrays; shared by every backend."""
+    op = "crop_and_resize"
+    if image.ndim != 4:
+        raise ValueError(f"{op}: argument 'image' must be a 4-D (N, H, W, C) tensor, got shape {image.shape}")
+    if image.dtype.kind not in "iuf":
+        raise TypeError(f"{op}: argument 'image' must hold numbers, got dtype {image.dtype}")
+    _checks.boxes(boxes.shape, op=op)
+    boxes = _finite_float(boxes, op=op, name="boxes")
+    if box_indices.shape != (len(boxes),):
+        raise ValueError(f"{op}: argument 'box_indices' must have shape ({len(boxes)},), one per box, "
+                         f"got {box_indices.shape}")
+    if box_indices.dtype.kind not in "iu":
+        raise TypeError(f"{op}: argument 'box_indices' must hold integers, got dtype {box_indices.dtype}")
+    if box_indices.size:
+        _checks.indices_in_range(box_indices.min(), box_indices.max(), image.shape[0], op=op, name="box_indices")
+    crop_size = _checks.size_pair(crop_size, op=op, name="crop_size")
+    _checks.one_of(method, CROP_METHODS, op=op, name="method")
+    extrapolation = _finite_float(np.asarray(extrapolation_value), op=op, name="extrapolation_value")
+    if extrapolation.ndim:
+        raise ValueError(f"{op}: argument 'extrapolation_value' must be a number, got shape {extrapolation.shape}")
+    return image, boxes, box_indices.astype(np.int64), crop_size
+
+
+def _crop_samples(start, end, size, count):
+    """Sample coordinates (K, count) along one axis and whether each lies inside [0, size-1]."""
+    if count > 1:
+        positions = start[:, None] * (size - 1) + np.arange(count) * ((end - start) * (size - 1) / (count - 1))[:, None]
+    else:
+        positions = (0.5 * (start + end) * (size - 1))[:, None]
+    inside = (positions >= 0) & (positions <= size - 1)
+    return np.where(inside, positions, 0.0), inside
+
+
+def _lerp_indices(positions):
+    low = np.floor(positions)
+    return low.astype(np.int64), np.ceil(positions).astype(np.int64), positions - low
+
+
+def _lerp(a, b, t):
+    return a + (b - a) * t
+
+
+def _round_half_away(positions):
+    return (np.sign(positions) * np.floor(np.abs(positions) + 0.5)).astype(np.int64)
+
+
+def roi_align(
+    features: Tensor,
+    boxes: Tensor,
+    output_size: Size2,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """RoIAlign with torchvision.ops.roi_align's semantics, including its boundary rules.
+
+    A box (b, x1, y1, x2, y2) in input pixels is scaled by `spatial_scale` and, if `aligned`,
+    shifted by -0.5 (pixel centres at integer coordinates); without `aligned` its height and
+    width are raised to at least 1. It is cut into output_size bins, each the mean of a grid
+    of bilinear samples at the centres of `sampling_ratio` x `sampling_ratio` sub-bins
+    (ceil(bin size) per axis when sampling_ratio <= 0). A sample above -1 and below H (W) is
+    clamped into the map; one further out counts as 0. The reference evaluates each box on
+    its own: a per-sample brute force over separable bilinear weights.
+
+    Args:
+        features: (N, H, W, C) floats.
+        boxes: (K, 5) rows (batch index, x1, y1, x2, y2), torchvision's order.
+        output_size: a positive int or (height, width).
+        spatial_scale: the feature map's size over the image's (1 / stride).
+        sampling_ratio: samples per bin and axis; <= 0 for adaptive.
+        aligned: the half-pixel shift of Detectron2 / torchvision aligned=True.
+
+    Returns:
+        (K, out_height, out_width, C) pooled features in the features' dtype (torch:
+        (K, C, out_height, out_width)).
+    """
+    features, boxes, (out_height, out_width), spatial_scale, sampling_ratio = _roi_align_arguments(
+        np.asarray(features), np.asarray(boxes), output_size, spatial_scale, sampling_ratio)
+    pooled = np.zeros((len(boxes), out_height, out_width, features.shape[-1]), features.dtype)
+    for k, (batch, *corners) in enumerate(boxes):
+        samples = roi_align_samples(corners, features.shape[1:3], (out_height, out_width), spatial_scale,
+                                    sampling_ratio, aligned)
+        row_weights, column_weights, count = (np.asarray(w) for w in samples)
+        summed = np.einsum("ph,hwc,qw->pqc", row_weights, features[int(batch)].astype(np.float64), column_weights)
+        pooled[k] = summed / count
+    return pooled
+
+
+def _roi_align_arguments(features, boxes, output_size, spatial_scale, sampling_ratio):
+    """Checked roi_align arguments, as NumPy arrays; shared by every backend."""
+    op = "roi_align"
+    if features.ndim != 4:
+        raise ValueError(f"{op}: argument 'features' must be a 4-D tensor, got shape {features.shape}")
+    if features.dtype.name not in _checks.SUPPORTED_FLOAT_DTYPES:
+        raise TypeError(f"{op}: argument 'features' must be float32 or float64, got {features.dtype}")
+    _checks.boxes(boxes.shape, op=op, columns=5)
+    boxes = _finite_float(boxes, op=op, name="boxes")
+    batch = boxes[:, 0]
+    if (batch != np.round(batch)).any():
+        raise ValueError(f"{op}: argument 'boxes' must hold integer batch indices in column 0")
+    if len(boxes):
+        _checks.indices_in_range(batch.min(), batch.max(), features.shape[0], op=op, name="boxes")
+    output_size = _checks.size_pair(output_size, op=op, name="output_size")
+    spatial_scale = _checks.positive_numbers(spatial_scale, 1, op=op, name="spatial_scale")[0]
+    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, (int, np.integer)):
+        raise TypeError(f"{op}: argument 'sampling_ratio' must be an int, got {sampling_ratio!r}")
+    return features, boxes, output_size, spatial_scale, int(sampling_ratio)
+
+
+def roi_align_samples(corners, feature_size, output_size, spatial_scale, sampling_ratio, aligned):
+    """One box's separable RoIAlign weights: (out_h, H) rows, (out_w, W) columns (sums over each
+    bin's samples of the bilinear weights, torchvision's boundary rules) and the sample count
+    per bin. Plain Python/NumPy on one box's four numbers; the backends apply the weights."""
+    x1, y1, x2, y2 = (float(c) * spatial_scale - (0.5 if aligned else 0.0) for c in corners)
+    axes = []
+    for start, end, size, bins in ((y1, y2, feature_size[0], output_size[0]),
+                                   (x1, x2, feature_size[1], output_size[1])):
+        extent = end - start if aligned else max(end - start, 1.0)
+        grid = sampling_ratio if sampling_ratio > 0 else int(np.ceil(extent / bins))
+        bin_size = extent / bins
+        positions = (start + np.arange(bins)[:, None] * bin_size + (np.arange(grid)[None, :] + 0.5) * bin_size / grid)
+        axes.append((_bilinear_weights(positions.reshape(-1), size).reshape(bins, grid, size).sum(axis=1), grid))
+    (row_weights, row_grid), (column_weights, column_grid) = axes
+    return row_weights, column_weights, max(row_grid * column_grid, 1)
+
+
+def _bilinear_weights(positions, size):
+    """(S, size) weights of torchvision's bilinear_interpolate along one axis."""
+    weights = np.zeros((len(positions), size))
+    valid = (positions >= -1.0) & (positions <= size)
+    clamped = np.maximum(positions, 0.0)
+    low = np.floor(clamped).astype(np.int64)
+    at_end = low >= size - 1
+    low = np.where(at_end, size - 1, low)
+    high = np.where(at_end, size - 1, low + 1)
+    fraction = np.where(at_end, 0.0, clamped - low)
+    rows = np.arange(len(positions))
+    np.add.at(weights, (rows, low), np.where(valid, 1.0 - fraction, 0.0))
+    np.add.at(weights, (rows, high), np.where(valid, fraction, 0.0))
+    return weights
+
+
+def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape: Shape, pool_size: Size2) -> Tensor:
+    """matterport's PyramidROIAlign: each box pooled by crop_and_resize from one pyramid level.
+
+    The level of a box of normalised height h and width w in an H x W image is
+    clip(4 + round_half_even(log2(sqrt(h w) / (224 / sqrt(H W)))), 2, 5), computed in float32
+    as matterport's graph does; a box without area goes to level 2 (TF's cast of -inf). Level
+    k is `feature_maps[k - 2]`; boxes keep their order. torchvision's LevelMapper rounds
+    floor(4 + log2(sqrt(area) / 224) + 1e-6) on pixel areas, so the two disagree on boxes near
+    sqrt(area) = 224 * 2^(k + 1/2) (see `tests/test_roi.py`).
+
+    Args:
+        boxes: (N, K, 4) normalised boxes (y1, x1, y2, x2) per image.
+        feature_maps: four (N, Hk, Wk, C) maps, P2 to P5.
+        image_shape: the input image's (H, W) or (H, W, C).
+        pool_size: a positive int or (height, width).
+
+    Returns:
+        (N, K, pool_height, pool_width, C) float32 (NumPy and torch keep float64 maps' float64;
+        torch's layout is (N, K, C, pool_height, pool_width)).
+    """
+    boxes, feature_maps, pool_size, levels = _pyramid_arguments(np.asarray(boxes), feature_maps, image_shape,
+                                                                pool_size, asarray=np.asarray)
+    batch_size, count = boxes.shape[:2]
+    flat_boxes = boxes.reshape(-1, 4)
+    flat_levels = levels.reshape(-1)
+    batch = np.repeat(np.arange(batch_size), count)
+    dtype = np.float64 if all(m.dtype == np.float64 for m in feature_maps) else np.float32
+    pooled = np.zeros((batch_size * count, *pool_size, feature_maps[0].shape[-1]), dtype)
+    for level, feature_map in zip(PYRAMID_LEVELS, feature_maps, strict=True):
+        chosen = np.flatnonzero(flat_levels == level)
+        pooled[chosen] = crop_and_resize(feature_map, flat_boxes[chosen], batch[chosen], pool_size)
+    return pooled.reshape(batch_size, count, *pool_size, -1)
+
+
+def pyramid_levels(boxes, image_shape):
+    """(...,) int levels of normalised boxes (..., 4), in float32 as matterport's graph."""
+    boxes = boxes.astype(np.float32)
+    height, width = (np.float32(v) for v in image_shape[:2])
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # log2 as matterport's graph writes it: log(x) / log(2), in float32.
+        level = np.log(np.sqrt(area) / (np.float32(CANONICAL_SIZE) / np.sqrt(height * width))) / np.log(np.float32(2))
+    level = np.where(area > 0, CANONICAL_LEVEL + np.round(level), PYRAMID_LEVELS[0])
+    return np.clip(level, PYRAMID_LEVELS[0], PYRAMID_LEVELS[-1]).astype(np.int64)
+
+
+def _pyramid_arguments(boxes, feature_maps, image_shape, pool_size, *, asarray, channel_axis=-1):
+    """Checked pyramid_roi_align arguments and each box's level; shared by every backend
+    (`asarray` turns a feature map into the backend's tensor)."""
+    op = "pyramid_roi_align"
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"{op}: argument 'boxes' must have shape (N, K, 4), got {boxes.shape}")
+    boxes = _finite_float(boxes, op=op, name="boxes")
+    feature_maps = [asarray(m) for m in feature_maps]
+    if len(feature_maps) != len(PYRAMID_LEVELS):
+        raise ValueError(f"{op}: argument 'feature_maps' must hold {len(PYRAMID_LEVELS)} maps (P2 to P5), "
+                         f"got {len(feature_maps)}")
+    shapes = [tuple(m.shape) for m in feature_maps]
+    if any(len(s) != 4 or s[0] != boxes.shape[0] or s[channel_axis] != shapes[0][channel_axis] for s in shapes):
+        raise ValueError(f"{op}: argument 'feature_maps' must be 4-D maps of {boxes.shape[0]} images (the "
+                         f"boxes' batch) with one channel count, got shapes {shapes}")
+    image_size = _checks.size_pair(tuple(int(v) for v in tuple(image_shape)[:2]), op=op, name="image_shape")
+    pool_size = _checks.size_pair(pool_size, op=op, name="pool_size")
+    return boxes, feature_maps, pool_size, pyramid_levels(boxes, image_size)

@@ -1,0 +1,161 @@
+"""Mask R-CNN's box arithmetic in TensorFlow; NMS is tf.image.non_max_suppression itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from impls import _checks
+from impls._docs import same_doc_as
+from impls._types import Shape, Sizes, Tensor
+from impls.numpy import boxes as reference
+
+__all__ = reference.__all__
+
+
+@same_doc_as(reference.pyramid_anchors)
+def pyramid_anchors(
+    scales: Sequence[float],
+    ratios: Sequence[float],
+    feature_shapes: Sequence[Shape],
+    feature_strides: Sequence[float],
+    anchor_stride: int,
+) -> Tensor:
+    levels = reference._anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
+    return tf.concat([_level_anchors(*level) for level in levels], axis=0)
+
+
+def _level_anchors(scale, ratios, shape, stride, anchor_stride):
+    ratios = tf.constant(ratios, tf.float32)
+    heights = scale / tf.sqrt(ratios)
+    widths = scale * tf.sqrt(ratios)
+    centre_y = tf.cast(tf.range(0, shape[0], anchor_stride), tf.float32)[:, None, None] * stride
+    centre_x = tf.cast(tf.range(0, shape[1], anchor_stride), tf.float32)[None, :, None] * stride
+    grid = tf.zeros_like(centre_y + centre_x + heights)
+    corners = (centre_y - 0.5 * heights, centre_x - 0.5 * widths, centre_y + 0.5 * heights, centre_x + 0.5 * widths)
+    return tf.reshape(tf.stack([c + grid for c in corners], axis=-1), (-1, 4))
+
+
+@same_doc_as(reference.norm_boxes)
+def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
+    boxes = _float_boxes(boxes, op="norm_boxes")
+    scale, shift = reference._box_scale_and_shift(shape, op="norm_boxes")
+    return (boxes - tf.constant(shift, boxes.dtype)) / tf.constant(scale, boxes.dtype)
+
+
+@same_doc_as(reference.denorm_boxes)
+def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
+    boxes = _float_boxes(boxes, op="denorm_boxes")
+    scale, shift = reference._box_scale_and_shift(shape, op="denorm_boxes")
+    # tf.round rounds half to even, as np.around.
+    return tf.cast(tf.round(boxes * tf.constant(scale, boxes.dtype) + tf.constant(shift, boxes.dtype)), tf.int32)
+
+
+@same_doc_as(reference.box_refinement)
+def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+    boxes = _float_boxes(boxes, op="box_refinement")
+    gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
+    _checks.same_length(gt_boxes.shape[0], boxes.shape[0], op="box_refinement", name="gt_boxes", other="boxes")
+    boxes, gt_boxes = _common_float(boxes, gt_boxes)
+    height, width, centre_y, centre_x = _centre_size(boxes)
+    gt_height, gt_width, gt_centre_y, gt_centre_x = _centre_size(gt_boxes)
+    return tf.stack([(gt_centre_y - centre_y) / height, (gt_centre_x - centre_x) / width,
+                     tf.math.log(gt_height / height), tf.math.log(gt_width / width)], axis=1)
+
+
+@same_doc_as(reference.apply_box_deltas)
+def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = reference.DEFAULT_BOX_STD) -> Tensor:
+    boxes = _float_boxes(boxes, op="apply_box_deltas")
+    deltas = _float_boxes(deltas, op="apply_box_deltas", name="deltas")
+    _checks.same_length(deltas.shape[0], boxes.shape[0], op="apply_box_deltas", name="deltas", other="boxes")
+    std = _checks.positive_numbers(std, 4, op="apply_box_deltas", name="std")
+    boxes, deltas = _common_float(boxes, deltas)
+    deltas = deltas * tf.constant(std, deltas.dtype)
+    height, width, centre_y, centre_x = _centre_size(boxes)
+    centre_y = centre_y + deltas[:, 0] * height
+    centre_x = centre_x + deltas[:, 1] * width
+    height = height * tf.exp(deltas[:, 2])
+    width = width * tf.exp(deltas[:, 3])
+    y1 = centre_y - 0.5 * height
+    x1 = centre_x - 0.5 * width
+    return tf.stack([y1, x1, y1 + height, x1 + width], axis=1)
+
+
+def _centre_size(boxes):
+    height = boxes[:, 2] - boxes[:, 0]
+    width = boxes[:, 3] - boxes[:, 1]
+    return height, width, boxes[:, 0] + 0.5 * height, boxes[:, 1] + 0.5 * width
+
+
+@same_doc_as(reference.clip_boxes)
+def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
+    boxes = _float_boxes(boxes, op="clip_boxes")
+    window = reference._window(window, op="clip_boxes")
+    low = tf.constant(np.concatenate([window[:2], window[:2]]), boxes.dtype)
+    high = tf.constant(np.concatenate([window[2:], window[2:]]), boxes.dtype)
+    return tf.maximum(tf.minimum(boxes, high), low)
+
+
+@same_doc_as(reference.box_iou)
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
+    boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
+    boxes1, boxes2 = _common_float(boxes1, boxes2)
+    boxes1, boxes2 = boxes1[:, None, :], boxes2[None, :, :]
+    height = tf.maximum(tf.minimum(boxes1[..., 2], boxes2[..., 2]) - tf.maximum(boxes1[..., 0], boxes2[..., 0]), 0)
+    width = tf.maximum(tf.minimum(boxes1[..., 3], boxes2[..., 3]) - tf.maximum(boxes1[..., 1], boxes2[..., 1]), 0)
+    intersection = height * width
+    union = _area(boxes1) + _area(boxes2) - intersection
+    return tf.where(union > 0, tf.math.divide_no_nan(intersection, union), tf.zeros_like(intersection))
+
+
+def _area(boxes):
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+@same_doc_as(reference.nms)
+def nms(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float,
+    max_output_size: int | None = None,
+    score_threshold: float | None = None,
+) -> Tensor:
+    boxes = _float_boxes(boxes, op="nms")
+    scores = tf.convert_to_tensor(scores)
+    reference._nms_shapes(tuple(boxes.shape), tuple(scores.shape))
+    if not (scores.dtype.is_floating or scores.dtype.is_integer):
+        raise TypeError(f"nms: argument 'scores' must hold numbers, got dtype {scores.dtype.name}")
+    scores = tf.cast(scores, boxes.dtype)
+    if tf.executing_eagerly():
+        _checks.finite(bool(tf.reduce_all(tf.math.is_finite(scores))), op="nms", name="scores")
+    iou_threshold, limit, score_threshold = reference._nms_options(iou_threshold, max_output_size, score_threshold,
+                                                                   boxes.shape[0])
+    if limit is None:  # a graph of unknown box count
+        limit = tf.shape(boxes)[0]
+    kept = tf.image.non_max_suppression(boxes, scores, limit, iou_threshold=iou_threshold,
+                                        score_threshold=score_threshold)
+    return tf.cast(kept, tf.int64)
+
+
+def _float_boxes(boxes, *, op, name="boxes"):
+    try:
+        boxes = tf.convert_to_tensor(boxes)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{op}: argument '{name}' must be convertible to a tf.Tensor, got {type(boxes).__name__}") \
+            from error
+    _checks.boxes(tuple(boxes.shape), op=op, name=name)
+    if not (boxes.dtype.is_floating or boxes.dtype.is_integer):
+        raise TypeError(f"{op}: argument '{name}' must hold numbers, got dtype {boxes.dtype.name}")
+    if not boxes.dtype.is_floating:
+        boxes = tf.cast(boxes, tf.float32)
+    if tf.executing_eagerly():
+        _checks.finite(bool(tf.reduce_all(tf.math.is_finite(boxes))), op=op, name=name)
+    return boxes
+
+
+def _common_float(*tensors):
+    dtype = tf.float64 if any(t.dtype == tf.float64 for t in tensors) else tensors[0].dtype
+    return tuple(tf.cast(t, dtype) for t in tensors)

@@ -1,0 +1,87 @@
+"""Pooling features inside boxes in TensorFlow, layout (N, H, W, C): crop_and_resize is
+tf.image.crop_and_resize itself, a live oracle of the NumPy reference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from impls._docs import same_doc_as
+from impls._types import Shape, Size2, Tensor
+from impls.numpy import roi as reference
+
+__all__ = reference.__all__
+PYRAMID_LEVELS = reference.PYRAMID_LEVELS
+
+
+@same_doc_as(reference.crop_and_resize)
+def crop_and_resize(
+    image: Tensor,
+    boxes: Tensor,
+    box_indices: Tensor,
+    crop_size: Size2,
+    method: str = "bilinear",
+    extrapolation_value: float = 0,
+) -> Tensor:
+    image, boxes, box_indices = (tf.convert_to_tensor(x) for x in (image, boxes, box_indices))
+    _, _, _, crop_size = reference._crop_arguments(_stub(image), boxes.numpy(), box_indices.numpy(), crop_size,
+                                                   method, extrapolation_value)
+    return tf.image.crop_and_resize(image, tf.cast(boxes, tf.float32), tf.cast(box_indices, tf.int32), crop_size,
+                                    method=method, extrapolation_value=float(extrapolation_value))
+
+
+def _stub(tensor):
+    """A zero-strided NumPy array of the tensor's shape and dtype: the checks read only those."""
+    return np.broadcast_to(np.zeros((), tensor.dtype.as_numpy_dtype), tuple(tensor.shape))
+
+
+@same_doc_as(reference.roi_align)
+def roi_align(
+    features: Tensor,
+    boxes: Tensor,
+    output_size: Size2,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    features, boxes = tf.convert_to_tensor(features), tf.convert_to_tensor(boxes)
+    _, rows, output_size, spatial_scale, sampling_ratio = reference._roi_align_arguments(
+        _stub(features), boxes.numpy(), output_size, spatial_scale, sampling_ratio)
+    pooled = []
+    for batch, *corners in rows:
+        row_weights, column_weights, count = reference.roi_align_samples(
+            corners, tuple(features.shape[1:3]), output_size, spatial_scale, sampling_ratio, aligned)
+        row_weights, column_weights = (tf.constant(w, features.dtype) for w in (row_weights, column_weights))
+        summed = tf.einsum("ph,hwc,qw->pqc", row_weights, features[int(batch)], column_weights)
+        pooled.append(summed / tf.cast(count, features.dtype))
+    if not pooled:
+        return tf.zeros((0, *output_size, features.shape[-1]), features.dtype)
+    return tf.stack(pooled)
+
+
+@same_doc_as(reference.pyramid_roi_align)
+def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape: Shape, pool_size: Size2) -> Tensor:
+    boxes = tf.convert_to_tensor(boxes)
+    _, feature_maps, pool_size, _ = reference._pyramid_arguments(boxes.numpy(), feature_maps, image_shape, pool_size,
+                                                                 asarray=tf.convert_to_tensor)
+    boxes = tf.cast(boxes, tf.float32)
+    # matterport's graph, step by step: levels in float32, one crop_and_resize per level, then
+    # the crops put back in the boxes' order.
+    y1, x1, y2, x2 = tf.split(boxes, 4, axis=2)
+    height, width = (float(v) for v in tuple(image_shape)[:2])
+    area = (y2 - y1) * (x2 - x1)
+    level = tf.math.log(tf.sqrt(area) / (224.0 / tf.sqrt(height * width))) / tf.math.log(2.0)
+    level = tf.where(area > 0, 4.0 + tf.round(level), float(PYRAMID_LEVELS[0]))
+    level = tf.cast(tf.clip_by_value(level, PYRAMID_LEVELS[0], PYRAMID_LEVELS[-1]), tf.int32)[..., 0]
+    pooled, order = [], []
+    for index, feature_map in zip(PYRAMID_LEVELS, feature_maps, strict=True):
+        where = tf.where(tf.equal(level, index))
+        order.append(where)
+        pooled.append(tf.image.crop_and_resize(tf.cast(feature_map, tf.float32), tf.gather_nd(boxes, where),
+                                               tf.cast(where[:, 0], tf.int32), pool_size))
+    pooled, order = tf.concat(pooled, axis=0), tf.concat(order, axis=0)
+    flat_position = order[:, 0] * tf.cast(tf.shape(boxes)[1], tf.int64) + order[:, 1]
+    pooled = tf.gather(pooled, tf.argsort(flat_position))
+    return tf.reshape(pooled, (boxes.shape[0], boxes.shape[1], *pool_size, pooled.shape[-1]))

@@ -1,0 +1,178 @@
+"""Mask R-CNN's box arithmetic in plain PyTorch (no torchvision)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from impls import _checks
+from impls._docs import same_doc_as
+from impls._types import Shape, Sizes, Tensor
+from impls.numpy import boxes as reference
+
+__all__ = reference.__all__
+
+
+@same_doc_as(reference.pyramid_anchors)
+def pyramid_anchors(
+    scales: Sequence[float],
+    ratios: Sequence[float],
+    feature_shapes: Sequence[Shape],
+    feature_strides: Sequence[float],
+    anchor_stride: int,
+) -> Tensor:
+    levels = reference._anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
+    return torch.cat([_level_anchors(*level) for level in levels], dim=0)
+
+
+def _level_anchors(scale, ratios, shape, stride, anchor_stride):
+    ratios = torch.as_tensor(ratios, dtype=torch.float32)
+    heights = scale / torch.sqrt(ratios)
+    widths = scale * torch.sqrt(ratios)
+    centre_y = (torch.arange(0, shape[0], anchor_stride, dtype=torch.float32) * stride)[:, None, None]
+    centre_x = (torch.arange(0, shape[1], anchor_stride, dtype=torch.float32) * stride)[None, :, None]
+    corners = (centre_y - 0.5 * heights, centre_x - 0.5 * widths, centre_y + 0.5 * heights, centre_x + 0.5 * widths)
+    return torch.stack(torch.broadcast_tensors(*corners), dim=-1).reshape(-1, 4)
+
+
+@same_doc_as(reference.norm_boxes)
+def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
+    boxes = _float_boxes(boxes, op="norm_boxes")
+    scale, shift = reference._box_scale_and_shift(shape, op="norm_boxes")
+    return (boxes - _like(shift, boxes)) / _like(scale, boxes)
+
+
+@same_doc_as(reference.denorm_boxes)
+def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
+    boxes = _float_boxes(boxes, op="denorm_boxes")
+    scale, shift = reference._box_scale_and_shift(shape, op="denorm_boxes")
+    # torch.round rounds half to even, as np.around.
+    return torch.round(boxes * _like(scale, boxes) + _like(shift, boxes)).to(torch.int32)
+
+
+@same_doc_as(reference.box_refinement)
+def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+    boxes = _float_boxes(boxes, op="box_refinement")
+    gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
+    _checks.same_length(len(gt_boxes), len(boxes), op="box_refinement", name="gt_boxes", other="boxes")
+    boxes, gt_boxes = _common_float(boxes, gt_boxes)
+    height, width, centre_y, centre_x = _centre_size(boxes)
+    gt_height, gt_width, gt_centre_y, gt_centre_x = _centre_size(gt_boxes)
+    return torch.stack([(gt_centre_y - centre_y) / height, (gt_centre_x - centre_x) / width,
+                        torch.log(gt_height / height), torch.log(gt_width / width)], dim=1)
+
+
+@same_doc_as(reference.apply_box_deltas)
+def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = reference.DEFAULT_BOX_STD) -> Tensor:
+    boxes = _float_boxes(boxes, op="apply_box_deltas")
+    deltas = _float_boxes(deltas, op="apply_box_deltas", name="deltas")
+    _checks.same_length(len(deltas), len(boxes), op="apply_box_deltas", name="deltas", other="boxes")
+    std = _checks.positive_numbers(std, 4, op="apply_box_deltas", name="std")
+    boxes, deltas = _common_float(boxes, deltas)
+    deltas = deltas * _like(std, deltas)
+    height, width, centre_y, centre_x = _centre_size(boxes)
+    centre_y = centre_y + deltas[:, 0] * height
+    centre_x = centre_x + deltas[:, 1] * width
+    height = height * torch.exp(deltas[:, 2])
+    width = width * torch.exp(deltas[:, 3])
+    y1 = centre_y - 0.5 * height
+    x1 = centre_x - 0.5 * width
+    return torch.stack([y1, x1, y1 + height, x1 + width], dim=1)
+
+
+def _centre_size(boxes):
+    height = boxes[:, 2] - boxes[:, 0]
+    width = boxes[:, 3] - boxes[:, 1]
+    return height, width, boxes[:, 0] + 0.5 * height, boxes[:, 1] + 0.5 * width
+
+
+@same_doc_as(reference.clip_boxes)
+def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
+    boxes = _float_boxes(boxes, op="clip_boxes")
+    window = reference._window(window, op="clip_boxes")
+    low = _like([window[0], window[1]] * 2, boxes)
+    high = _like([window[2], window[3]] * 2, boxes)
+    return torch.maximum(torch.minimum(boxes, high), low)
+
+
+@same_doc_as(reference.box_iou)
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
+    boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
+    boxes1, boxes2 = _common_float(boxes1, boxes2)
+    return _iou(boxes1[:, None, :], boxes2[None, :, :])
+
+
+def _iou(boxes1, boxes2):
+    height = torch.minimum(boxes1[..., 2], boxes2[..., 2]) - torch.maximum(boxes1[..., 0], boxes2[..., 0])
+    width = torch.minimum(boxes1[..., 3], boxes2[..., 3]) - torch.maximum(boxes1[..., 1], boxes2[..., 1])
+    height, width = height.clamp(min=0), width.clamp(min=0)
+    intersection = height * width
+    union = _area(boxes1) + _area(boxes2) - intersection
+    return torch.where(union > 0, intersection / torch.where(union > 0, union, 1), 0)
+
+
+def _area(boxes):
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+@same_doc_as(reference.nms)
+def nms(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float,
+    max_output_size: int | None = None,
+    score_threshold: float | None = None,
+) -> Tensor:
+    boxes = _float_boxes(boxes, op="nms")
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"nms: argument 'scores' must be a torch.Tensor, got {type(scores).__name__}")
+    reference._nms_shapes(tuple(boxes.shape), tuple(scores.shape))
+    scores = _finite(scores.to(boxes.dtype) if not scores.is_floating_point() else scores, op="nms", name="scores")
+    iou_threshold, limit, score_threshold = reference._nms_options(iou_threshold, max_output_size, score_threshold,
+                                                                   len(boxes))
+    # Corners in either order, as TF: IoU of the boxes' min/max extents.
+    boxes = torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], dim=1)
+    candidates = torch.nonzero(scores > score_threshold).flatten()
+    # A stable sort on -score visits equal scores by increasing index.
+    order = candidates[torch.sort(-scores[candidates], stable=True).indices]
+    overlaps = _iou(boxes[order][:, None, :], boxes[order][None, :, :]) > iou_threshold
+    kept = _greedy_keep(overlaps.cpu(), limit)
+    return order[kept.to(order.device)].to(torch.int64)
+
+
+def _greedy_keep(overlaps, limit):
+    """Positions kept by greedy suppression, in visiting order, given which pairs overlap."""
+    suppressed = torch.zeros(len(overlaps), dtype=torch.bool, device=overlaps.device)
+    kept = []
+    for position in range(len(overlaps)):
+        if len(kept) == limit:
+            break
+        if not suppressed[position]:
+            kept.append(position)
+            suppressed |= overlaps[position]
+    return torch.as_tensor(kept, dtype=torch.int64, device=overlaps.device)
+
+
+def _float_boxes(boxes, *, op, name="boxes"):
+    if not isinstance(boxes, torch.Tensor):
+        raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(boxes).__name__}")
+    _checks.boxes(tuple(boxes.shape), op=op, name=name)
+    if boxes.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise TypeError(f"{op}: argument '{name}' must hold real numbers, got dtype {boxes.dtype}")
+    return _finite(boxes if boxes.is_floating_point() else boxes.to(torch.float32), op=op, name=name)
+
+
+def _finite(tensor, *, op, name):
+    _checks.finite(bool(torch.isfinite(tensor).all()), op=op, name=name)
+    return tensor
+
+
+def _common_float(*tensors):
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else tensors[0].dtype
+    return tuple(t.to(dtype) for t in tensors)
+
+
+def _like(values, tensor):
+    return torch.as_tensor(values, dtype=tensor.dtype, device=tensor.device)

@@ -1,0 +1,78 @@
+"""unmold_mask and color_splash: every backend against the scikit-image oracle (matterport's
+and the balloon sample's own calls), and the border trap of the mask resize."""
+
+import numpy as np
+import pytest
+import skimage.transform
+
+from impls.numpy import masks as oracle
+from impls.testing import to_numpy
+
+BOXES = [((3, 4, 20, 30), (28, 28)), ((0, 0, 1, 1), (28, 28)), ((10, 5, 40, 50), (14, 14)), ((0, 0, 40, 50), (5, 3))]
+
+
+@pytest.mark.parametrize("box, mask_shape", BOXES, ids=str)
+def test_feature_unmold_mask_equals_matterports_skimage_resize(backend, dtype, rng, box, mask_shape):
+    mask = rng.uniform(size=mask_shape).astype(dtype)
+    mask[0, :] = 0.95  # the border where constant and edge modes differ
+    got = backend.module.unmold_mask(backend.tensor(mask), box, (40, 50, 3))
+    expected = oracle.unmold_mask(mask, box, (40, 50, 3))
+    assert to_numpy(got).dtype == bool and expected.shape == (40, 50)
+    np.testing.assert_array_equal(to_numpy(got), expected)
+
+
+def test_trap_skimage_constant_resize_darkens_the_border_where_interpolate_clamps():
+    """A mask of ones resized 2x: skimage's constant mode (matterport's unmold_mask) interpolates
+    the outermost pixels towards 0, 0.75 at the edges and 0.5625 at the corners, before its
+    clip to the input's range, which lifts them back to 1 only when the mask's own minimum is
+    higher; F.interpolate and tf.image.resize clamp at the edge and give 1. On a mask of ones
+    with a zero pixel the border stays 0.75: a threshold of 0.8 loses the border in
+    matterport's unmold_mask and keeps it in an interpolate port."""
+    mask = np.ones((4, 4))
+    mask[2, 2] = 0.0
+    constant = skimage.transform.resize(mask, (8, 8), order=1, mode="constant", cval=0, anti_aliasing=False)
+    edge = skimage.transform.resize(mask, (8, 8), order=1, mode="edge", anti_aliasing=False)
+    assert constant[0, 3] == pytest.approx(0.75) and constant[0, 0] == pytest.approx(0.5625)
+    assert edge[0, 3] == pytest.approx(1.0) and edge[0, 0] == pytest.approx(1.0)
+    unmolded = oracle.unmold_mask(mask, (0, 0, 8, 8), (8, 8), threshold=0.8)
+    assert not unmolded[0].any() and unmolded[1, 1]
+    torch = pytest.importorskip("torch")
+    interpolated = torch.nn.functional.interpolate(torch.from_numpy(mask)[None, None], size=(8, 8), mode="bilinear",
+                                                   align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(interpolated, edge, atol=1e-12)  # F.interpolate is skimage's edge mode
+
+
+def test_feature_color_splash_equals_the_balloon_sample(backend, rng):
+    image = rng.integers(0, 256, size=(23, 31, 3), dtype=np.uint8)
+    image[0, :4] = [[0, 0, 0], [255, 255, 255], [128, 128, 128], [7, 7, 7]]  # greys whose luma is exact
+    masks = rng.random((23, 31, 3)) < 0.2
+    for count in (3, 1, 0):
+        expected = oracle.color_splash(image, masks[..., :count])
+        if backend.layout == "NCHW":
+            got = to_numpy(backend.module.color_splash(backend.tensor(image.transpose(2, 0, 1)),
+                                                       backend.tensor(masks[..., :count].transpose(2, 0, 1))))
+            got = got.transpose(1, 2, 0)
+        else:
+            got = to_numpy(backend.module.color_splash(backend.tensor(image), backend.tensor(masks[..., :count])))
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
+    any_instance = masks.any(axis=-1)
+    np.testing.assert_array_equal(oracle.color_splash(image, masks)[any_instance], image[any_instance])
+
+
+def test_exception_bad_mask_arguments_name_the_argument(backend):
+    module = backend.module
+    mask = backend.tensor(np.ones((4, 4), np.float32))
+    cases = [
+        (lambda: module.unmold_mask(mask, (0, 0, 0, 5), (10, 10)), "'box' must satisfy 0 <= y1 < y2"),
+        (lambda: module.unmold_mask(mask, (0, 0, 11, 5), (10, 10)), "'box' must satisfy 0 <= y1 < y2 <= 10"),
+        (lambda: module.unmold_mask(mask, (0.5, 0, 3, 5), (10, 10)), "'box' must be four integers"),
+        (lambda: module.unmold_mask(backend.tensor(np.ones((2, 2, 2), np.float32)), (0, 0, 3, 3), (10, 10)),
+         "'mask' must be a non-empty 2-D"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=f"unmold_mask: argument {match}"):
+            call()
+    with pytest.raises(TypeError, match="color_splash: argument 'image' must be uint8"):
+        shape = (5, 5, 3) if backend.layout == "NHWC" else (3, 5, 5)
+        module.color_splash(backend.tensor(np.zeros(shape, np.float32)), backend.tensor(np.zeros(shape, bool)))
