@@ -47,15 +47,16 @@ def roi_align(
     aligned: bool = False,
 ) -> Tensor:
     features, boxes = tf.convert_to_tensor(features), tf.convert_to_tensor(boxes)
-    _, rows, output_size, spatial_scale, sampling_ratio = reference._roi_align_arguments(
+    _, host_boxes, output_size, spatial_scale, sampling_ratio = reference._roi_align_arguments(
         _stub(features), boxes.numpy(), output_size, spatial_scale, sampling_ratio)
     pooled = []
-    for batch, *corners in rows:
-        row_weights, column_weights, count = reference.roi_align_samples(
-            corners, tuple(features.shape[1:3]), output_size, spatial_scale, sampling_ratio, aligned)
-        row_weights, column_weights = (tf.constant(w, features.dtype) for w in (row_weights, column_weights))
-        summed = tf.einsum("ph,hwc,qw->pqc", row_weights, features[int(batch)], column_weights)
-        pooled.append(summed / tf.cast(count, features.dtype))
+    for batch, *corners in host_boxes:
+        box = reference.roi_align_samples(corners, tuple(features.shape[1:3]), output_size, spatial_scale,
+                                          sampling_ratio, aligned)
+        rows, columns = (tf.constant(w, features.dtype) for w in (box.rows, box.columns))
+        support = features[int(batch), box.row_span, box.column_span]
+        summed = tf.einsum("qw,pwc->pqc", columns, tf.einsum("ph,hwc->pwc", rows, support))
+        pooled.append(summed / tf.cast(box.count, features.dtype))
     if not pooled:
         return tf.zeros((0, *output_size, features.shape[-1]), features.dtype)
     return tf.stack(pooled)

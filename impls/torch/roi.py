@@ -92,16 +92,17 @@ def roi_align(
 ) -> Tensor:
     op = "roi_align"
     _host(features[:0] if isinstance(features, torch.Tensor) else features, op=op, name="features")
-    _, rows, output_size, spatial_scale, sampling_ratio = reference._roi_align_arguments(
+    _, host_boxes, output_size, spatial_scale, sampling_ratio = reference._roi_align_arguments(
         _stub(features).transpose(0, 2, 3, 1), _host(boxes, op=op, name="boxes"), output_size, spatial_scale,
         sampling_ratio)
-    pooled = features.new_zeros((len(rows), features.shape[1], *output_size))
-    for k, (batch, *corners) in enumerate(rows):
-        row_weights, column_weights, count = reference.roi_align_samples(
-            corners, tuple(features.shape[2:]), output_size, spatial_scale, sampling_ratio, aligned)
-        row_weights, column_weights = (torch.as_tensor(w, dtype=features.dtype, device=features.device)
-                                       for w in (row_weights, column_weights))
-        pooled[k] = torch.einsum("ph,chw,qw->cpq", row_weights, features[int(batch)], column_weights) / count
+    pooled = features.new_zeros((len(host_boxes), features.shape[1], *output_size))
+    for k, (batch, *corners) in enumerate(host_boxes):
+        box = reference.roi_align_samples(corners, tuple(features.shape[2:]), output_size, spatial_scale,
+                                          sampling_ratio, aligned)
+        rows, columns = (torch.as_tensor(w, dtype=features.dtype, device=features.device)
+                         for w in (box.rows, box.columns))
+        support = features[int(batch), :, box.row_span, box.column_span]
+        pooled[k] = torch.einsum("cpw,qw->cpq", torch.einsum("ph,chw->cpw", rows, support), columns) / box.count
     return pooled
 
 
