@@ -25,6 +25,7 @@ CROP_CASES = [((5, 7), "bilinear"), ((1, 1), "bilinear"), ((1, 4), "bilinear"), 
 def test_feature_crop_and_resize_equals_the_oracle_inside_outside_and_flipped(backend, rng, crop_size, method):
     image = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
     boxes = rng.uniform(-0.3, 1.3, size=(40, 4)).astype(np.float32)  # outside, flipped, inside
+    boxes[:4] = [[0, 0, 1, 1], [1, 1, 0, 0], [0, 0.5, 1, 1], [0.25, 0, 1, 0.75]]  # touching the borders
     indices = rng.integers(0, 2, size=40).astype(np.int32)
     crops = backend.module.crop_and_resize(backend.from_nhwc(image), backend.tensor(boxes), backend.tensor(indices),
                                            crop_size, method=method, extrapolation_value=-2.5)
@@ -37,6 +38,7 @@ def test_feature_oracle_crop_and_resize_equals_tf_image_crop_and_resize(rng, cro
     tf = pytest.importorskip("tensorflow")
     image = rng.normal(size=(3, 8, 6, 2))
     boxes = rng.uniform(-0.3, 1.3, size=(30, 4)).astype(np.float32)
+    boxes[:3] = [[0, 0, 1, 1], [1, 1, 0, 0], [0, 0.5, 1, 1]]  # edges at exactly 0 and 1
     indices = rng.integers(0, 3, size=30).astype(np.int32)
     expected = tf.image.crop_and_resize(image.astype(np.float32), boxes, indices, crop_size, method=method,
                                         extrapolation_value=0.5)
@@ -140,12 +142,13 @@ def crop_box_as_roi(box, size, crop):
 def test_trap_crop_and_resize_is_aligned_roi_align_with_one_sample_inside_the_map(rng, crop):
     """Y1 = y1 (H-1) + 0.5 - s/2, Y2 = Y1 + c s with s = (y2 - y1)(H-1)/(c-1) (centre and centre
     + 1 for c = 1) turns a crop_and_resize box into an aligned RoIAlign box with one sample per
-    bin: the two agree to float64 rounding (1e-12) for boxes inside the map."""
+    bin: the two agree for boxes inside the map, to the float32 rounding of crop_and_resize's
+    sample positions (TF's kernel computes them in float32; up to 1.6e-6 here)."""
     features = rng.normal(size=(1, 10, 12, 2))
     for box in normalised_boxes(rng, 20).astype(np.float64):
         expected = oracle.crop_and_resize(features, box[None], np.zeros(1, np.int64), crop)
         roi = np.array([crop_box_as_roi(box, (10, 12), crop)])
-        assert_close(oracle.roi_align(features, roi, crop, 1.0, 1, True), expected, rtol=1e-12, atol=1e-12)
+        assert_close(oracle.roi_align(features, roi, crop, 1.0, 1, True), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_trap_roi_align_clamps_where_crop_and_resize_extrapolates():
@@ -170,16 +173,16 @@ def test_trap_spatial_scale_one_over_stride_drifts_from_normalised_boxes():
     pools with RoIAlign(spatial_scale = 1/4, aligned) samples 15.75 y - 0.375 instead: off by
     -0.375 cells at y = 0 and +0.375 at y = 1. On a ramp map (value = row + column) the box
     (0.1, 0.1, 0.9, 0.9) pools values off by up to 0.6 (0.3 per axis); scaling by
-    (Hf - 1)/(H - 1) instead agrees to 1e-12."""
+    (Hf - 1)/(H - 1) instead agrees (to crop_and_resize's float32 sample positions, 2e-6)."""
     ramp = np.add.outer(np.arange(16.0), np.arange(16.0))[None, :, :, None]
     box = np.array([0.1, 0.1, 0.9, 0.9])
     expected = oracle.crop_and_resize(ramp, box[None], np.zeros(1, np.int64), (5, 5))
     right = oracle.roi_align(ramp, np.array([crop_box_as_roi(box, (16, 16), (5, 5))]), (5, 5), 1.0, 1, True)
-    assert_close(right, expected, rtol=1e-12, atol=1e-12)
+    assert_close(right, expected, rtol=1e-5, atol=1e-5)
     naive = oracle.roi_align(ramp, np.array([crop_box_as_roi(box, (64, 64), (5, 5))]), (5, 5), 1 / 4, 1, True)
     drift = (naive - expected)[0, :, :, 0]
-    assert drift[0, 0] == pytest.approx(-0.6) and drift[-1, -1] == pytest.approx(0.6)
-    assert np.abs(drift).max() == pytest.approx(0.6)
+    assert drift[0, 0] == pytest.approx(-0.6, abs=1e-5) and drift[-1, -1] == pytest.approx(0.6, abs=1e-5)
+    assert np.abs(drift).max() == pytest.approx(0.6, abs=1e-5)
 
 
 def level_mapper(sqrt_area, k_min=2, k_max=5, canonical_scale=224, canonical_level=4, eps=1e-6):

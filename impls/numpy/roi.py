@@ -103,18 +103,24 @@ def _crop_arguments(image, boxes, box_indices, crop_size, method, extrapolation_
 
 
 def _crop_samples(start, end, size, count):
-    """Sample coordinates (K, count) along one axis and whether each lies inside [0, size-1]."""
+    """Sample coordinates (K, count) along one axis and whether each lies inside [0, size-1],
+    computed in float32 in the order of TF's kernel: in float64 the last sample of a box edge at
+    exactly 1 lands a rounding error past size - 1 for some sizes (9 rows, 14 samples: 8.000000000000002)
+    and would take the extrapolation value where TF samples the last row."""
+    start, end = start.astype(np.float32), end.astype(np.float32)
+    extent = np.float32(size - 1)
     if count > 1:
-        positions = start[:, None] * (size - 1) + np.arange(count) * ((end - start) * (size - 1) / (count - 1))[:, None]
-    else:
-        positions = (0.5 * (start + end) * (size - 1))[:, None]
-    inside = (positions >= 0) & (positions <= size - 1)
-    return np.where(inside, positions, 0.0), inside
+        scale = (end - start) * extent / np.float32(count - 1)
+        positions = start[:, None] * extent + np.arange(count, dtype=np.float32) * scale[:, None]
+    else:  # TF: 0.5 * (y1 + y2) * (H - 1), the float sum promoted to double by the 0.5
+        positions = (0.5 * (start + end).astype(np.float64) * (size - 1)).astype(np.float32)[:, None]
+    inside = (positions >= 0) & (positions <= extent)
+    return np.where(inside, positions, np.float32(0)), inside
 
 
 def _lerp_indices(positions):
     low = np.floor(positions)
-    return low.astype(np.int64), np.ceil(positions).astype(np.int64), positions - low
+    return low.astype(np.int64), np.ceil(positions).astype(np.int64), (positions - low).astype(np.float64)
 
 
 def _lerp(a, b, t):

@@ -52,8 +52,8 @@ def crop_and_resize(
     if method == "nearest":
         crops = _pick(source, batch, _round_half_away(rows), _round_half_away(columns))
     else:
-        top, bottom, row_lerp = rows.floor().long(), rows.ceil().long(), rows - rows.floor()
-        left, right, column_lerp = columns.floor().long(), columns.ceil().long(), columns - columns.floor()
+        top, bottom, row_lerp = rows.floor().long(), rows.ceil().long(), (rows - rows.floor()).double()
+        left, right, column_lerp = columns.floor().long(), columns.ceil().long(), (columns - columns.floor()).double()
         column_lerp = column_lerp[:, None, None, :]
         upper = torch.lerp(_pick(source, batch, top, left), _pick(source, batch, top, right), column_lerp)
         lower = torch.lerp(_pick(source, batch, bottom, left), _pick(source, batch, bottom, right), column_lerp)
@@ -63,12 +63,16 @@ def crop_and_resize(
 
 
 def _crop_samples(start, end, size, count):
+    """As the NumPy reference: float32, in the order of TF's kernel."""
+    start, end = start.to(torch.float32), end.to(torch.float32)
+    extent = float(size - 1)
     if count > 1:
-        steps = torch.arange(count, dtype=start.dtype, device=start.device)
-        positions = start[:, None] * (size - 1) + steps * ((end - start) * (size - 1) / (count - 1))[:, None]
+        scale = (end - start) * extent / float(count - 1)
+        steps = torch.arange(count, dtype=torch.float32, device=start.device)
+        positions = start[:, None] * extent + steps * scale[:, None]
     else:
-        positions = (0.5 * (start + end) * (size - 1))[:, None]
-    inside = (positions >= 0) & (positions <= size - 1)
+        positions = (0.5 * (start + end).to(torch.float64) * (size - 1)).to(torch.float32)[:, None]
+    inside = (positions >= 0) & (positions <= extent)
     return torch.where(inside, positions, 0.0), inside
 
 
