@@ -100,6 +100,17 @@ def test_trap_anchor_generator_rounds_and_reads_ratios_as_height_over_width():
     np.testing.assert_allclose(ours[:, 3] - ours[:, 1], [22.627417, 32, 45.254834], rtol=1e-6)
 
 
+def test_feature_anchor_grids_share_the_order_location_then_ratio():
+    """On a grid both order row, column, then ratio (location first: the same order), with
+    centres at (row, column) * stride; they differ only by the ratio's reading (torchvision's
+    (0.5, 1, 2) is matterport's (2, 1, 0.5)), x/y order and the rounding."""
+    generator = AnchorGenerator(sizes=((32,),), aspect_ratios=((0.5, 1.0, 2.0),))
+    generator.cell_anchors = [anchors.to(torch.float64) for anchors in generator.cell_anchors]
+    theirs = generator.grid_anchors([[2, 3]], [[torch.tensor(4), torch.tensor(4)]])[0].numpy()
+    ours = boxes_oracle.pyramid_anchors((32,), (2.0, 1.0, 0.5), ((2, 3),), (4,), 1)
+    np.testing.assert_array_equal(np.round(_xyxy(ours)), theirs)
+
+
 def test_trap_level_mapper_is_the_written_out_floor():
     mapper = LevelMapper(k_min=2, k_max=5)
     sides = [50.0, 223.0, 224.0, 316.0, 317.7, 447.0, 448.0, 900.0, 2000.0]
