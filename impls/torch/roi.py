@@ -21,10 +21,14 @@ def _stub(tensor):
     return np.broadcast_to(np.zeros((), dtype), tuple(tensor.shape))
 
 
-def _host(tensor, *, op, name):
+def _require_tensor(tensor, *, op, name):
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(tensor).__name__}")
-    return tensor.detach().cpu().numpy()
+    return tensor
+
+
+def _host(tensor, *, op, name):
+    return _require_tensor(tensor, op=op, name=name).detach().cpu().numpy()
 
 
 @same_doc_as(reference.crop_and_resize)
@@ -37,7 +41,7 @@ def crop_and_resize(
     extrapolation_value: float = 0,
 ) -> Tensor:
     op = "crop_and_resize"
-    _host(image[:0] if isinstance(image, torch.Tensor) else image, op=op, name="image")
+    _require_tensor(image, op=op, name="image")
     channels_last = _stub(image).transpose(0, 2, 3, 1)
     _, host_boxes, host_indices, (crop_height, crop_width) = reference._crop_arguments(
         channels_last, _host(boxes, op=op, name="boxes"), _host(box_indices, op=op, name="box_indices"),
@@ -95,7 +99,7 @@ def roi_align(
     aligned: bool = False,
 ) -> Tensor:
     op = "roi_align"
-    _host(features[:0] if isinstance(features, torch.Tensor) else features, op=op, name="features")
+    _require_tensor(features, op=op, name="features")
     _, host_boxes, output_size, spatial_scale, sampling_ratio = reference._roi_align_arguments(
         _stub(features).transpose(0, 2, 3, 1), _host(boxes, op=op, name="boxes"), output_size, spatial_scale,
         sampling_ratio)
