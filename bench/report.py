@@ -178,10 +178,23 @@ def _scaling(groups):
     return lines if len(lines) > 4 else []
 
 
+def _sweep(groups):
+    """impls.sweep's throughput: images (image x setting CRFs) per second by worker count."""
+    rows = [row for rows in groups.values() for row in rows if row.get("op") == "sweep"]
+    if not rows:
+        return []
+    lines = ["", "## Dense CRF sweep on Dask: images per second", "",
+             "| workers | images per call | median (s) | images / s |", "| ---: | ---: | ---: | ---: |"]
+    for row in sorted(rows, key=lambda r: r["workers"]):
+        seconds = row["median_ms"] / 1e3
+        lines.append(f"| {row['workers']} | {row['images']} | {seconds:.2f} | {row['images'] / seconds:.1f} |")
+    return lines
+
+
 def render(results: dict, figures: Sequence[str] = ()) -> str:
     """The Markdown report; `figures` are the file names of figures already written next to it."""
     groups = rows_by_group(results)
-    lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + \
+    lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + _sweep(groups) + \
         _absent_and_skipped(results)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name.removesuffix('.png')}]({name})" for name in figures]

@@ -142,3 +142,15 @@ def test_feature_variant_ids_are_the_json_and_report_names():
 def test_exception_variant_out_of_the_table(fields, message):
     with pytest.raises(ValueError, match=message):
         Variant(*fields)
+
+
+def test_feature_report_turns_sweep_medians_into_images_per_second():
+    results = json.loads(SMALL.read_text())
+    for workers, median in ((1, 0.5), (2, 0.25)):
+        results["benchmarks"].append({
+            "name": f"test_sweep_images_per_second[{workers}]", "group": "sweep 16 images",
+            "stats": {"median": median, "iqr": 0.01, "rounds": 3},
+            "extra_info": {"op": "sweep", "backend": f"dask-{workers}w", "device": "cpu", "workers": workers,
+                           "images": 32}})
+    section = report.render(results).split("## Dense CRF sweep on Dask: images per second\n", 1)[1]
+    assert "| 1 | 32 | 0.50 | 64.0 |" in section and "| 2 | 32 | 0.25 | 128.0 |" in section
