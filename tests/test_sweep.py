@@ -211,3 +211,13 @@ def test_feature_progress_bar_reports_rate_and_eta():
     lines = stream.getvalue().splitlines()
     assert lines[-1].startswith("[" + "#" * 30 + "] 10/10 tasks") and "ETA 0:00:00" in lines[-1]
     assert 5 <= len(lines) <= 9
+
+
+def test_feature_native_threads_times_dask_threads_stay_within_the_cores(client):
+    threads_on_host = sweep._threads_by_host(client)
+    assert sum(threads_on_host.values()) == 2  # two workers of one thread, on this host
+    workers = list(client.scheduler_info()["workers"])
+    per_task = client.gather([client.submit(sweep._threads, threads_on_host, workers=[address], pure=False)
+                              for address in workers])
+    cores = len(os.sched_getaffinity(0))
+    assert all(count == max(1, cores // 2) for count in per_task), (per_task, cores)
