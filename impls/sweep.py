@@ -448,7 +448,8 @@ def draw_heatmap(result: SweepResult, axes: tuple[str, str], path: pathlib.Path)
 # Command line -------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m impls.sweep", description=__doc__.split("\n\n")[0])
+    prog = "impls-sweep" if pathlib.Path(sys.argv[0]).name == "impls-sweep" else "python -m impls.sweep"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=pathlib.Path, help="dataset root in the VOC layout")
     parser.add_argument("--split", required=True, help="ImageSets/Segmentation/<split>.txt")
     parser.add_argument("--scores", required=True, type=pathlib.Path, help="folder of <id>.npy / <id>.npz scores")
