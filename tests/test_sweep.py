@@ -7,9 +7,6 @@ import csv
 import io
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -87,31 +84,42 @@ def _stored_tasks(out):
     return path.read_text().count("\n") if path.exists() else 0
 
 
-def test_feature_interrupted_run_resumes_and_computes_only_missing_tasks(client, tmp_path):
-    """Ctrl-C (SIGINT) to the command as soon as a task is stored (images of 240 x 320, so that 16
-    tasks take about a second and the interrupt lands mid-run); the same command again computes
-    the rest only and gives the uninterrupted table."""
-    dataset = write_dataset(tmp_path / "voc", count=4, size=(240, 320))
-    expected = plain_loop(dataset, GRID)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "impls.sweep", str(dataset.root), "--split", "val", "--scores",
-               str(dataset.scores), "--grid", "bilateral_compat=3,6", "bilateral_sxy=20,50", "--out", str(out),
-               "--workers", "1", "--chunk-size", "1", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while _stored_tasks(out) < 1 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    stored = _stored_tasks(out)
-    assert process.returncode == 130 and "run the same command to resume" in stderr, (process.returncode, stderr)
-    assert 1 <= stored < 16, f"the interrupt should land mid-run, {stored} of 16 stored"
-    result = sweep.run(dataset, GRID, out, chunk_size=1, client=client, progress=False)
-    assert (result.computed, result.reused) == (16 - stored, stored)
+def _interrupt_after(count):
+    """An on_result callback that raises KeyboardInterrupt (what Ctrl-C raises) once `count`
+    tasks of this call are stored: a deterministic interrupt, where a real SIGINT raced a fast
+    sweep on CI (all tasks were done before the signal landed)."""
+    stored = []
+
+    def callback(done, total):
+        stored.append(done)
+        if len(stored) == count:
+            raise KeyboardInterrupt
+    return callback
+
+
+def test_feature_interrupted_run_resumes_and_computes_only_missing_tasks(client, dataset, expected, tmp_path):
+    """Ctrl-C after 9 of 24 tasks are stored: the store keeps them, and the same run again
+    computes the 15 missing tasks only and gives the uninterrupted table."""
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(dataset, GRID, tmp_path, chunk_size=1, client=client, progress=False, on_result=_interrupt_after(9))
+    assert _stored_tasks(tmp_path) == 9
+    result = sweep.run(dataset, GRID, tmp_path, chunk_size=1, client=client, progress=False)
+    assert (result.computed, result.reused) == (15, 9)
     for values, confusion in expected.items():
         np.testing.assert_array_equal(result.confusion[values], confusion)
-    again = sweep.run(dataset, GRID, out, chunk_size=1, client=client, progress=False)
-    assert again.computed == 0
+    again = sweep.run(dataset, GRID, tmp_path, chunk_size=1, client=client, progress=False)
+    assert (again.computed, again.reused) == (0, 24)
+
+
+def test_feature_ctrl_c_in_the_command_exits_130_and_says_how_to_resume(client, dataset, tmp_path, monkeypatch,
+                                                                         capsys):
+    real_run = sweep.run
+    monkeypatch.setattr(sweep, "run", lambda *args, **kwargs: real_run(*args, **kwargs, client=client,
+                                                                        on_result=_interrupt_after(2)))
+    code = sweep.main([str(dataset.root), "--split", "val", "--scores", str(dataset.scores), "--grid",
+                       "bilateral_compat=3,6", "--out", str(tmp_path), "--chunk-size", "1", "--quiet"])
+    assert code == 130 and "run the same command to resume" in capsys.readouterr().err
+    assert _stored_tasks(tmp_path) == 2
 
 
 def test_feature_a_killed_worker_has_its_tasks_rerun_and_totals_stay_exact(client, dataset, expected, tmp_path):
