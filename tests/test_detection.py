@@ -78,3 +78,14 @@ def test_exception_bad_layer_inputs_name_the_argument(backend, inputs):
     with pytest.raises(ValueError, match="detection_layer: argument 'class_deltas' must have shape"):
         module.detection_layer(backend.tensor(inputs["rois"]), backend.tensor(inputs["class_probs"]),
                                backend.tensor(inputs["class_deltas"][..., :3]))
+
+
+def test_cardinality_no_anchors_or_rois_give_zero_padded_outputs(backend):
+    module = backend.module
+    proposals = module.proposal_layer(*(backend.tensor(np.zeros((2, 0, k), np.float32)) for k in (2, 4, 4)),
+                                      proposal_count=5)
+    assert to_numpy(proposals).shape == (2, 5, 4) and not to_numpy(proposals).any()
+    detections = module.detection_layer(backend.tensor(np.zeros((2, 0, 4), np.float32)),
+                                        backend.tensor(np.zeros((2, 0, 3), np.float32)),
+                                        backend.tensor(np.zeros((2, 0, 3, 4), np.float32)), max_instances=4)
+    assert to_numpy(detections).shape == (2, 4, 6) and not to_numpy(detections).any()

@@ -232,6 +232,9 @@ def test_cardinality_empty_box_sets_give_empty_outputs(backend):
     assert backend.to_nhwc(crops).shape == (0, 2, 3, 3)
     pooled = module.roi_align(image, backend.tensor(np.zeros((0, 5), np.float32)), 4)
     assert backend.to_nhwc(pooled).shape == (0, 4, 4, 3)
+    maps = [backend.from_nhwc(np.zeros((2, size, size, 3), np.float32)) for size in (16, 8, 4, 2)]
+    levels = module.pyramid_roi_align(backend.tensor(np.zeros((2, 0, 4), np.float32)), maps, (64, 64), 2)
+    assert to_numpy(levels).shape == ((2, 0, 2, 2, 3) if backend.layout == "NHWC" else (2, 0, 3, 2, 2))
 
 
 def test_exception_bad_crop_and_roi_arguments_name_the_argument(backend):

@@ -274,7 +274,7 @@ def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape
     for level, feature_map in zip(PYRAMID_LEVELS, feature_maps, strict=True):
         chosen = np.flatnonzero(flat_levels == level)
         pooled[chosen] = crop_and_resize(feature_map, flat_boxes[chosen], batch[chosen], pool_size)
-    return pooled.reshape(batch_size, count, *pool_size, -1)
+    return pooled.reshape(batch_size, count, *pool_size, feature_maps[0].shape[-1])
 
 
 def pyramid_levels(boxes, image_shape):
