@@ -18,6 +18,7 @@ seconds), OUT/heatmap.png the mean IoU over two arguments with the others at the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -96,7 +97,7 @@ class Task:
     setting: tuple[tuple[str, object], ...]
     ids: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         ids = hashlib.sha1("\n".join(self.ids).encode()).hexdigest()[:16]
         return f"{self.kind}:{json.dumps(dict(self.setting), sort_keys=True)}:{ids}"
@@ -180,7 +181,7 @@ def run_task(dataset: VocDataset, task: Task, num_classes: int, engine: str, ski
     started = time.perf_counter()
     confusion = np.zeros((num_classes, num_classes), np.int64)
     skipped, done = [], 0
-    with impls.native.threads(_threads(threads_on_host)) if impls.native.available() else _nothing():
+    with impls.native.threads(_threads(threads_on_host)) if impls.native.available() else contextlib.nullcontext():
         for image_id in task.ids:
             try:
                 image, labels, unary = _load(dataset, image_id, num_classes)
@@ -199,14 +200,6 @@ def run_task(dataset: VocDataset, task: Task, num_classes: int, engine: str, ski
             done += 1
     return {"confusion": confusion.tolist(), "images": done, "skipped": skipped,
             "seconds": time.perf_counter() - started}
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _write_labels(path: pathlib.Path, labels: np.ndarray) -> None:

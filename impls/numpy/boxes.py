@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from impls import _checks
+from impls import _boxmath, _checks
 from impls._types import Shape, Sizes, Tensor
 
 __all__ = ["pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas",
@@ -140,11 +140,8 @@ def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
     _checks.same_length(len(gt_boxes), len(boxes), op="box_refinement", name="gt_boxes", other="boxes")
     dtype = np.result_type(boxes, gt_boxes)
-    height, width, centre_y, centre_x = _centre_size(boxes.astype(dtype))
-    gt_height, gt_width, gt_centre_y, gt_centre_x = _centre_size(gt_boxes.astype(dtype))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.stack([(gt_centre_y - centre_y) / height, (gt_centre_x - centre_x) / width,
-                         np.log(gt_height / height), np.log(gt_width / width)], axis=1)
+        return _boxmath.refinement(OPS, boxes.astype(dtype), gt_boxes.astype(dtype))
 
 
 def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = DEFAULT_BOX_STD) -> Tensor:
@@ -169,21 +166,7 @@ def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = DEFAULT_BOX_STD
     _checks.same_length(len(deltas), len(boxes), op="apply_box_deltas", name="deltas", other="boxes")
     std = _checks.positive_numbers(std, 4, op="apply_box_deltas", name="std")
     dtype = np.result_type(boxes, deltas)
-    deltas = deltas.astype(dtype) * np.asarray(std, dtype)
-    height, width, centre_y, centre_x = _centre_size(boxes.astype(dtype))
-    centre_y = centre_y + deltas[:, 0] * height
-    centre_x = centre_x + deltas[:, 1] * width
-    height = height * np.exp(deltas[:, 2])
-    width = width * np.exp(deltas[:, 3])
-    y1 = centre_y - 0.5 * height
-    x1 = centre_x - 0.5 * width
-    return np.stack([y1, x1, y1 + height, x1 + width], axis=1)
-
-
-def _centre_size(boxes):
-    height = boxes[:, 2] - boxes[:, 0]
-    width = boxes[:, 3] - boxes[:, 1]
-    return height, width, boxes[:, 0] + 0.5 * height, boxes[:, 1] + 0.5 * width
+    return _boxmath.apply_deltas(OPS, boxes.astype(dtype), deltas.astype(dtype) * np.asarray(std, dtype))
 
 
 def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
@@ -194,9 +177,7 @@ def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
     """
     boxes = _float_boxes(boxes, op="clip_boxes")
     window = _window(window, op="clip_boxes").astype(boxes.dtype)
-    low = np.concatenate([window[:2], window[:2]])
-    high = np.concatenate([window[2:], window[2:]])
-    return np.maximum(np.minimum(boxes, high), low)
+    return _boxmath.clip(OPS, boxes, np.tile(window[:2], 2), np.tile(window[2:], 2))
 
 
 def _window(window, *, op):
@@ -219,16 +200,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
     boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
     dtype = np.result_type(boxes1, boxes2)
-    boxes1, boxes2 = boxes1.astype(dtype)[:, None, :], boxes2.astype(dtype)[None, :, :]
-    height = np.maximum(np.minimum(boxes1[..., 2], boxes2[..., 2]) - np.maximum(boxes1[..., 0], boxes2[..., 0]), 0)
-    width = np.maximum(np.minimum(boxes1[..., 3], boxes2[..., 3]) - np.maximum(boxes1[..., 1], boxes2[..., 1]), 0)
-    intersection = height * width
-    union = _area(boxes1) + _area(boxes2) - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
-
-
-def _area(boxes):
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    return _boxmath.iou(OPS, boxes1.astype(dtype)[:, None, :], boxes2.astype(dtype)[None, :, :])
 
 
 def nms(
@@ -260,15 +232,15 @@ def nms(
     """
     boxes, scores, iou_threshold, limit, score_threshold = _nms_arguments(
         np.asarray(boxes), np.asarray(scores), iou_threshold, max_output_size, score_threshold)
-    boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
-    boxes = boxes.astype(np.float64)
+    boxes = _boxmath.corners_in_order(OPS, boxes.astype(np.float64), _concat_columns)
     candidates = np.flatnonzero(scores > score_threshold)
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
     kept = []
     while order.size and len(kept) < limit:
         best, order = order[0], order[1:]
         kept.append(best)
-        order = order[box_iou(boxes[best][None], boxes[order])[0] <= iou_threshold]
+        # The checked, in-order boxes go straight to the arithmetic: no checks per kept box.
+        order = order[_boxmath.iou(OPS, boxes[best], boxes[order]) <= iou_threshold]
     return np.asarray(kept, dtype=np.int64)
 
 
@@ -322,3 +294,15 @@ def _finite_float(array, *, op, name):
         array = array.astype(np.float64)
     _checks.finite(bool(np.isfinite(array).all()), op=op, name=name)
     return array
+
+
+def _divide_or_zero(a, b):
+    return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+
+def _concat_columns(columns):
+    return np.concatenate(columns, axis=1)
+
+
+OPS = _boxmath.BoxOps(stack_columns=lambda columns: np.stack(columns, axis=1), exp=np.exp, log=np.log,
+                      minimum=np.minimum, maximum=np.maximum, divide_or_zero=_divide_or_zero)

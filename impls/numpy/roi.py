@@ -41,7 +41,8 @@ def crop_and_resize(
     y1 (H-1) + i (y2 - y1)(H-1) / (c-1), and a crop of size 1 samples the box's centre.
     Samples in a row (column) outside [0, H-1] ([0, W-1]) take `extrapolation_value`; a flipped
     box (y2 < y1) gives a flipped crop. "bilinear" interpolates as TF (top + (bottom - top) *
-    lerp), "nearest" rounds half away from zero.
+    lerp), "nearest" rounds half away from zero. Sample positions are computed in float32 in the
+    order of TF's kernel, so boxes with edges at exactly 0 or 1 sample where TF's do.
 
     Args:
         image: (N, H, W, C) numbers.
@@ -263,8 +264,9 @@ def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape
         (N, K, pool_height, pool_width, C) float32 (NumPy and torch keep float64 maps' float64;
         torch's layout is (N, K, C, pool_height, pool_width)).
     """
-    boxes, feature_maps, pool_size, levels = _pyramid_arguments(np.asarray(boxes), feature_maps, image_shape,
-                                                                pool_size, asarray=np.asarray)
+    boxes, feature_maps, image_size, pool_size = _pyramid_arguments(np.asarray(boxes), feature_maps, image_shape,
+                                                                    pool_size, asarray=np.asarray)
+    levels = pyramid_levels(boxes, image_size)
     batch_size, count = boxes.shape[:2]
     flat_boxes = boxes.reshape(-1, 4)
     flat_levels = levels.reshape(-1)
@@ -290,8 +292,8 @@ def pyramid_levels(boxes, image_shape):
 
 
 def _pyramid_arguments(boxes, feature_maps, image_shape, pool_size, *, asarray, channel_axis=-1):
-    """Checked pyramid_roi_align arguments and each box's level; shared by every backend
-    (`asarray` turns a feature map into the backend's tensor)."""
+    """Checked pyramid_roi_align arguments: boxes, maps, image (H, W), pool size; shared by every
+    backend (`asarray` turns a feature map into the backend's tensor)."""
     op = "pyramid_roi_align"
     if boxes.ndim != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"{op}: argument 'boxes' must have shape (N, K, 4), got {boxes.shape}")
@@ -306,4 +308,4 @@ def _pyramid_arguments(boxes, feature_maps, image_shape, pool_size, *, asarray, 
                          f"boxes' batch) with one channel count, got shapes {shapes}")
     image_size = _checks.size_pair(tuple(int(v) for v in tuple(image_shape)[:2]), op=op, name="image_shape")
     pool_size = _checks.size_pair(pool_size, op=op, name="pool_size")
-    return boxes, feature_maps, pool_size, pyramid_levels(boxes, image_size)
+    return boxes, feature_maps, image_size, pool_size

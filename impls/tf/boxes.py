@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from impls import _checks
+from impls import _boxmath, _checks
 from impls._docs import same_doc_as
 from impls._types import Shape, Sizes, Tensor
 from impls.numpy import boxes as reference
@@ -58,11 +58,7 @@ def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     boxes = _float_boxes(boxes, op="box_refinement")
     gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
     _checks.same_length(gt_boxes.shape[0], boxes.shape[0], op="box_refinement", name="gt_boxes", other="boxes")
-    boxes, gt_boxes = _common_float(boxes, gt_boxes)
-    height, width, centre_y, centre_x = _centre_size(boxes)
-    gt_height, gt_width, gt_centre_y, gt_centre_x = _centre_size(gt_boxes)
-    return tf.stack([(gt_centre_y - centre_y) / height, (gt_centre_x - centre_x) / width,
-                     tf.math.log(gt_height / height), tf.math.log(gt_width / width)], axis=1)
+    return _boxmath.refinement(OPS, *_common_float(boxes, gt_boxes))
 
 
 @same_doc_as(reference.apply_box_deltas)
@@ -72,30 +68,15 @@ def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = reference.DEFAU
     _checks.same_length(deltas.shape[0], boxes.shape[0], op="apply_box_deltas", name="deltas", other="boxes")
     std = _checks.positive_numbers(std, 4, op="apply_box_deltas", name="std")
     boxes, deltas = _common_float(boxes, deltas)
-    deltas = deltas * tf.constant(std, deltas.dtype)
-    height, width, centre_y, centre_x = _centre_size(boxes)
-    centre_y = centre_y + deltas[:, 0] * height
-    centre_x = centre_x + deltas[:, 1] * width
-    height = height * tf.exp(deltas[:, 2])
-    width = width * tf.exp(deltas[:, 3])
-    y1 = centre_y - 0.5 * height
-    x1 = centre_x - 0.5 * width
-    return tf.stack([y1, x1, y1 + height, x1 + width], axis=1)
-
-
-def _centre_size(boxes):
-    height = boxes[:, 2] - boxes[:, 0]
-    width = boxes[:, 3] - boxes[:, 1]
-    return height, width, boxes[:, 0] + 0.5 * height, boxes[:, 1] + 0.5 * width
+    return _boxmath.apply_deltas(OPS, boxes, deltas * tf.constant(std, deltas.dtype))
 
 
 @same_doc_as(reference.clip_boxes)
 def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
     boxes = _float_boxes(boxes, op="clip_boxes")
     window = reference._window(window, op="clip_boxes")
-    low = tf.constant(np.concatenate([window[:2], window[:2]]), boxes.dtype)
-    high = tf.constant(np.concatenate([window[2:], window[2:]]), boxes.dtype)
-    return tf.maximum(tf.minimum(boxes, high), low)
+    low, high = (tf.constant(np.tile(corner, 2), boxes.dtype) for corner in (window[:2], window[2:]))
+    return _boxmath.clip(OPS, boxes, low, high)
 
 
 @same_doc_as(reference.box_iou)
@@ -103,16 +84,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
     boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
     boxes1, boxes2 = _common_float(boxes1, boxes2)
-    boxes1, boxes2 = boxes1[:, None, :], boxes2[None, :, :]
-    height = tf.maximum(tf.minimum(boxes1[..., 2], boxes2[..., 2]) - tf.maximum(boxes1[..., 0], boxes2[..., 0]), 0)
-    width = tf.maximum(tf.minimum(boxes1[..., 3], boxes2[..., 3]) - tf.maximum(boxes1[..., 1], boxes2[..., 1]), 0)
-    intersection = height * width
-    union = _area(boxes1) + _area(boxes2) - intersection
-    return tf.where(union > 0, tf.math.divide_no_nan(intersection, union), tf.zeros_like(intersection))
-
-
-def _area(boxes):
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    return _boxmath.iou(OPS, boxes1[:, None, :], boxes2[None, :, :])
 
 
 @same_doc_as(reference.nms)
@@ -159,3 +131,11 @@ def _float_boxes(boxes, *, op, name="boxes"):
 def _common_float(*tensors):
     dtype = tf.float64 if any(t.dtype == tf.float64 for t in tensors) else tensors[0].dtype
     return tuple(tf.cast(t, dtype) for t in tensors)
+
+
+def _divide_or_zero(a, b):
+    return tf.where(b > 0, tf.math.divide_no_nan(a, b), tf.zeros_like(a))
+
+
+OPS = _boxmath.BoxOps(stack_columns=lambda columns: tf.stack(columns, axis=1), exp=tf.exp, log=tf.math.log,
+                      minimum=tf.minimum, maximum=tf.maximum, divide_or_zero=_divide_or_zero)

@@ -65,15 +65,14 @@ def roi_align(
 @same_doc_as(reference.pyramid_roi_align)
 def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape: Shape, pool_size: Size2) -> Tensor:
     boxes = tf.convert_to_tensor(boxes)
-    _, feature_maps, pool_size, _ = reference._pyramid_arguments(boxes.numpy(), feature_maps, image_shape, pool_size,
-                                                                 asarray=tf.convert_to_tensor)
+    _, feature_maps, (height, width), pool_size = reference._pyramid_arguments(
+        boxes.numpy(), feature_maps, image_shape, pool_size, asarray=tf.convert_to_tensor)
     boxes = tf.cast(boxes, tf.float32)
     # matterport's graph, step by step: levels in float32, one crop_and_resize per level, then
     # the crops put back in the boxes' order.
     y1, x1, y2, x2 = tf.split(boxes, 4, axis=2)
-    height, width = (float(v) for v in tuple(image_shape)[:2])
     area = (y2 - y1) * (x2 - x1)
-    level = tf.math.log(tf.sqrt(area) / (224.0 / tf.sqrt(height * width))) / tf.math.log(2.0)
+    level = tf.math.log(tf.sqrt(area) / (224.0 / tf.sqrt(float(height * width)))) / tf.math.log(2.0)
     level = tf.where(area > 0, 4.0 + tf.round(level), float(PYRAMID_LEVELS[0]))
     level = tf.cast(tf.clip_by_value(level, PYRAMID_LEVELS[0], PYRAMID_LEVELS[-1]), tf.int32)[..., 0]
     pooled, order = [], []

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from impls import _checks
+from impls import _boxmath, _checks
 from impls._docs import same_doc_as
 from impls._types import Shape, Sizes, Tensor
 from impls.numpy import boxes as reference
@@ -56,11 +56,7 @@ def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     boxes = _float_boxes(boxes, op="box_refinement")
     gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
     _checks.same_length(len(gt_boxes), len(boxes), op="box_refinement", name="gt_boxes", other="boxes")
-    boxes, gt_boxes = _common_float(boxes, gt_boxes)
-    height, width, centre_y, centre_x = _centre_size(boxes)
-    gt_height, gt_width, gt_centre_y, gt_centre_x = _centre_size(gt_boxes)
-    return torch.stack([(gt_centre_y - centre_y) / height, (gt_centre_x - centre_x) / width,
-                        torch.log(gt_height / height), torch.log(gt_width / width)], dim=1)
+    return _boxmath.refinement(OPS, *_common_float(boxes, gt_boxes))
 
 
 @same_doc_as(reference.apply_box_deltas)
@@ -70,30 +66,15 @@ def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = reference.DEFAU
     _checks.same_length(len(deltas), len(boxes), op="apply_box_deltas", name="deltas", other="boxes")
     std = _checks.positive_numbers(std, 4, op="apply_box_deltas", name="std")
     boxes, deltas = _common_float(boxes, deltas)
-    deltas = deltas * _like(std, deltas)
-    height, width, centre_y, centre_x = _centre_size(boxes)
-    centre_y = centre_y + deltas[:, 0] * height
-    centre_x = centre_x + deltas[:, 1] * width
-    height = height * torch.exp(deltas[:, 2])
-    width = width * torch.exp(deltas[:, 3])
-    y1 = centre_y - 0.5 * height
-    x1 = centre_x - 0.5 * width
-    return torch.stack([y1, x1, y1 + height, x1 + width], dim=1)
-
-
-def _centre_size(boxes):
-    height = boxes[:, 2] - boxes[:, 0]
-    width = boxes[:, 3] - boxes[:, 1]
-    return height, width, boxes[:, 0] + 0.5 * height, boxes[:, 1] + 0.5 * width
+    return _boxmath.apply_deltas(OPS, boxes, deltas * _like(std, deltas))
 
 
 @same_doc_as(reference.clip_boxes)
 def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
     boxes = _float_boxes(boxes, op="clip_boxes")
     window = reference._window(window, op="clip_boxes")
-    low = _like([window[0], window[1]] * 2, boxes)
-    high = _like([window[2], window[3]] * 2, boxes)
-    return torch.maximum(torch.minimum(boxes, high), low)
+    low, high = (_like([*corner, *corner], boxes) for corner in (window[:2], window[2:]))
+    return _boxmath.clip(OPS, boxes, low, high)
 
 
 @same_doc_as(reference.box_iou)
@@ -101,20 +82,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
     boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
     boxes1, boxes2 = _common_float(boxes1, boxes2)
-    return _iou(boxes1[:, None, :], boxes2[None, :, :])
-
-
-def _iou(boxes1, boxes2):
-    height = torch.minimum(boxes1[..., 2], boxes2[..., 2]) - torch.maximum(boxes1[..., 0], boxes2[..., 0])
-    width = torch.minimum(boxes1[..., 3], boxes2[..., 3]) - torch.maximum(boxes1[..., 1], boxes2[..., 1])
-    height, width = height.clamp(min=0), width.clamp(min=0)
-    intersection = height * width
-    union = _area(boxes1) + _area(boxes2) - intersection
-    return torch.where(union > 0, intersection / torch.where(union > 0, union, 1), 0)
-
-
-def _area(boxes):
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    return _boxmath.iou(OPS, boxes1[:, None, :], boxes2[None, :, :])
 
 
 @same_doc_as(reference.nms)
@@ -132,12 +100,11 @@ def nms(
     scores = _finite(scores.to(boxes.dtype) if not scores.is_floating_point() else scores, op="nms", name="scores")
     iou_threshold, limit, score_threshold = reference._nms_options(iou_threshold, max_output_size, score_threshold,
                                                                    len(boxes))
-    # Corners in either order, as TF: IoU of the boxes' min/max extents.
-    boxes = torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], dim=1)
+    boxes = _boxmath.corners_in_order(OPS, boxes, lambda columns: torch.cat(columns, dim=1))
     candidates = torch.nonzero(scores > score_threshold).flatten()
     # A stable sort on -score visits equal scores by increasing index.
     order = candidates[torch.sort(-scores[candidates], stable=True).indices]
-    overlaps = _iou(boxes[order][:, None, :], boxes[order][None, :, :]) > iou_threshold
+    overlaps = _boxmath.iou(OPS, boxes[order][:, None, :], boxes[order][None, :, :]) > iou_threshold
     kept = _greedy_keep(overlaps.cpu(), limit)
     return order[kept.to(order.device)].to(torch.int64)
 
@@ -176,3 +143,19 @@ def _common_float(*tensors):
 
 def _like(values, tensor):
     return torch.as_tensor(values, dtype=tensor.dtype, device=tensor.device)
+
+
+def _minimum(a, b):
+    return torch.minimum(a, b) if isinstance(b, torch.Tensor) else a.clamp(max=b)
+
+
+def _maximum(a, b):
+    return torch.maximum(a, b) if isinstance(b, torch.Tensor) else a.clamp(min=b)
+
+
+def _divide_or_zero(a, b):
+    return torch.where(b > 0, a / torch.where(b > 0, b, 1), 0)
+
+
+OPS = _boxmath.BoxOps(stack_columns=lambda columns: torch.stack(columns, dim=1), exp=torch.exp, log=torch.log,
+                      minimum=_minimum, maximum=_maximum, divide_or_zero=_divide_or_zero)

@@ -117,8 +117,9 @@ def roi_align(
 @same_doc_as(reference.pyramid_roi_align)
 def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape: Shape, pool_size: Size2) -> Tensor:
     op = "pyramid_roi_align"
-    host_boxes, feature_maps, pool_size, levels = reference._pyramid_arguments(
+    host_boxes, feature_maps, image_size, pool_size = reference._pyramid_arguments(
         _host(boxes, op=op, name="boxes"), feature_maps, image_shape, pool_size, asarray=_as_tensor, channel_axis=1)
+    levels = reference.pyramid_levels(host_boxes, image_size)
     batch_size, count = host_boxes.shape[:2]
     flat_levels = torch.as_tensor(levels.reshape(-1), device="cpu")
     flat_boxes = boxes.reshape(-1, 4)
