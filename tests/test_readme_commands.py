@@ -261,7 +261,8 @@ def test_feature_readme_sweep_on_a_dask_scheduler_and_worker(tmp_path):
     """The cluster recipe against a `dask scheduler` and a `dask worker` on 127.0.0.1; the worker
     runs in another folder, so the relative paths of the command must reach it resolved."""
     distributed = pytest.importorskip("distributed", reason="the sweep extra is not installed")
-    (cluster_command,) = snippets_run_by("test_feature_readme_sweep_on_a_dask_scheduler_and_worker")
+    # The test's other README commands are the prose's `dask scheduler` and `dask worker`.
+    (cluster_command,) = [snippet for snippet in SNIPPETS if snippet.key == CLUSTER_SWEEP]
     write_readme_dataset(tmp_path / "user")
     address = f"tcp://127.0.0.1:{_free_port()}"
     elsewhere = tmp_path / "worker"
