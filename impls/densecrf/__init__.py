@@ -1,14 +1,18 @@
-"""A drop-in for `pydensecrf.densecrf` (and, in `impls.densecrf.utils`, `pydensecrf.utils`).
+"""A drop-in for `pydensecrf.densecrf` (and, in `impls.densecrf.utils` and `impls.densecrf.eigen`,
+for `pydensecrf.utils` and `pydensecrf.eigen`).
 
     import impls.densecrf as dcrf                     # was: import pydensecrf.densecrf as dcrf
     from impls.densecrf.utils import unary_from_labels  # was: from pydensecrf.utils import ...
 
-Same classes, methods, argument names, constants and array layouts as pydensecrf:
-unaries and Q are (labels, pixels) float32, features (d, pixels), images (H, W, 3)
-uint8. Inference runs on the fastest engine present, in the order of `ENGINES`; the
-environment variable IMPLS_DENSECRF_ENGINE picks one by name for every CRF, the keyword
-`engine=` of DenseCRF / DenseCRF2D (an addition to pydensecrf's signatures) for one, and
-`engine()` (or a CRF's `.engine` attribute) says which one is in use and why.
+Same classes, methods, argument names, constants (IntEnum members, as pydensecrf's) and array
+layouts as pydensecrf: unaries and Q are (labels, pixels) float32, features (d, pixels), images
+(H, W, 3) uint8. `inference` and `startInference` return Q as a float32 ndarray (pydensecrf: an
+eigen.MatrixXf, which NumPy reads the same way); the methods that take Q accept either.
+
+Inference runs on the fastest engine present, in the order of `ENGINES`; the environment
+variable IMPLS_DENSECRF_ENGINE picks one by name for every CRF, the keyword `engine=` of
+DenseCRF / DenseCRF2D (an addition to pydensecrf's signatures) for one, and `engine()` (or a
+CRF's `.engine` attribute) says which one is in use and why.
 
 One deliberate difference: `compat` arrays of any real dtype are accepted (converted to
 float32), where pydensecrf accepts only float32 arrays (and any Python number for Potts).
@@ -17,6 +21,7 @@ float32), where pydensecrf accepts only float32 arrays (and any Python number fo
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import os
 from collections.abc import Callable
@@ -26,6 +31,7 @@ import numpy as np
 from impls import _checks, _meanfield
 from impls._meanfield import NORMALIZATIONS
 from impls._types import Compat, Sizes
+from impls.densecrf import eigen
 from impls.densecrf.utils import (
     create_pairwise_bilateral,
     create_pairwise_gaussian,
@@ -34,18 +40,35 @@ from impls.densecrf.utils import (
 )
 
 __all__ = [
-    "DenseCRF", "DenseCRF2D", "engine", "ENGINES",
-    "CONST_KERNEL", "DIAG_KERNEL", "FULL_KERNEL",
-    "NO_NORMALIZATION", "NORMALIZE_BEFORE", "NORMALIZE_AFTER", "NORMALIZE_SYMMETRIC",
+    "DenseCRF", "DenseCRF2D", "Unary", "ConstUnary", "LogisticUnary", "engine", "ENGINES", "eigen",
+    "KernelType", "CONST_KERNEL", "DIAG_KERNEL", "FULL_KERNEL",
+    "NormalizationType", "NO_NORMALIZATION", "NORMALIZE_BEFORE", "NORMALIZE_AFTER", "NORMALIZE_SYMMETRIC",
     "unary_from_labels", "unary_from_softmax", "create_pairwise_gaussian", "create_pairwise_bilateral",
 ]
 
 log = logging.getLogger(__name__)
 
-# pydensecrf's enum values; the normalisation codes are impls._meanfield's one table.
-CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
-NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = (
-    NORMALIZATIONS[name] for name in ("none", "before", "after", "symmetric"))
+
+class KernelType(enum.IntEnum):
+    """pydensecrf's kernel types; only learning tells them apart, so inference ignores them."""
+
+    CONST_KERNEL = 0
+    DIAG_KERNEL = 1
+    FULL_KERNEL = 2
+
+
+class NormalizationType(enum.IntEnum):
+    """pydensecrf's normalisations of a kernel: its names for impls._meanfield's one table of codes."""
+
+    NO_NORMALIZATION = NORMALIZATIONS["none"]
+    NORMALIZE_BEFORE = NORMALIZATIONS["before"]
+    NORMALIZE_AFTER = NORMALIZATIONS["after"]
+    NORMALIZE_SYMMETRIC = NORMALIZATIONS["symmetric"]
+
+
+# As in pydensecrf, the module-level constants are the enum members themselves.
+CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = KernelType
+NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = NormalizationType
 _NORMALIZATION_NAMES = {code: name for name, code in NORMALIZATIONS.items()}
 
 
@@ -117,6 +140,50 @@ def _chosen_engine() -> tuple[str, str]:
     raise ImportError("impls.densecrf: no engine available")
 
 
+class Unary:
+    """A unary energy to give to `DenseCRF.setUnary` (pydensecrf.densecrf.Unary); use its
+    subclasses ConstUnary and LogisticUnary. Unlike pydensecrf's, which setUnary consumes,
+    one can be given to several CRFs."""
+
+    _energy: np.ndarray | None = None  # (nlabels, nvar) float32
+
+    def _energy_for(self, nlabels, nvar, *, op):
+        if self._energy is None:
+            raise TypeError(f"{op}: argument 'u' must be a ConstUnary or LogisticUnary, got a bare Unary")
+        if self._energy.shape != (nlabels, nvar):
+            raise ValueError(f"{op}: argument 'u' must give an energy of shape {(nlabels, nvar)}, "
+                             f"got {self._energy.shape} from {type(self).__name__}")
+        return self._energy
+
+
+class ConstUnary(Unary):
+    """The unary energy `u`, (nlabels, nvar) float32 (pydensecrf.densecrf.ConstUnary)."""
+
+    def __init__(self, u: np.ndarray):
+        u = _float32_matrix(u, "u", (None, None), op="ConstUnary")
+        self._energy = np.array(u, np.float32, order="C")  # a copy, as pydensecrf's
+
+
+class LogisticUnary(Unary):
+    """The unary energy L @ f: L (nlabels, k) and f (k, nvar), both float32
+    (pydensecrf.densecrf.LogisticUnary, without its learning)."""
+
+    def __init__(self, L: np.ndarray, f: np.ndarray):  # noqa: N803 (pydensecrf's names)
+        self._energy = _product_energy(L, f, names=("L", "f"), op="LogisticUnary")
+
+
+def _product_energy(weights, features, *, names, op, weights_shape=(None, None), features_shape=None):
+    """weights @ features in float32, as pydensecrf's Eigen product, the two checked (features
+    need as many rows as weights has columns unless `features_shape` says more)."""
+    weights = _float32_matrix(weights, names[0], weights_shape, op=op)
+    features = _float32_matrix(features, names[1], features_shape or (weights.shape[1], None), op=op)
+    for name, array in zip(names, (weights, features), strict=True):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{op}: argument '{name}' must be finite (no NaN or inf)")
+    with np.errstate(over="ignore", invalid="ignore"):  # an energy out of float32's range is refused by name later
+        return np.matmul(weights, features, dtype=np.float32)
+
+
 class DenseCRF:
     """Fully-connected CRF over `nvar` variables with `nlabels` labels (pydensecrf.densecrf.DenseCRF)."""
 
@@ -140,11 +207,28 @@ class DenseCRF:
         self._unary = None  # (P, L) for the other engines
         self._terms = None
 
-    def setUnaryEnergy(self, u: np.ndarray, f: None = None) -> None:  # noqa: N802 (pydensecrf's name)
-        """Set the unary: u (nlabels, nvar) float32, negative log-probabilities."""
-        if f is not None:
-            raise NotImplementedError("setUnaryEnergy: the learned LogisticUnary (argument 'f') is not supported")
-        u = _float32_matrix(u, "u", (self._nlabel, self._nvar), op="setUnaryEnergy")
+    def setUnaryEnergy(self, u: np.ndarray, f: np.ndarray | None = None) -> None:  # noqa: N802 (pydensecrf's name)
+        """Set the unary: u (nlabels, nvar) float32, negative log-probabilities; with `f`, the
+        energy is u @ f instead (pydensecrf's LogisticUnaryEnergy(u, f)), f (nvar, nvar) float32."""
+        shape = (self._nlabel, self._nvar)
+        if f is None:
+            self._set_unary(_float32_matrix(u, "u", shape, op="setUnaryEnergy"), op="setUnaryEnergy",
+                            what="argument 'u'")
+            return
+        energy = _product_energy(u, f, names=("u", "f"), op="setUnaryEnergy", weights_shape=shape,
+                                 features_shape=(self._nvar, self._nvar))
+        self._set_unary(energy, op="setUnaryEnergy", what="the energy u @ f")
+
+    def setUnary(self, u: Unary) -> None:  # noqa: N802 (pydensecrf's name)
+        """Set the unary from a ConstUnary or LogisticUnary."""
+        if not isinstance(u, Unary):
+            raise TypeError(f"setUnary: argument 'u' must be a ConstUnary or LogisticUnary, got {type(u).__name__}")
+        energy = u._energy_for(self._nlabel, self._nvar, op="setUnary")
+        self._set_unary(energy, op="setUnary", what="the energy of argument 'u'")
+
+    def _set_unary(self, u, *, op, what):
+        """Set the (nlabels, nvar) float32 energy `u`, described by `what` in errors."""
+        not_finite = f"{op}: {what} must be finite (no NaN or inf)"
         if self._native:
             # The native CRF copies the unary from its transpose (no copy here) and checks it.
             try:
@@ -155,11 +239,11 @@ class DenseCRF:
             except ValueError as error:
                 if "finite" not in str(error):
                     raise
-                raise ValueError("setUnaryEnergy: argument 'u' must be finite (no NaN or inf)") from None
+                raise ValueError(not_finite) from None
             self._unary = None  # klDivergence fetches it back from the native CRF
             return
         if not np.isfinite(u).all():
-            raise ValueError("setUnaryEnergy: argument 'u' must be finite (no NaN or inf)")
+            raise ValueError(not_finite)
         self._unary = self._engine.array(np.ascontiguousarray(u.T))
 
     def addPairwiseEnergy(self, features: np.ndarray, compat: Compat, kernel: int = DIAG_KERNEL,  # noqa: N802
@@ -198,17 +282,19 @@ class DenseCRF:
         q = _meanfield.mean_field(self._engine.ops, self._require_unary(), self._pairwise_terms(), niter)
         return np.ascontiguousarray(self._engine.numpy(q).T)
 
-    def startInference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: N802
-        """(Q, tmp1, tmp2) to pass to stepInference; Q = softmax(-unary)."""
+    def startInference(self) -> tuple[np.ndarray, eigen.MatrixXf, eigen.MatrixXf]:  # noqa: N802
+        """(Q, tmp1, tmp2) to pass to stepInference; Q = softmax(-unary). tmp1 and tmp2 are
+        pydensecrf's scratch matrices, empty, and unused here."""
         q = self._engine.numpy(self._engine.ops.softmax(-self._require_unary()))
-        return np.ascontiguousarray(q.T), np.empty(0, np.float32), np.empty(0, np.float32)
+        return np.ascontiguousarray(q.T), eigen.MatrixXf(), eigen.MatrixXf()
 
     def stepInference(self, Q: np.ndarray, tmp1: np.ndarray | None = None,  # noqa: N802, N803
                       tmp2: np.ndarray | None = None) -> None:
-        """One mean-field iteration, updating Q in place as pydensecrf does."""
+        """One mean-field iteration, updating Q (an ndarray or eigen.MatrixXf) in place as
+        pydensecrf does."""
         Q_array = _float32_matrix(Q, "Q", (self._nlabel, self._nvar), op="stepInference")  # noqa: N806
         if self._native and isinstance(Q, np.ndarray) and Q.flags.writeable:
-            self._require_native().step(Q.T)
+            self._require_native().step(Q_array.T)  # Q_array: a plain ndarray view of Q's memory
             return
         if self._native:
             q = np.ascontiguousarray(Q_array.T)
@@ -303,6 +389,6 @@ def _float32_matrix(value, name, shape, *, op):
     if array.dtype != np.float32:
         raise TypeError(f"{op}: argument '{name}' must be float32 (as pydensecrf), got {array.dtype}")
     if array.ndim != 2 or any(want is not None and got != want for want, got in zip(shape, array.shape, strict=True)):
-        want = tuple("?" if s is None else s for s in shape)
+        want = "(" + ", ".join("?" if size is None else str(size) for size in shape) + ")"
         raise ValueError(f"{op}: argument '{name}' must have shape {want}, got {array.shape}")
     return array

@@ -1,13 +1,18 @@
 """A drop-in for `pydensecrf.utils`: unaries from labels or softmax, and pairwise features
-for any number of dimensions. Same names, arguments and float32 results."""
+for any number of dimensions. Same names, arguments and float32 results, the deprecated
+`compute_unary` and `softmax_to_unary` included."""
 
 from __future__ import annotations
 
+import logging
 from numbers import Number
 
 import numpy as np
 
-__all__ = ["unary_from_labels", "unary_from_softmax", "create_pairwise_gaussian", "create_pairwise_bilateral"]
+__all__ = ["unary_from_labels", "unary_from_softmax", "create_pairwise_gaussian", "create_pairwise_bilateral",
+           "compute_unary", "softmax_to_unary"]
+
+log = logging.getLogger(__name__)
 
 
 def unary_from_labels(labels, n_labels, gt_prob, zero_unsure=True):
@@ -28,6 +33,20 @@ def unary_from_labels(labels, n_labels, gt_prob, zero_unsure=True):
     if zero_unsure:
         unary[:, ~known] = -np.log(1.0 / n_labels)
     return unary
+
+
+def compute_unary(labels, M, GT_PROB=0.5):  # noqa: N803 (pydensecrf's names)
+    """Deprecated (as in pydensecrf): `unary_from_labels(labels, M, GT_PROB)`."""
+    # Logged, not warnings.warn, as pydensecrf does: code that runs there runs here.
+    log.warning("pydensecrf.compute_unary is deprecated, use unary_from_labels instead.")
+    return unary_from_labels(labels, M, GT_PROB)
+
+
+def softmax_to_unary(sm, GT_PROB=1):  # noqa: N803 (pydensecrf's names)
+    """Deprecated (as in pydensecrf): `unary_from_softmax` scaled by GT_PROB and not clipped,
+    so a zero probability gives an infinite unary, as there."""
+    log.warning("pydensecrf.softmax_to_unary is deprecated, use unary_from_softmax instead.")
+    return unary_from_softmax(sm, None if GT_PROB == 1 else GT_PROB, clip=None)
 
 
 def unary_from_softmax(sm, scale=None, clip=1e-5):
