@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -26,6 +28,8 @@ __all__ = ["VocDataset", "BadImage", "SCORE_LAYOUTS", "unary_from_scores"]
 SCORE_LAYOUTS = ("HWC", "CHW")
 # pydensecrf's unary_from_softmax clips probabilities at 1e-5 before the log.
 PROBABILITY_FLOOR = 1e-5
+# What NumPy raises on a truncated or corrupt .npy / .npz (a cut zip, a short read, bad deflate data).
+UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 class BadImage(ValueError):
@@ -47,8 +51,9 @@ class VocDataset:
     scores_layout: str = "HWC"
 
     def __post_init__(self):
-        object.__setattr__(self, "root", pathlib.Path(self.root))
-        object.__setattr__(self, "scores", pathlib.Path(self.scores))
+        # Absolute here, in the client: workers started in another directory see the same files.
+        object.__setattr__(self, "root", pathlib.Path(self.root).absolute())
+        object.__setattr__(self, "scores", pathlib.Path(self.scores).absolute())
         if self.scores_layout not in SCORE_LAYOUTS:
             raise ValueError(f"VocDataset: argument 'scores_layout' must be one of {SCORE_LAYOUTS}, "
                              f"got {self.scores_layout!r}")
@@ -125,8 +130,8 @@ class VocDataset:
             scores = _read_array(path)
         except FileNotFoundError:
             raise BadImage(image_id, path, f"missing (expected {expected} scores as .npy or .npz)") from None
-        except (OSError, ValueError) as error:
-            raise BadImage(image_id, path, f"not a readable score file ({error})") from None
+        except UNREADABLE as error:
+            raise BadImage(image_id, path, f"not a readable score file ({type(error).__name__}: {error})") from None
         if scores.dtype.name not in ("float16", "float32", "float64"):
             raise BadImage(image_id, path, f"scores of dtype {scores.dtype}, expected float16, float32 or float64")
         if scores.ndim == 3 and self.scores_layout == "CHW":
@@ -141,12 +146,13 @@ class VocDataset:
 
 
 def _read_array(path: pathlib.Path) -> np.ndarray:
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if len(archive.files) != 1:
-                raise ValueError(f"expected one array in the .npz, got {archive.files}")
-            return archive[archive.files[0]]
-    return np.load(path, allow_pickle=False)
+    with open(path, "rb") as handle:  # closed here even when NumPy fails half-way through a bad file
+        if path.suffix == ".npz":
+            with np.load(handle, allow_pickle=False) as archive:
+                if len(archive.files) != 1:
+                    raise ValueError(f"expected one array in the .npz, got {archive.files}")
+                return archive[archive.files[0]]
+        return np.load(handle, allow_pickle=False)
 
 
 def unary_from_scores(scores: np.ndarray, *, logits: bool = False) -> np.ndarray:

@@ -7,12 +7,15 @@
 
 Each task is one chunk of images under one setting of the grid (dense_crf's keyword
 arguments); it returns the chunk's confusion matrix (impls.numpy, ignore index 255), so images
-never travel through the scheduler: workers read them by path from shared storage. Every
-finished task is appended to OUT/tasks.jsonl as it completes (one flushed line each), so a run
-that is interrupted, or whose machine goes away, resumes where it stopped when the same command
-is run again; a worker that dies has its tasks rerun elsewhere by Dask, and a result is counted
-once. OUT/results.csv has a row per setting (mean IoU, pixel accuracy, per-class IoU, images,
-seconds), OUT/heatmap.png the mean IoU over two arguments with the others at their best.
+never travel through the scheduler: workers read them by (absolute) path from shared storage.
+The grid and the options are checked in the client before any cluster starts. Every finished
+task is appended to OUT/tasks.jsonl as it completes (one flushed line each), so a run that is
+interrupted, or whose machine goes away, resumes where it stopped when the same command is run
+again; a worker that dies has its tasks rerun elsewhere by Dask, and a result is counted once.
+A task's key covers its setting, its image ids and the size and mtime of each image's score,
+label and image file, so a rewritten or repaired file recomputes its tasks. OUT/results.csv has
+a row per setting (mean IoU, pixel accuracy, per-class IoU, images, seconds), OUT/heatmap.png
+the mean IoU over two arguments with the others at their best.
 """
 
 from __future__ import annotations
@@ -28,20 +31,25 @@ import itertools
 import json
 import os
 import pathlib
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from impls import _checks
 from impls.datasets import SCORE_LAYOUTS, BadImage, VocDataset
 
-__all__ = ["parse_grid", "run", "SweepResult", "SweepError", "main"]
+__all__ = ["parse_grid", "check_grid", "run", "SweepResult", "SweepError", "main"]
 
 IGNORE_INDEX = 255
 STORE = "tasks.jsonl"
 CONFIG = "sweep.json"
+SCHEDULER_TIMEOUT = 5  # seconds to reach a --scheduler before giving up
+SKIP_BAD_HINT = "rerun with --skip-bad to leave bad images out and list them"
 
 
 class SweepError(RuntimeError):
@@ -50,26 +58,34 @@ class SweepError(RuntimeError):
 
 # The grid ---------------------------------------------------------------------------------
 
-def _crf_arguments() -> list[str]:
+def crf_defaults() -> dict[str, object]:
+    """{name: default} of the dense_crf keyword arguments a grid can name."""
     import impls.numpy
 
     parameters = inspect.signature(impls.numpy.dense_crf).parameters
-    return [name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "engine"]
+    return {name: p.default for name, p in parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "engine"}
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list]:
-    """{argument: values} of "ARG=V1,V2,..." items; numbers become int or float."""
-    known = _crf_arguments()
+    """{argument: values} of "ARG=V1,V2,..." items; numbers become int or float. The syntax only:
+    check_grid checks the values."""
+    known = list(crf_defaults())
     grid: dict[str, list] = {}
     for item in items:
         name, separator, values = item.partition("=")
         if not separator or not values:
             raise ValueError(f"--grid: expected ARG=V1,V2,..., got {item!r}")
         if name not in known:
-            raise ValueError(f"--grid: {name!r} is not a dense_crf argument; expected one of {known}")
+            raise ValueError(f"--grid: {name!r} is not a dense_crf argument (expected one of {known})")
         if name in grid:
             raise ValueError(f"--grid: {name!r} is given twice")
-        grid[name] = [_number(value.strip()) for value in values.split(",")]
+        texts = [value.strip() for value in values.split(",")]
+        if not all(texts):
+            raise ValueError(f"--grid: {name} has an empty value (expected ARG=V1,V2,..., got {item!r})")
+        grid[name] = [_number(text) for text in texts]
+        if len(set(grid[name])) != len(grid[name]):
+            raise ValueError(f"--grid: {name} has a value twice (expected distinct values, got {item!r})")
     if not grid:
         raise ValueError("--grid: give at least one ARG=V1,V2,...")
     return grid
@@ -84,36 +100,85 @@ def _number(text: str):
     return text
 
 
+def check_grid(grid: dict[str, list], num_classes: int) -> None:
+    """Every value of `grid` as dense_crf checks it (impls._checks.crf_parameters, the others at
+    their defaults, `num_classes` labels); a ValueError naming the argument otherwise."""
+    defaults = crf_defaults()
+    for name, values in grid.items():
+        for value in values:
+            arguments = {**defaults, name: value}
+            arguments["normalization_name"] = arguments.pop("normalization")
+            try:
+                _checks.crf_parameters(num_classes, **arguments)
+            except (TypeError, ValueError) as error:
+                detail = str(error).removeprefix(f"dense_crf: argument '{name}' ")
+                raise ValueError(f"--grid: {name}={value} {detail}") from None
+
+
 def settings_of(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
+def heatmap_axes(grid: dict[str, list], text: str | None) -> tuple[str, str] | None:
+    """The heatmap's two grid arguments: `text` ("A,B"), or the first two with several values
+    (None when fewer than two vary)."""
+    if text is None:
+        varying = [name for name, values in grid.items() if len(values) > 1]
+        return (varying[0], varying[1]) if len(varying) >= 2 else None
+    names = text.split(",")
+    if len(names) != 2 or names[0] == names[1] or not all(name in grid for name in names):
+        raise ValueError(f"--heatmap: expected two arguments A,B of the grid {list(grid)}, got {text!r}")
+    return names[0], names[1]
+
+
+# Tasks and their keys ------------------------------------------------------------------------
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One chunk of image ids under one setting; `kind` "sweep" (a confusion matrix) or "apply"
-    (label PNGs)."""
+    (label PNGs). `files` holds each image's files as the client saw them (a JSON string of
+    its file_stamps entry); `key`, the store's name of the task, covers all of it."""
 
     kind: str
     setting: tuple[tuple[str, object], ...]
     ids: tuple[str, ...]
+    files: tuple[str, ...] = ()
+    key: str = dataclasses.field(init=False, repr=False, compare=False)
 
-    @functools.cached_property
-    def key(self) -> str:
-        ids = hashlib.sha1("\n".join(self.ids).encode()).hexdigest()[:16]
-        return f"{self.kind}:{json.dumps(dict(self.setting), sort_keys=True)}:{ids}"
+    def __post_init__(self):
+        chunk = hashlib.sha1(json.dumps([self.ids, self.files]).encode()).hexdigest()[:16]
+        object.__setattr__(self, "key", f"{self.kind}:{json.dumps(dict(self.setting), sort_keys=True)}:{chunk}")
 
 
-def plan(ids: Sequence[str], grid: dict[str, list], chunk_size: int, kind: str = "sweep") -> list[Task]:
+def file_stamps(dataset: VocDataset, ids: Sequence[str]) -> dict[str, list]:
+    """{id: [name, size, mtime_ns] of its score, label and image files} (None for a missing one),
+    taken in the client: a file rewritten or repaired changes the key of its tasks."""
+    def stamp(path: pathlib.Path):
+        try:
+            stat = path.stat()
+        except OSError:
+            return [path.name, None]
+        return [path.name, stat.st_size, stat.st_mtime_ns]
+
+    return {image_id: [stamp(dataset.score_path(image_id)), stamp(dataset.label_path(image_id)),
+                       stamp(dataset.image_path(image_id))] for image_id in ids}
+
+
+def plan(ids: Sequence[str], grid: dict[str, list], chunk_size: int, kind: str = "sweep",
+         stamps: dict[str, list] | None = None) -> list[Task]:
     """Tasks chunk by chunk, every setting of a chunk together (workers reuse cached unaries)."""
+    stamps = stamps or {}
     chunks = [tuple(ids[i:i + chunk_size]) for i in range(0, len(ids), chunk_size)]
-    return [Task(kind, tuple(setting.items()), chunk) for chunk in chunks for setting in settings_of(grid)]
+    return [Task(kind, tuple(setting.items()), chunk, tuple(json.dumps(stamps.get(i)) for i in chunk))
+            for chunk in chunks for setting in settings_of(grid)]
 
 
 # The store ---------------------------------------------------------------------------------
 
 class TaskStore:
     """OUT/tasks.jsonl: one JSON line per finished task, appended and flushed as it completes.
-    A line cut short by a crash is ignored when read; a task stored twice counts once."""
+    A line cut short by a crash is cut off when the store is opened; a task stored again (an
+    --apply task whose labels were lost) counts once, its last record."""
 
     def __init__(self, out: pathlib.Path, config: dict):
         self.out = pathlib.Path(out)
@@ -122,29 +187,29 @@ class TaskStore:
         self.records: dict[str, dict] = {}
         path = self.out / STORE
         if path.exists():
-            for line in path.read_text().splitlines():
+            for line in _cut_partial_line(path).splitlines():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
-                    continue  # the last line of a run killed mid-write
-                self.records.setdefault(record["key"], record)
+                    continue  # not ours to repair; the task is recomputed
+                self.records[record["key"]] = record
 
     def _check_config(self, config):
         path = self.out / CONFIG
-        if path.exists():
-            stored = json.loads(path.read_text())
-            if stored != config:
-                raise SweepError(f"{self.out} holds another sweep ({path} differs: stored {stored}, now {config}); "
-                                 f"use another --out or remove it")
-        else:
+        if not path.exists():
             path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            return
+        stored = json.loads(path.read_text())
+        differs = [f"{key}: stored {stored.get(key)!r}, now {config.get(key)!r}"
+                   for key in sorted(stored.keys() | config.keys()) if stored.get(key) != config.get(key)]
+        if differs:
+            raise SweepError(f"--out: {self.out} holds another sweep ({'; '.join(differs)} in {path}); "
+                             f"use another --out or remove it")
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
 
     def add(self, key: str, result: dict) -> None:
-        if key in self.records:
-            return
         record = {"key": key, **result}
         with open(self.out / STORE, "a") as store:
             store.write(json.dumps(record) + "\n")
@@ -153,10 +218,21 @@ class TaskStore:
         self.records[key] = record
 
 
+def _cut_partial_line(path: pathlib.Path) -> str:
+    """The store's complete lines, the file truncated to them: a line a crash cut short (no final
+    newline) would otherwise have the next record glued onto it."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        os.truncate(path, end)
+    return data[:end].decode(errors="replace")
+
+
 # The work of one task (runs on a worker) -----------------------------------------------------
 
 @functools.lru_cache(maxsize=16)
-def _load(dataset: VocDataset, image_id: str, num_classes: int):
+def _load(dataset: VocDataset, image_id: str, num_classes: int, files: str):
+    """An image, cached for the chunk's other settings; `files` (its stamp) keys out a rewritten one."""
     return dataset.load(image_id, num_classes)
 
 
@@ -174,40 +250,58 @@ def _threads(cores_by_host: dict[str, int]) -> int:
 def run_task(dataset: VocDataset, task: Task, num_classes: int, engine: str, skip_bad: bool, out: str | None,
              threads_on_host: dict[str, int]) -> dict:
     """A chunk's confusion matrix (kind "sweep") or its label PNGs written into `out` (kind
-    "apply"), with the images skipped as bad when `skip_bad` (BadImage otherwise)."""
+    "apply", with {id: sha1} of each PNG), with the images skipped as bad when `skip_bad`
+    (BadImage otherwise)."""
     import impls.native
     import impls.numpy
 
     started = time.perf_counter()
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    skipped, done = [], 0
+    skipped, labels, done = [], {}, 0
     with impls.native.threads(_threads(threads_on_host)) if impls.native.available() else contextlib.nullcontext():
-        for image_id in task.ids:
+        for image_id, files in zip(task.ids, task.files or ("",) * len(task.ids), strict=True):
             try:
-                image, labels, unary = _load(dataset, image_id, num_classes)
+                image, truth, unary = _load(dataset, image_id, num_classes, files)
             except BadImage as bad:
                 if not skip_bad:
                     raise
                 skipped.append([bad.image_id, str(bad.path), bad.problem])
+                if task.kind == "apply":  # no label of another setting left behind for it
+                    (pathlib.Path(out) / f"{image_id}.png").unlink(missing_ok=True)
                 continue
             q = impls.numpy.dense_crf(unary[None], image[None], **dict(task.setting), engine=engine)
             prediction = np.argmax(q, axis=-1)
             if task.kind == "apply":
-                _write_labels(pathlib.Path(out) / f"{image_id}.png", prediction[0])
+                labels[image_id] = _write_labels(pathlib.Path(out) / f"{image_id}.png", prediction[0])
             else:
-                confusion += impls.numpy.confusion_matrix(prediction, labels[None], num_classes,
+                confusion += impls.numpy.confusion_matrix(prediction, truth[None], num_classes,
                                                           ignore_index=IGNORE_INDEX)
             done += 1
-    return {"confusion": confusion.tolist(), "images": done, "skipped": skipped,
+    return {"confusion": confusion.tolist(), "images": done, "skipped": skipped, "labels": labels,
             "seconds": time.perf_counter() - started}
 
 
-def _write_labels(path: pathlib.Path, labels: np.ndarray) -> None:
+def _write_labels(path: pathlib.Path, labels: np.ndarray) -> str:
+    """Write a label PNG atomically; its sha1."""
     from impls.voc import write_label_png
 
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     write_label_png(partial, labels.astype(np.uint8))
+    digest = _sha1(partial)
     os.replace(partial, path)  # a reader never sees half a PNG
+    return digest
+
+
+def _sha1(path: pathlib.Path) -> str | None:
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _labels_present(record: dict, labels_dir: pathlib.Path) -> int:
+    """How many of the label PNGs an --apply task wrote are in `labels_dir` as it wrote them."""
+    return sum(_sha1(labels_dir / f"{image_id}.png") == digest for image_id, digest in record["labels"].items())
 
 
 # Running on Dask ----------------------------------------------------------------------------
@@ -216,7 +310,8 @@ def _write_labels(path: pathlib.Path, labels: np.ndarray) -> None:
 class SweepResult:
     """Per setting (its grid values, in grid order): the summed confusion matrix, images and
     seconds; `computed` tasks ran in this call, `reused` came from the store; `skipped` lists
-    (id, file, problem) of bad images left out with skip_bad."""
+    (id, file, problem) of bad images left out with skip_bad; `labels` counts the label PNGs
+    of an --apply run in OUT/labels."""
 
     grid: dict[str, list]
     confusion: dict[tuple, np.ndarray]
@@ -225,6 +320,7 @@ class SweepResult:
     computed: int
     reused: int
     skipped: list[tuple[str, str, str]]
+    labels: int = 0
 
     def rows(self) -> list[dict]:
         import impls.numpy
@@ -243,16 +339,37 @@ class SweepResult:
         return max(self.rows(), key=lambda row: (np.nan_to_num(row["mean_iou"], nan=-1.0)))
 
 
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """SIGINT ignored while the LocalCluster spawns its worker processes, which inherit that: a
+    terminal's Ctrl-C (sent to the whole process group) then interrupts this process only, which
+    closes the cluster, instead of printing a KeyboardInterrupt traceback from every worker."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _client(workers: int | None, scheduler: str | None):
     import logging
 
     from distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler), None
+        try:
+            return Client(scheduler, timeout=SCHEDULER_TIMEOUT), None
+        except (OSError, TimeoutError, ValueError) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise SweepError(f"--scheduler: cannot reach {scheduler} (expected a running Dask scheduler; "
+                             f"{message})") from None
     count = workers or max(1, len(os.sched_getaffinity(0)))
-    cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
+    with _children_ignore_sigint():
+        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -271,24 +388,29 @@ def run(dataset: VocDataset, grid: dict[str, list], out: str | pathlib.Path, *, 
     """Evaluate every setting of `grid` on `dataset` (or, with `apply`, write the labels of its one
     setting into OUT/labels), resuming from OUT's store. `client` is a distributed.Client to use;
     otherwise `scheduler` names a cluster, or a LocalCluster of `workers` processes is started.
-    `on_result(done, total)` is called after each stored task."""
-    out = pathlib.Path(out)
+    `on_result(done, total)` is called after each stored task. Everything is checked here, in
+    the client, before any cluster starts."""
+    out = pathlib.Path(out).absolute()
+    _checks.positive_int(chunk_size, op="sweep.run", name="chunk_size")
+    if workers is not None:
+        _checks.positive_int(workers, op="sweep.run", name="workers")
+    if apply and any(len(values) != 1 for values in grid.values()):
+        raise SweepError(f"--apply takes one setting: give one value per argument, got {grid}")
     ids = dataset.ids()
     if not ids:
         raise SweepError(f"{dataset.split_file}: the split lists no image")
-    num_classes = num_classes or _class_count(dataset, ids[0])
-    if apply and any(len(values) != 1 for values in grid.values()):
-        raise SweepError(f"--apply takes one setting: give one value per argument, got {grid}")
+    num_classes = num_classes or _class_count(dataset, ids, skip_bad)
+    check_grid(grid, num_classes)
     kind = "apply" if apply else "sweep"
     config = {"root": str(dataset.root.resolve()), "split": dataset.split, "scores": str(dataset.scores.resolve()),
               "logits": dataset.logits, "scores_layout": dataset.scores_layout, "num_classes": num_classes,
               "engine": engine, "chunk_size": chunk_size, "ignore_index": IGNORE_INDEX}
     store = TaskStore(out, config)
-    tasks = plan(ids, grid, chunk_size, kind)
-    missing = [task for task in tasks if task.key not in store]
+    tasks = plan(ids, grid, chunk_size, kind, file_stamps(dataset, ids))
     labels_dir = out / "labels"
     if apply:
         labels_dir.mkdir(exist_ok=True)
+    missing = [task for task in tasks if not _reusable(task, store, labels_dir)]
     computed = 0
     if missing:
         own_client, cluster = (client, None) if client is not None else _client(workers, scheduler)
@@ -300,12 +422,32 @@ def run(dataset: VocDataset, grid: dict[str, list], out: str | pathlib.Path, *, 
                 own_client.close()
                 if cluster is not None:
                     cluster.close()
-    return _collect(grid, tasks, store, num_classes, computed)
+    result = _collect(grid, tasks, store, num_classes, computed, labels_dir if apply else None)
+    _check_outcome(result, len(ids), labels_dir if apply else None)
+    return result
 
 
-def _class_count(dataset: VocDataset, image_id: str) -> int:
-    image = dataset.read_image(image_id)
-    return int(dataset.read_unary(image_id, image.shape[:2]).shape[-1])
+def _class_count(dataset: VocDataset, ids: Sequence[str], skip_bad: bool) -> int:
+    """The class count of the scores of the first image that reads (the first image, unless
+    skip_bad)."""
+    first_bad = None
+    for image_id in ids:
+        try:
+            return int(dataset.load(image_id)[2].shape[-1])
+        except BadImage as bad:
+            if not skip_bad:
+                raise SweepError(f"{bad}; {SKIP_BAD_HINT}") from None
+            first_bad = first_bad or bad
+    raise SweepError(f"every image of {dataset.split_file} is bad, nothing to evaluate "
+                     f"({len(ids)} images; the first: {first_bad})")
+
+
+def _reusable(task: Task, store: TaskStore, labels_dir: pathlib.Path) -> bool:
+    """Stored, and for an --apply task, its label PNGs still in OUT/labels as it wrote them."""
+    if task.key not in store:
+        return False
+    record = store.records[task.key]
+    return task.kind != "apply" or ("labels" in record and _labels_present(record, labels_dir) == len(record["labels"]))
 
 
 def _compute(client, dataset, missing, store, num_classes, engine, skip_bad, labels_dir, total, progress,
@@ -326,21 +468,21 @@ def _compute(client, dataset, missing, store, num_classes, engine, skip_bad, lab
             try:
                 result = future.result()
             except BadImage as bad:
-                raise SweepError(f"{bad}\n(rerun with --skip-bad to leave bad images out and list them)") from None
+                raise SweepError(f"{bad}; {SKIP_BAD_HINT}") from None
             store.add(task.key, result)
             computed += 1
             bar.advance(result["images"])
             if on_result is not None:
                 on_result(bar.done, total)
     finally:
-        for future in futures:
-            future.cancel()
+        if futures:
+            client.cancel(list(futures))
         bar.close()
     return computed
 
 
-def _collect(grid, tasks, store, num_classes, computed) -> SweepResult:
-    confusion, images, seconds, skipped = {}, {}, {}, {}
+def _collect(grid, tasks, store, num_classes, computed, labels_dir) -> SweepResult:
+    confusion, images, seconds, skipped, labels = {}, {}, {}, {}, 0
     for task in tasks:
         values = tuple(value for _, value in task.setting)
         record = store.records[task.key]
@@ -350,28 +492,51 @@ def _collect(grid, tasks, store, num_classes, computed) -> SweepResult:
         seconds[values] = seconds.get(values, 0.0) + record["seconds"]
         for image_id, path, problem in record["skipped"]:
             skipped[image_id] = (image_id, path, problem)
-    return SweepResult(grid, confusion, images, seconds, computed, len(tasks) - computed, list(skipped.values()))
+        if labels_dir is not None:
+            labels += _labels_present(record, labels_dir)
+    return SweepResult(grid, confusion, images, seconds, computed, len(tasks) - computed, list(skipped.values()),
+                       labels)
+
+
+def _check_outcome(result: SweepResult, count: int, labels_dir: pathlib.Path | None) -> None:
+    """Every image skipped, or labels the workers wrote where this machine cannot see them: errors."""
+    if result.skipped and not any(result.images.values()):
+        image_id, path, problem = result.skipped[0]
+        raise SweepError(f"every image of the split is bad, nothing to evaluate ({count} images skipped; "
+                         f"the first: {path}: {problem})")
+    written = sum(result.images.values())
+    if labels_dir is not None and result.labels != written:
+        raise SweepError(f"--apply: {labels_dir} holds {result.labels} of the {written} label files the workers "
+                         f"wrote (expected all; do the workers share this folder with this machine?)")
 
 
 class Progress:
-    """A one-line progress bar with rate and ETA on stderr (a line per tenth when not a terminal)."""
+    """A one-line progress bar with rate and ETA on stderr (a line per tenth when not a terminal).
+    The rate and ETA count from the first task finished here, leaving cluster start-up out."""
 
-    def __init__(self, total: int, *, done: int = 0, enabled: bool = True, stream=None):
-        self.total, self.done, self.enabled = total, done, enabled
+    def __init__(self, total: int, *, done: int = 0, enabled: bool = True, stream=None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.total, self.done, self.enabled, self.clock = total, done, enabled, clock
         self.stream = stream or sys.stderr
-        self.started, self.first, self.images, self._last_tenth = time.monotonic(), done, 0, -1
+        self.images, self._last_tenth = 0, -1
+        self._first: tuple[float, int, int] | None = None  # (time, tasks, images) at the first result
 
     def advance(self, images: int) -> None:
         self.done += 1
         self.images += images
+        now = self.clock()
+        if self._first is None:
+            self._first = (now, self.done, self.images)
         if not self.enabled:
             return
-        elapsed = time.monotonic() - self.started
-        fresh = self.done - self.first
-        eta = elapsed / fresh * (self.total - self.done) if fresh else 0.0
+        started, first_done, first_images = self._first
+        elapsed, fresh = now - started, self.done - first_done
+        remaining = self.total - self.done
+        rate = f"{(self.images - first_images) / elapsed:.2f}" if fresh and elapsed > 0 else "-"
+        eta = _clock(elapsed / fresh * remaining) if fresh or not remaining else "-:--:--"
         filled = int(30 * self.done / self.total)
         line = (f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} tasks, "
-                f"{self.images / max(elapsed, 1e-9):.2f} images/s, ETA {_clock(eta)}")
+                f"{rate} image-settings/s, ETA {eta}")
         if self.stream.isatty():
             self.stream.write("\r" + line)
         elif self.done * 10 // self.total != self._last_tenth:
@@ -392,17 +557,21 @@ def _clock(seconds: float) -> str:
 # Outputs ------------------------------------------------------------------------------------
 
 def write_results(result: SweepResult, out: pathlib.Path) -> pathlib.Path:
+    """OUT/results.csv, and OUT/skipped.csv when images were skipped (an earlier run's removed)."""
     rows = result.rows()
     path = pathlib.Path(out) / "results.csv"
     with open(path, "w", newline="") as table:
         writer = csv.DictWriter(table, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    skipped = pathlib.Path(out) / "skipped.csv"
     if result.skipped:
-        with open(pathlib.Path(out) / "skipped.csv", "w", newline="") as table:
+        with open(skipped, "w", newline="") as table:
             writer = csv.writer(table)
             writer.writerow(["id", "file", "problem"])
             writer.writerows(result.skipped)
+    else:
+        skipped.unlink(missing_ok=True)
     return path
 
 
@@ -440,20 +609,41 @@ def draw_heatmap(result: SweepResult, axes: tuple[str, str], path: pathlib.Path)
 
 # Command line -------------------------------------------------------------------------------
 
+USAGE = "%(prog)s ROOT --split SPLIT --scores SCORES --grid ARG=V1,V2 [ARG=V1,V2 ...] --out OUT [options]"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _grid_help() -> str:
+    return "dense_crf arguments a grid can name (and their defaults):\n" + "\n".join(
+        f"  {name} (default {default})" for name, default in crf_defaults().items())
+
+
 def _parser() -> argparse.ArgumentParser:
     prog = "impls-sweep" if pathlib.Path(sys.argv[0]).name == "impls-sweep" else "python -m impls.sweep"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, usage=USAGE, description=__doc__.split("\n\n")[0],
+                                     epilog=_grid_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=pathlib.Path, help="dataset root in the VOC layout")
     parser.add_argument("--split", required=True, help="ImageSets/Segmentation/<split>.txt")
     parser.add_argument("--scores", required=True, type=pathlib.Path, help="folder of <id>.npy / <id>.npz scores")
-    parser.add_argument("--grid", required=True, nargs="+", metavar="ARG=V1,V2", help="dense_crf arguments to sweep")
+    parser.add_argument("--grid", required=True, nargs="+", metavar="ARG=V1,V2",
+                        help="dense_crf arguments to sweep (listed below)")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output folder (resumable store, tables)")
-    parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    parser.add_argument("--workers", type=_positive_int, help="LocalCluster worker processes (default: one per core)")
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     parser.add_argument("--logits", action="store_true", help="scores are logits (default: softmax probabilities)")
     parser.add_argument("--scores-layout", choices=SCORE_LAYOUTS, default="HWC")
-    parser.add_argument("--num-classes", type=int, help="checked against every score file (default: the first's)")
-    parser.add_argument("--chunk-size", type=int, default=4, help="images per task (default 4)")
+    parser.add_argument("--num-classes", type=_positive_int,
+                        help="checked against every score file (default: the first readable one's)")
+    parser.add_argument("--chunk-size", type=_positive_int, default=4, help="images per task (default 4)")
     parser.add_argument("--engine", choices=("auto", "native", "framework"), default="auto",
                         help="impls.numpy.dense_crf's engine (default auto: native when built)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out images with bad files, and list them")
@@ -465,10 +655,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         grid = parse_grid(args.grid)
+        axes = heatmap_axes(grid, args.heatmap)
         dataset = VocDataset(args.root, args.split, args.scores, logits=args.logits, scores_layout=args.scores_layout)
         result = run(dataset, grid, args.out, num_classes=args.num_classes, chunk_size=args.chunk_size,
                      engine=args.engine, skip_bad=args.skip_bad, apply=args.apply, workers=args.workers,
@@ -484,21 +674,23 @@ def main(argv: list[str] | None = None) -> int:
     for image_id, path, problem in result.skipped:
         print(f"skipped {image_id}: {path}: {problem}")
     if args.apply:
-        print(f"labels of {sum(result.images.values())} images in {args.out / 'labels'}")
+        print(f"labels of {result.labels} images in {args.out / 'labels'}")
         return 0
     print(f"results: {write_results(result, args.out)}")
     best = result.best()
     print("best: " + ", ".join(f"{name}={best[name]}" for name in grid) +
           f"  mean IoU {best['mean_iou']:.4f}, pixel accuracy {best['pixel_accuracy']:.4f}")
-    varying = [name for name, values in grid.items() if len(values) > 1]
-    axes = tuple(args.heatmap.split(",")) if args.heatmap else tuple(varying[:2])
-    if len(axes) == 2 and all(a in grid for a in axes):
-        print(f"heatmap: {draw_heatmap(result, axes, args.out / 'heatmap.png')}")
-    elif args.heatmap:
-        print(f"error: --heatmap {args.heatmap}: expected two grid arguments of {list(grid)}", file=sys.stderr)
-        return 2
+    heatmap = args.out / "heatmap.png"
+    if axes:
+        print(f"heatmap: {draw_heatmap(result, axes, heatmap)}")
+    else:
+        heatmap.unlink(missing_ok=True)  # an earlier run's, of another grid
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the real module, not this copy of it named __main__: cloudpickle ships __main__'s
+    # classes (Task) by value, and the module's own by reference, as the workers import them.
+    from impls.sweep import main as _main
+
+    raise SystemExit(_main())

@@ -1,12 +1,19 @@
 """impls.sweep on Dask distributed: a VOC-layout dataset written from synthetic scenes, swept on a
 real multi-process LocalCluster, equals a plain loop exactly; an interrupted run resumes computing
 only what is missing; a killed worker's tasks are rerun and the totals stay exact; bad files are
-named (or skipped and listed)."""
+named (or skipped and listed); bad input is refused before any cluster starts; rewritten files
+and lost --apply labels are recomputed; a real Ctrl-C to `python -m impls.sweep` exits quietly."""
 
 import csv
 import io
+import json
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -234,3 +241,275 @@ def test_feature_native_threads_times_dask_threads_stay_within_the_cores(client)
                               for address in workers])
     cores = len(os.sched_getaffinity(0))
     assert all(count == max(1, cores // 2) for count in per_task), (per_task, cores)
+
+
+# Defects found in review: each test below failed before its fix ----------------------------------
+
+def _exit_code(argv):
+    """sweep.main's exit code, argparse's SystemExit included."""
+    try:
+        return sweep.main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
+def _no_cluster(*args, **kwargs):
+    raise AssertionError("a cluster was started")
+
+
+def _command(dataset, out, *grid, extra=()):
+    return [str(dataset.root), "--split", "val", "--scores", str(dataset.scores), "--grid", *grid, "--out", str(out),
+            "--quiet", *extra]
+
+
+def test_smoke_python_m_impls_sweep_runs_in_a_subprocess(tmp_path):
+    """`python -m impls.sweep` (the module as __main__) ships its tasks to real worker processes."""
+    write_voc_dataset(tmp_path / "voc", 2)
+    done = subprocess.run([sys.executable, "-m", "impls.sweep", "voc", "--split", "val", "--scores", "voc/scores",
+                           "--grid", "bilateral_compat=3,6", "--out", "out", "--workers", "1", "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "out" / "results.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("item", ["bilateral_sxy=-40", "iterations=0", "iterations=2.5", "normalization=bogus",
+                                  "bilateral_compat=3,,5", "bilateral_compat=3,3"])
+def test_exception_bad_grid_values_are_refused_before_any_cluster_starts(dataset, tmp_path, monkeypatch, capsys,
+                                                                         item):
+    monkeypatch.setattr(sweep, "_client", _no_cluster)
+    assert _exit_code(_command(dataset, tmp_path, item)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and item.partition("=")[0] in err and "--grid" in err, err
+
+
+@pytest.mark.parametrize("extra, flag", [(["--heatmap", "bilateral_compat,iterations"], "--heatmap"),
+                                         (["--heatmap", "bilateral_compat"], "--heatmap"),
+                                         (["--workers", "-2"], "--workers"), (["--workers", "0"], "--workers"),
+                                         (["--chunk-size", "0"], "--chunk-size"),
+                                         (["--chunk-size", "-1"], "--chunk-size")])
+def test_exception_bad_options_are_refused_before_computing(dataset, tmp_path, monkeypatch, capsys, extra, flag):
+    monkeypatch.setattr(sweep, "_client", _no_cluster)
+    command = _command(dataset, tmp_path, "bilateral_compat=3,6", "bilateral_sxy=20,50", extra=extra)
+    assert _exit_code(command) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err, err
+    assert not (tmp_path / sweep.STORE).exists()
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy"])
+def test_exception_a_truncated_score_file_is_a_named_bad_file(client, tmp_path, suffix):
+    dataset = write_dataset(tmp_path / "voc", count=4)
+    bad_id = next(i for i in dataset.ids() if dataset.score_path(i).suffix == suffix)
+    bad_path = dataset.score_path(bad_id)
+    _truncate(bad_path)
+    with pytest.raises(BadImage, match="not a readable score file"):
+        dataset.load(bad_id)
+    with pytest.raises(sweep.SweepError, match=str(bad_path)):
+        sweep.run(dataset, GRID, tmp_path / "out", num_classes=CLASSES, client=client, progress=False)
+    result = sweep.run(dataset, GRID, tmp_path / "skip", num_classes=CLASSES, client=client, progress=False,
+                       skip_bad=True)
+    assert [(image_id, path) for image_id, path, _ in result.skipped] == [(bad_id, str(bad_path))]
+    assert set(result.images.values()) == {3}
+
+
+def test_feature_skip_bad_works_when_the_first_image_is_the_bad_one(client, tmp_path):
+    dataset = write_dataset(tmp_path / "voc", count=4)
+    first = dataset.ids()[0]
+    _truncate(dataset.score_path(first))
+    result = sweep.run(dataset, GRID, tmp_path / "out", chunk_size=2, client=client, progress=False, skip_bad=True)
+    assert [image_id for image_id, _, _ in result.skipped] == [first]
+    expected = plain_loop(dataset, GRID, ids=dataset.ids()[1:])
+    for values, confusion in expected.items():
+        np.testing.assert_array_equal(result.confusion[values], confusion)
+
+
+@pytest.mark.parametrize("num_classes", [[], ["--num-classes", str(CLASSES)]])
+def test_exception_every_image_skipped_is_an_error(client, tmp_path, capsys, num_classes):
+    dataset = write_dataset(tmp_path / "voc", count=2)
+    for image_id in dataset.ids():
+        _truncate(dataset.score_path(image_id))
+    command = _command(dataset, tmp_path / "out", "bilateral_compat=3,6",
+                       extra=["--skip-bad", "--scheduler", client.scheduler.address, *num_classes])
+    assert _exit_code(command) == 2
+    assert "error: " in capsys.readouterr().err
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_feature_relative_paths_reach_workers_started_in_another_directory(client, tmp_path, monkeypatch, capsys):
+    write_voc_dataset(tmp_path / "voc", 3)
+    monkeypatch.chdir(tmp_path)
+    assert str(tmp_path) not in client.run(os.getcwd).values()  # the workers started elsewhere
+    dataset = VocDataset("voc", "val", "voc/scores")
+    assert dataset.root.is_absolute() and dataset.scores.is_absolute()
+    common = ["voc", "--split", "val", "--scores", "voc/scores", "--scheduler", client.scheduler.address, "--quiet"]
+    assert sweep.main([*common, "--grid", "bilateral_compat=3,6", "--out", "out"]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "results.csv").read_text())))
+    assert [int(row["images"]) for row in rows] == [3, 3]
+    assert sweep.main([*common, "--grid", "bilateral_compat=3", "--out", "applied", "--apply"]) == 0
+    assert len(list((tmp_path / "applied" / "labels").glob("*.png"))) == 3
+    capsys.readouterr()
+
+
+def _rewrite(path, data):
+    """Write `data` in place with an mtime surely different from the old one."""
+    old = path.stat().st_mtime_ns
+    path.write_bytes(data)
+    os.utime(path, ns=(old + 2_000_000_000, old + 2_000_000_000))
+
+
+def test_feature_rewritten_or_repaired_files_recompute_their_tasks(client, tmp_path):
+    dataset = write_dataset(tmp_path / "voc", count=4)
+    other = write_dataset(tmp_path / "other", count=4, seed=7)
+    ids = dataset.ids()
+    first = sweep.run(dataset, GRID, tmp_path / "out", chunk_size=2, client=client, progress=False)
+    assert first.computed == 8
+    _rewrite(dataset.score_path(ids[1]), other.score_path(ids[1]).read_bytes())  # new scores, same name
+    again = sweep.run(dataset, GRID, tmp_path / "out", chunk_size=2, client=client, progress=False)
+    assert (again.computed, again.reused) == (4, 4)
+    for values, confusion in plain_loop(dataset, GRID).items():
+        np.testing.assert_array_equal(again.confusion[values], confusion)
+    label = dataset.label_path(ids[2])
+    good = label.read_bytes()
+    _rewrite(label, good[:100])
+    broken = sweep.run(dataset, GRID, tmp_path / "out", chunk_size=2, client=client, progress=False, skip_bad=True)
+    assert [image_id for image_id, _, _ in broken.skipped] == [ids[2]]
+    _rewrite(label, good)
+    repaired = sweep.run(dataset, GRID, tmp_path / "out", chunk_size=2, client=client, progress=False,
+                         skip_bad=True)
+    assert (repaired.computed, repaired.skipped) == (4, [])
+    assert set(repaired.images.values()) == {4}
+
+
+def test_feature_apply_output_is_checked_against_the_setting_that_wrote_it(client, dataset, tmp_path, capsys):
+    def apply(compat):
+        command = _command(dataset, tmp_path, f"bilateral_compat={compat}", "bilateral_sxy=20",
+                           extra=["--apply", "--scheduler", client.scheduler.address])
+        assert sweep.main(command) == 0
+        assert "labels of 6 images" in capsys.readouterr().out
+        return {path.name: path.read_bytes() for path in (tmp_path / "labels").glob("*.png")}
+
+    written = apply(3)
+    assert len(written) == 6
+    shutil.rmtree(tmp_path / "labels")
+    assert apply(3) == written
+    assert apply(60) != written
+    assert apply(3) == written
+
+
+def test_exception_a_store_line_cut_mid_write_is_cut_off_before_the_next_append(client, dataset, tmp_path):
+    sweep.run(dataset, GRID, tmp_path, chunk_size=3, client=client, progress=False)
+    store = tmp_path / sweep.STORE
+    text = store.read_text()
+    store.write_text(text[: len(text) - 40])  # the last record cut mid-write
+    resumed = sweep.run(dataset, GRID, tmp_path, chunk_size=3, client=client, progress=False)
+    assert (resumed.computed, resumed.reused) == (1, 7)
+    assert [json.loads(line)["key"] for line in store.read_text().splitlines()]  # every line parses
+    assert sweep.run(dataset, GRID, tmp_path, chunk_size=3, client=client, progress=False).computed == 0
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "closed"])
+def test_exception_an_unreachable_scheduler_fails_fast_with_one_line(dataset, tmp_path, capsys, address):
+    if address == "closed":
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    started = time.monotonic()
+    code = sweep.main(_command(dataset, tmp_path, "bilateral_compat=3", extra=["--scheduler", address]))
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--scheduler" in err and address in err, err
+
+
+def test_feature_local_cluster_listens_on_localhost_only(monkeypatch):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def local_cluster(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(distributed, "LocalCluster", local_cluster)
+    with pytest.raises(Stop):
+        sweep._client(1, None)
+    assert seen["host"] == "127.0.0.1" and seen["dashboard_address"] == "127.0.0.1:0"
+
+
+def test_feature_ctrl_c_to_the_process_group_prints_only_the_resume_message(tmp_path):
+    """A real SIGINT to the whole process group (a terminal's Ctrl-C) during a LocalCluster run:
+    exit 130 with the resume message and no worker's traceback; the same command then completes."""
+    write_voc_dataset(tmp_path / "voc", 6, (240, 320))
+    command = [sys.executable, "-m", "impls.sweep", "voc", "--split", "val", "--scores", "voc/scores", "--grid",
+               "bilateral_compat=3,6", "bilateral_sxy=20,50", "--out", "out", "--chunk-size", "1", "--workers", "2",
+               "--quiet"]
+    process = subprocess.Popen(command, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _stored_tasks(tmp_path / "out") < 1 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the sweep finished before the interrupt"
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert "run the same command to resume" in err and "Traceback" not in err, err
+    stored = _stored_tasks(tmp_path / "out")
+    assert 1 <= stored < 24
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{24 - stored} tasks computed, {stored} reused" in done.stdout
+
+
+def test_feature_usage_puts_root_first_and_help_lists_the_grid_arguments(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["/venv/bin/impls-sweep"])
+    with pytest.raises(SystemExit):
+        sweep.main(["--help"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("usage: impls-sweep ROOT --split SPLIT --scores SCORES --grid ARG=V1,V2 "
+                              "[ARG=V1,V2 ...] --out OUT [options]")
+    for name, default in [("bilateral_sxy", 80), ("bilateral_compat", 10), ("iterations", 5),
+                          ("normalization", "symmetric")]:
+        assert f"{name} (default {default})" in printed
+
+
+def test_exception_another_sweep_in_out_names_only_what_differs(tmp_path):
+    config = {"root": "/data/voc", "split": "val", "chunk_size": 4}
+    sweep.TaskStore(tmp_path, config)
+    with pytest.raises(sweep.SweepError) as error:
+        sweep.TaskStore(tmp_path, {**config, "chunk_size": 2})
+    message = str(error.value)
+    assert "chunk_size: stored 4, now 2" in message and "/data/voc" not in message
+
+
+def test_feature_a_stale_heatmap_and_skipped_table_are_removed(client, tmp_path, capsys):
+    dataset = write_dataset(tmp_path / "voc", count=3)
+    label = dataset.label_path(dataset.ids()[1])
+    good = label.read_bytes()
+    _rewrite(label, good[:100])
+    common = ["--skip-bad", "--scheduler", client.scheduler.address]
+    assert sweep.main(_command(dataset, tmp_path / "out", "bilateral_compat=3,6", "bilateral_sxy=20,50",
+                               extra=common)) == 0
+    assert (tmp_path / "out" / "heatmap.png").exists() and (tmp_path / "out" / "skipped.csv").exists()
+    _rewrite(label, good)
+    assert sweep.main(_command(dataset, tmp_path / "out", "bilateral_compat=3,6", extra=common)) == 0
+    assert not (tmp_path / "out" / "heatmap.png").exists() and not (tmp_path / "out" / "skipped.csv").exists()
+    capsys.readouterr()
+
+
+def test_feature_progress_rate_leaves_start_up_out():
+    """Cluster start-up (100 s here before the first task ends) is not in the rate."""
+    now = [0.0]
+    stream = io.StringIO()
+    bar = sweep.Progress(4, stream=stream, clock=lambda: now[0])
+    for now[0] in (100.0, 101.0, 102.0, 103.0):
+        bar.advance(5)
+    last = stream.getvalue().splitlines()[-1]
+    assert "5.00 image-settings/s" in last, last
