@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <atomic>
 #include <limits>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -142,12 +144,13 @@ LatticeCPU::KeyBox LatticeCPU::key_box(MatrixView features, const float *scale) 
   const int d = dim_;
   std::vector<float> low(d, std::numeric_limits<float>::infinity()), high(d, -std::numeric_limits<float>::infinity());
   bool finite = true;
-#pragma omp parallel
-  {
+  std::mutex merging;
+  parallel(max_threads(), [&](Member &member) {
     std::vector<float> lo(d, std::numeric_limits<float>::infinity()), hi(d, -std::numeric_limits<float>::infinity());
     bool ok = true;
-#pragma omp for schedule(static) nowait
-    for (int p = 0; p < num_points_; ++p) {
+    std::ptrdiff_t begin, end;
+    member.static_range(num_points_, &begin, &end);
+    for (std::ptrdiff_t p = begin; p < end; ++p) {
       const float *f = features.row(p);
       for (int j = 0; j < d; ++j) {
         const float v = f[j * features.column_stride];
@@ -156,15 +159,13 @@ LatticeCPU::KeyBox LatticeCPU::key_box(MatrixView features, const float *scale) 
         hi[j] = std::max(hi[j], v);
       }
     }
-#pragma omp critical(impls_key_box)
-    {
-      finite = finite && ok;
-      for (int j = 0; j < d; ++j) {
-        low[j] = std::min(low[j], lo[j]);
-        high[j] = std::max(high[j], hi[j]);
-      }
+    std::lock_guard<std::mutex> lock(merging);
+    finite = finite && ok;
+    for (int j = 0; j < d; ++j) {
+      low[j] = std::min(low[j], lo[j]);
+      high[j] = std::max(high[j], hi[j]);
     }
-  }
+  });
   if (!finite) throw std::invalid_argument("Lattice: argument 'features' must be finite (no NaN or inf)");
 
   std::vector<double> s_low(d), s_high(d);
@@ -229,20 +230,20 @@ bool LatticeCPU::build_packed(MatrixView features, const float *scale, const Key
   const IsaKernels &isa = isa_kernels();
   std::vector<CodeTable> tables(threads);
   int parts = 1;
-  bool outside = false;
+  std::atomic<bool> any_outside{false};
   profile::Timer simplices(profile::lattice_simplices);
-#pragma omp parallel num_threads(threads) reduction(|| : outside)
-  {
-#pragma omp single
-    parts = team_size();
-    const int part = thread_index();
+  parts = threads;
+  parallel(threads, [&](Member &member) {
+    const int part = member.index();
+    bool outside = false;
     const std::ptrdiff_t first = part_begin(num_points_, part, parts), last = part_begin(num_points_, part + 1, parts);
     CodeTable table(static_cast<std::size_t>(last - first) / 8 + 16);
     uint64_t previous[kMaxDim + 1];
     int32_t previous_id[kMaxDim + 1];
     std::vector<int32_t> remainder0s(static_cast<std::size_t>(kSimplexBatch) * corners);
     std::vector<int32_t> ranks(static_cast<std::size_t>(kSimplexBatch) * corners);
-    for (std::ptrdiff_t batch = first; batch < last && !outside; batch += kSimplexBatch) {
+    for (std::ptrdiff_t batch = first; batch < last && !outside && !any_outside.load(std::memory_order_relaxed);
+         batch += kSimplexBatch) {
       const int count = static_cast<int>(std::min<std::ptrdiff_t>(kSimplexBatch, last - batch));
       if (d <= kMaxVectorSimplexDim) {
         isa.simplices(SimplexCall{d, features.data, features.row_stride, features.column_stride, scale,
@@ -278,8 +279,10 @@ bool LatticeCPU::build_packed(MatrixView features, const float *scale, const Key
         }
       }
     }
+    if (outside) any_outside.store(true, std::memory_order_relaxed);
     tables[part] = std::move(table);
-  }
+  });
+  const bool outside = any_outside.load();
   simplices.stop();
   if (outside) return false;
 
@@ -295,13 +298,13 @@ bool LatticeCPU::build_packed(MatrixView features, const float *scale, const Key
   }
   num_vertices_ = global.size();
   // Part 0's ids are already global: its table was merged first.
-#pragma omp parallel for schedule(static, 1) num_threads(parts)
-  for (int part = 1; part < parts; ++part) {
+  parallel_for(parts - 1, [&](std::ptrdiff_t index) {
+    const int part = static_cast<int>(index) + 1;
     const std::size_t first = part_begin(num_points_, part, parts) * corners;
     const std::size_t last = part_begin(num_points_, part + 1, parts) * corners;
     const int32_t *to_global = remap[part].data();
     for (std::size_t i = first; i < last; ++i) vertex_[i] = to_global[vertex_[i]];
-  }
+  }, parts - 1);
 
   merging.stop();
 
@@ -317,14 +320,13 @@ bool LatticeCPU::build_packed(MatrixView features, const float *scale, const Key
   }
   neighbor_.resize(static_cast<std::size_t>(corners) * num_vertices_ * 2);
   const std::vector<uint64_t> &codes = global.codes();
-#pragma omp parallel for schedule(static)
-  for (int v = 0; v < num_vertices_; ++v) {
+  parallel_for(num_vertices_, [&](std::ptrdiff_t v) {
     for (int direction = 0; direction <= d; ++direction) {
       int32_t *pair = &neighbor_[(static_cast<std::size_t>(direction) * num_vertices_ + v) * 2];
       pair[0] = global.find(codes[v] + delta[2 * direction]);
       pair[1] = global.find(codes[v] + delta[2 * direction + 1]);
     }
-  }
+  });
   return true;
 }
 
@@ -343,9 +345,8 @@ void LatticeCPU::build_general(MatrixView features, const float *scale) {
   KeyTable table(d, static_cast<std::size_t>(num_points_) / 4 + 16);
   for (int batch = 0; batch < num_points_; batch += kBatch) {
     const int count = std::min(kBatch, num_points_ - batch);
-#pragma omp parallel for schedule(static)
-    for (int k = 0; k < count; ++k) {
-      const int p = batch + k;
+    parallel_for(count, [&](std::ptrdiff_t k) {
+      const int p = batch + static_cast<int>(k);
       int32_t remainder0[kMaxDim + 1], rank[kMaxDim + 1];
       simplex_of<0>(features.row(p), features.column_stride, d, scale, remainder0, rank,
                     &weight_[static_cast<std::size_t>(p) * corners]);
@@ -354,7 +355,7 @@ void LatticeCPU::build_general(MatrixView features, const float *scale) {
         for (int i = 0; i < d; ++i) key[i] = corner_coordinate(remainder0, rank, d, r, i);
         hashes[static_cast<std::size_t>(k) * corners + r] = hash_key(key, d);
       }
-    }
+    });
     // Neighbouring points mostly share their simplex: reuse the previous point's vertex.
     for (int k = 0; k < count; ++k) {
       const std::size_t i0 = static_cast<std::size_t>(batch + k) * corners;
@@ -375,8 +376,7 @@ void LatticeCPU::build_general(MatrixView features, const float *scale) {
   }
   num_vertices_ = table.size();
   neighbor_.resize(static_cast<std::size_t>(corners) * num_vertices_ * 2);
-#pragma omp parallel for schedule(static)
-  for (int v = 0; v < num_vertices_; ++v) {
+  parallel_for(num_vertices_, [&](std::ptrdiff_t v) {
     int32_t shifted[kMaxDim];
     const int32_t *key = table.key(v);
     for (int direction = 0; direction < corners; ++direction) {
@@ -387,7 +387,7 @@ void LatticeCPU::build_general(MatrixView features, const float *scale) {
         neighbor_[(static_cast<std::size_t>(direction) * num_vertices_ + v) * 2 + side] = table.find(shifted);
       }
     }
-  }
+  });
 }
 
 float LatticeCPU::slicing_alpha() const { return static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))); }
@@ -440,11 +440,11 @@ void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
   const int corners = dim_ + 1;
   const T alpha = static_cast<T>(slicing_alpha());
   const int vertices = num_vertices_, points = num_points_;
-#pragma omp parallel
-  {
+  parallel(max_threads(), [&](Member &member) {
+    std::ptrdiff_t begin, end;
     // Splat as a gather: each vertex sums its own corners, in point order.
-#pragma omp for schedule(static)
-    for (int v = 0; v < vertices; ++v) {
+    member.static_range(vertices, &begin, &end);
+    for (std::ptrdiff_t v = begin; v < end; ++v) {
       T *__restrict row = a + (static_cast<std::size_t>(v) + 1) * stride;
       std::fill(row, row + stride, T(0));
       for (int k = splat_offset_[v]; k < splat_offset_[v + 1]; ++k) {
@@ -454,11 +454,11 @@ void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
       }
     }
     for (int step = 0; step <= dim_; ++step) {
+      member.barrier();
       const int32_t *pairs = neighbors(reverse ? dim_ - step : step);
       const T *source = (step % 2 == 0) ? a : b;
       T *target = (step % 2 == 0) ? b : a;
-#pragma omp for schedule(static)
-      for (int v = 0; v < vertices; ++v) {
+      for (std::ptrdiff_t v = begin; v < end; ++v) {
         const T *__restrict self = source + (static_cast<std::size_t>(v) + 1) * stride;
         const T *__restrict before = source + (static_cast<std::size_t>(pairs[2 * v]) + 1) * stride;
         const T *__restrict after = source + (static_cast<std::size_t>(pairs[2 * v + 1]) + 1) * stride;
@@ -466,9 +466,10 @@ void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
         for (std::size_t c = 0; c < stride; ++c) row[c] = self[c] + T(0.5) * (before[c] + after[c]);
       }
     }
+    member.barrier();
     const T *blurred = (dim_ % 2 == 0) ? b : a;
-#pragma omp for schedule(static)
-    for (int p = 0; p < points; ++p) {
+    member.static_range(points, &begin, &end);
+    for (std::ptrdiff_t p = begin; p < end; ++p) {
       T *__restrict target = out + static_cast<std::size_t>(p) * stride;
       std::fill(target, target + stride, T(0));
       for (int r = 0; r < corners; ++r) {
@@ -478,7 +479,7 @@ void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
         for (std::size_t c = 0; c < stride; ++c) target[c] += w * row[c];
       }
     }
-  }
+  });
 }
 
 // One channel (the dense CRF's normalisation): splatting corner by corner in point order
@@ -500,18 +501,21 @@ void LatticeCPU::filter_one_channel(const T *in, T *out, bool reverse) const {
     for (int r = 0; r < corners; ++r, ++vertex, ++weight) a[*vertex + 1] += static_cast<T>(*weight) * value;
   }
   const T alpha = static_cast<T>(slicing_alpha());
-#pragma omp parallel
-  {
+  parallel(max_threads(), [&](Member &member) {
+    std::ptrdiff_t begin, end;
+    member.static_range(vertices, &begin, &end);
     for (int step = 0; step <= dim_; ++step) {
+      if (step > 0) member.barrier();
       const int32_t *pairs = neighbors(reverse ? dim_ - step : step);
       const T *source = (step % 2 == 0) ? a : b;
       T *target = (step % 2 == 0) ? b : a;
-#pragma omp for schedule(static)
-      for (int v = 0; v < vertices; ++v) target[v + 1] = source[v + 1] + T(0.5) * (source[pairs[2 * v] + 1] + source[pairs[2 * v + 1] + 1]);
+      for (std::ptrdiff_t v = begin; v < end; ++v)
+        target[v + 1] = source[v + 1] + T(0.5) * (source[pairs[2 * v] + 1] + source[pairs[2 * v + 1] + 1]);
     }
+    member.barrier();
     const T *blurred = (dim_ % 2 == 0) ? b : a;
-#pragma omp for schedule(static)
-    for (int p = 0; p < points; ++p) {
+    member.static_range(points, &begin, &end);
+    for (std::ptrdiff_t p = begin; p < end; ++p) {
       T sum = T(0);
       for (int r = 0; r < corners; ++r) {
         const std::size_t corner = static_cast<std::size_t>(p) * corners + r;
@@ -519,7 +523,7 @@ void LatticeCPU::filter_one_channel(const T *in, T *out, bool reverse) const {
       }
       out[p] = sum;
     }
-  }
+  });
 }
 
 template void LatticeCPU::filter<float>(const float *, float *, int, bool) const;

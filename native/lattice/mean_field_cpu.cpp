@@ -4,6 +4,7 @@
 // and the merge index) and picks the mean-field loops compiled for the best instruction
 // set this CPU has (mean_field_isa.inc); results are the same on every one.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -94,10 +95,9 @@ void DenseCrfCPU::copy_padded(MatrixView unary, int points, int labels, int widt
   const bool label_major = unary.column_stride != 1 && (unary.row_stride == 1 || unary.row_stride == -1);
   constexpr int kTile = 64;
   const int tiles = (points + kTile - 1) / kTile;
-  bool finite = true;
-#pragma omp parallel for schedule(static) reduction(&& : finite)
-  for (int tile = 0; tile < tiles; ++tile) {
-    const int first = tile * kTile, last = std::min(points, first + kTile);
+  std::atomic<bool> finite{true};
+  parallel_for(tiles, [&](std::ptrdiff_t tile) {
+    const int first = static_cast<int>(tile) * kTile, last = std::min(points, first + kTile);
     uint32_t exponents_all_ones = 0;  // an exponent of all ones is inf or NaN
     auto copy = [&](int p, int l) {
       const float value = unary.row(p)[l * unary.column_stride];
@@ -118,9 +118,9 @@ void DenseCrfCPU::copy_padded(MatrixView unary, int points, int labels, int widt
     for (int p = first; p < last; ++p) {
       for (int l = labels; l < width; ++l) target_rows[static_cast<std::size_t>(p) * width + l] = kPaddingEnergy;
     }
-    finite = finite && exponents_all_ones == 0;
-  }
-  if (!finite) throw std::invalid_argument("DenseCrf: argument 'unary' must be finite (no NaN or inf)");
+    if (exponents_all_ones != 0) finite.store(false, std::memory_order_relaxed);
+  });
+  if (!finite.load()) throw std::invalid_argument("DenseCrf: argument 'unary' must be finite (no NaN or inf)");
 }
 
 void DenseCrfCPU::set_unary(MatrixView unary) {
@@ -186,8 +186,7 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
   AlignedArray<float> in_scale(points);
   kernel->slice_weight.resize(weight.size());
   float *slice_weight = kernel->slice_weight.data();
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < points; ++p) {
+  parallel_for(points, [&](std::ptrdiff_t p) {
     const double wide = static_cast<double>(norm[p]) + 1e-20;
     const float scale =
         static_cast<float>(normalization == Normalization::symmetric ? 1.0 / std::sqrt(wide) : 1.0 / wide);
@@ -197,7 +196,7 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
       const std::size_t corner = static_cast<std::size_t>(p) * corners + r;
       slice_weight[corner] = weight[corner] * alpha * out;
     }
-  }
+  });
 
   // Each block's rows: the vertices its corners touch, in the order first touched; and each
   // row's corners (points ascending) for the splat's gather, with weight * input scale.
@@ -209,15 +208,15 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
   uint16_t *entry_point = kernel->entry_point.data();
   float *entry_weight = kernel->entry_weight.data();
   std::vector<std::vector<int32_t>> touched(blocks), row_starts(blocks);
-#pragma omp parallel
-  {
+  parallel(std::min(max_threads(), blocks), [&](Member &member) {
     struct Seen {
       int32_t block, row;  // the last block that touched the vertex, and its row there
     };
     std::vector<Seen> seen(vertices, Seen{-1, 0});
     std::vector<int32_t> local;
-#pragma omp for schedule(static)
-    for (int b = 0; b < blocks; ++b) {
+    std::ptrdiff_t first_block, last_block;
+    member.static_range(blocks, &first_block, &last_block);
+    for (int b = static_cast<int>(first_block); b < last_block; ++b) {
       std::vector<int32_t> &list = touched[b];
       list.reserve(static_cast<std::size_t>(block_points) * corners / 4);
       const std::size_t first = static_cast<std::size_t>(b) * block_points * corners;
@@ -249,7 +248,7 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
         }
       }
     }
-  }
+  });
   kernel->block_rows.assign(blocks + 1, 0);
   for (int b = 0; b < blocks; ++b) kernel->block_rows[b + 1] = kernel->block_rows[b] + static_cast<int32_t>(touched[b].size());
   kernel->row_entries.resize(static_cast<std::size_t>(kernel->block_rows[blocks]) + 1);

@@ -1,42 +1,74 @@
-// OpenMP thread count and index, with the single-threaded answers when built without it.
+// The CPU engine's threads: a team per call, from a pool of the engine's own workers, whose
+// waits spin for a few microseconds and then sleep.
+//
+// Why not OpenMP's teams: libgomp's threads wait at a barrier by spinning for up to
+// GOMP_SPINCOUNT (300,000) pause instructions, about 20 ms on current x86 cores, before they
+// sleep, and its pool keeps spinning as long after every parallel region. On a machine whose
+// cores other processes also want, a member spins on a core that the member it waits for
+// could use, and two threads ran slower than one (bench/README.md, "Threads on a shared
+// machine"). The wait policy is libgomp's process-wide setting, read once from the
+// environment when the library loads (torch ships and loads its own libgomp.so.1 first), so
+// the engine cannot arrange it; it owns its waits instead. The thread count stays OpenMP's
+// (omp_get_max_threads of the calling thread: OMP_NUM_THREADS, impls.native.threads).
 #pragma once
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <cstddef>
+#include <type_traits>
 
 namespace impls {
 
-inline int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
+// Threads of the native calls made from this thread (omp_get_max_threads), and setting it.
+int max_threads();
+void set_max_threads(int threads);
+
+struct TeamState;
+
+// One thread's view of a running team. Member 0 is the calling thread.
+class Member {
+ public:
+  Member(TeamState *team, int index);
+  int index() const { return index_; }
+  int size() const;
+  // Waits until every member has arrived: spins a few microseconds, then sleeps.
+  void barrier();
+  // This member's part of [0, count): size() contiguous ranges in member order, as OpenMP's
+  // schedule(static).
+  void static_range(std::ptrdiff_t count, std::ptrdiff_t *begin, std::ptrdiff_t *end) const;
+  // The next `chunk` indices of [0, count) of the current dynamic loop, or false when the loop
+  // has none left (the member then moves on to the next loop). Every member runs the same
+  // dynamic loops in the same order; at most kLoopsPerPhase of them between two barriers.
+  bool next_chunk(std::ptrdiff_t count, std::ptrdiff_t chunk, std::ptrdiff_t *begin, std::ptrdiff_t *end);
+
+  static constexpr int kLoopsPerPhase = 8;
+
+ private:
+  TeamState *team_;
+  int index_;
+  int loop_ = 0;  // this member's dynamic loop since the last barrier
+};
+
+using TeamBody = void (*)(Member &member, void *context);
+
+// Runs body(member, context) on `threads` members (at least 1) and returns when all are done.
+// The body must not throw (an exception ends the process, as one escaping an OpenMP region).
+void run_team(int threads, TeamBody body, void *context);
+
+template <typename F>
+void parallel(int threads, F &&body) {
+  run_team(threads, [](Member &member, void *context) { (*static_cast<std::remove_reference_t<F> *>(context))(member); },
+           &body);
 }
 
-inline void set_max_threads(int threads) {
-#ifdef _OPENMP
-  omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
-
-inline int team_size() {
-#ifdef _OPENMP
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-
-inline int thread_index() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
+// body(i) for i in [0, count), in contiguous ranges of `threads` members (no more than count).
+template <typename F>
+void parallel_for(std::ptrdiff_t count, F &&body, int threads = max_threads()) {
+  if (count <= 0) return;
+  const int members = static_cast<int>(count < threads ? count : threads);
+  parallel(members, [&](Member &member) {
+    std::ptrdiff_t begin, end;
+    member.static_range(count, &begin, &end);
+    for (std::ptrdiff_t i = begin; i < end; ++i) body(i);
+  });
 }
 
 }  // namespace impls

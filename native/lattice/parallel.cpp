@@ -1,0 +1,259 @@
+// The engine's teams (parallel.h): workers that sleep when idle, a barrier and dynamic loops
+// whose waits spin briefly and then sleep on a futex.
+#include "lattice/parallel.h"
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __linux__
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace impls {
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+void set_max_threads(int threads) {
+#ifdef _OPENMP
+  omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
+namespace {
+
+// How long a wait spins before it sleeps. Long enough for the waits of a quiet machine (the
+// members of a team finish a phase within microseconds of each other), short enough that a
+// member whose peer was descheduled gives its core back almost at once.
+constexpr auto kSpin = std::chrono::microseconds(30);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// A 32-bit word that threads wait on until it changes, and the count of those asleep on it
+// (so that a wake with no sleeper makes no system call).
+struct Signal {
+  std::atomic<uint32_t> word{0};
+  std::atomic<uint32_t> sleepers{0};
+
+  // Returns once `word` differs from `value`.
+  void wait_while(uint32_t value) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int spin = 1;; ++spin) {
+      if (word.load(std::memory_order_acquire) != value) return;
+      cpu_relax();
+      if (spin % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) break;
+    }
+    sleepers.fetch_add(1, std::memory_order_seq_cst);
+    while (word.load(std::memory_order_seq_cst) == value) sleep_while(value);
+    sleepers.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // After changing `word`: wakes every thread asleep on it.
+  void wake_all() {
+    if (sleepers.load(std::memory_order_seq_cst) == 0) return;
+#ifdef __linux__
+    syscall(SYS_futex, reinterpret_cast<uint32_t *>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#endif
+  }
+
+ private:
+  void sleep_while(uint32_t value) {
+#ifdef __linux__
+    syscall(SYS_futex, reinterpret_cast<uint32_t *>(&word), FUTEX_WAIT_PRIVATE, value, nullptr, nullptr, 0);
+#else
+    std::this_thread::yield();
+#endif
+  }
+};
+
+}  // namespace
+
+struct TeamState {
+  TeamBody body;
+  void *context;
+  int size;
+  Signal release;  // word: barrier generation
+  std::atomic<int> arrived{0};
+  std::atomic<std::ptrdiff_t> next[Member::kLoopsPerPhase];
+
+  TeamState(TeamBody body_, void *context_, int size_) : body(body_), context(context_), size(size_) {
+    for (auto &counter : next) counter.store(0, std::memory_order_relaxed);
+  }
+};
+
+Member::Member(TeamState *team, int index) : team_(team), index_(index) {}
+
+int Member::size() const { return team_->size; }
+
+void Member::barrier() {
+  TeamState &team = *team_;
+  const int loops = loop_;
+  loop_ = 0;
+  if (team.size == 1) {
+    for (int i = 0; i < loops; ++i) team.next[i].store(0, std::memory_order_relaxed);
+    return;
+  }
+  const uint32_t generation = team.release.word.load(std::memory_order_acquire);
+  if (team.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == team.size) {
+    // The last to arrive: every member is done with this phase's dynamic loops.
+    for (int i = 0; i < loops; ++i) team.next[i].store(0, std::memory_order_relaxed);
+    team.arrived.store(0, std::memory_order_relaxed);
+    team.release.word.store(generation + 1, std::memory_order_seq_cst);
+    team.release.wake_all();
+  } else {
+    team.release.wait_while(generation);
+  }
+}
+
+void Member::static_range(std::ptrdiff_t count, std::ptrdiff_t *begin, std::ptrdiff_t *end) const {
+  const std::ptrdiff_t members = team_->size, base = count / members, extra = count % members;
+  *begin = index_ * base + (index_ < extra ? index_ : extra);
+  *end = *begin + base + (index_ < extra ? 1 : 0);
+}
+
+bool Member::next_chunk(std::ptrdiff_t count, std::ptrdiff_t chunk, std::ptrdiff_t *begin, std::ptrdiff_t *end) {
+  if (loop_ >= kLoopsPerPhase) {
+    std::fprintf(stderr, "impls: more than %d dynamic loops between two barriers\n", kLoopsPerPhase);
+    std::terminate();
+  }
+  const std::ptrdiff_t first = team_->next[loop_].fetch_add(chunk, std::memory_order_relaxed);
+  if (first >= count) {
+    ++loop_;
+    return false;
+  }
+  *begin = first;
+  *end = first + chunk < count ? first + chunk : count;
+  return true;
+}
+
+namespace {
+
+void run_member(TeamState &team, int index) noexcept {
+  Member member(&team, index);
+  team.body(member, team.context);  // noexcept: a throwing body ends the process
+}
+
+// A pool thread: sleeps until given a member of a team to run. It reports the end of a job
+// on itself, not on the team, which the caller frees as soon as every member is done.
+struct Worker {
+  Signal start;     // word: jobs given so far
+  Signal finished;  // word: jobs finished so far
+  TeamState *team = nullptr;
+  int index = 0;
+};
+
+void worker_loop(Worker *worker) {
+  uint32_t jobs = 0;
+  for (;;) {
+    worker->start.wait_while(jobs);
+    jobs = worker->start.word.load(std::memory_order_acquire);
+    run_member(*worker->team, worker->index);
+    worker->finished.word.store(jobs, std::memory_order_seq_cst);
+    worker->finished.wake_all();
+  }
+}
+
+// Idle workers, shared by all teams (concurrent calls from several Python threads take their
+// own). Never destroyed: its threads outlive static destruction at exit.
+struct Pool {
+  std::mutex mutex;
+  std::vector<Worker *> idle;
+
+  Worker *take() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!idle.empty()) {
+        Worker *worker = idle.back();
+        idle.pop_back();
+        return worker;
+      }
+    }
+    auto *worker = new Worker;
+    std::thread(worker_loop, worker).detach();
+    return worker;
+  }
+
+  void give_back(Worker *const *workers, int count) {
+    std::lock_guard<std::mutex> lock(mutex);
+    idle.insert(idle.end(), workers, workers + count);
+  }
+};
+
+Pool *the_pool = nullptr;
+
+#ifdef __linux__
+// A forked child has none of the parent's threads: it starts with an empty pool (the parent's
+// Worker objects are left behind; their threads do not exist there).
+void forget_pool_after_fork() { the_pool = new Pool; }
+#endif
+
+Pool &pool() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    the_pool = new Pool;
+#ifdef __linux__
+    pthread_atfork(nullptr, nullptr, forget_pool_after_fork);
+#endif
+  });
+  return *the_pool;
+}
+
+}  // namespace
+
+void run_team(int threads, TeamBody body, void *context) {
+  const int size = threads < 1 ? 1 : threads;
+  TeamState team(body, context, size);
+  if (size == 1) {
+    run_member(team, 0);
+    return;
+  }
+  Pool &workers = pool();
+  std::vector<Worker *> taken(static_cast<std::size_t>(size - 1));
+  for (int i = 1; i < size; ++i) {
+    Worker *worker = workers.take();
+    worker->team = &team;
+    worker->index = i;
+    worker->start.word.fetch_add(1, std::memory_order_seq_cst);
+    worker->start.wake_all();
+    taken[i - 1] = worker;
+  }
+  run_member(team, 0);
+  for (Worker *worker : taken) {
+    const uint32_t job = worker->start.word.load(std::memory_order_relaxed);
+    for (uint32_t finished; (finished = worker->finished.word.load(std::memory_order_acquire)) != job;)
+      worker->finished.wait_while(finished);
+  }
+  workers.give_back(taken.data(), size - 1);
+}
+
+}  // namespace impls
