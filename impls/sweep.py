@@ -14,8 +14,10 @@ interrupted, or whose machine goes away, resumes where it stopped when the same 
 again; a worker that dies has its tasks rerun elsewhere by Dask, and a result is counted once.
 A task's key covers its setting, its image ids and the size and mtime of each image's score,
 label and image file, so a rewritten or repaired file recomputes its tasks. OUT/results.csv has
-a row per setting (mean IoU, pixel accuracy, per-class IoU, images, seconds), OUT/heatmap.png
-the mean IoU over two arguments with the others at their best.
+a row per setting (mean IoU, pixel accuracy, per-class IoU, images, seconds, the native engine's
+threads per task), OUT/heatmap.png the mean IoU over two arguments with the others at their best.
+--threads (default: the host's cores divided by its Dask threads) is not in a task's key:
+results do not depend on it, so a resumed sweep reuses tasks stored with another count.
 """
 
 from __future__ import annotations
@@ -248,17 +250,21 @@ def _threads(cores_by_host: dict[str, int]) -> int:
 
 
 def run_task(dataset: VocDataset, task: Task, num_classes: int, engine: str, skip_bad: bool, out: str | None,
-             threads_on_host: dict[str, int]) -> dict:
+             threads_on_host: dict[str, int], threads: int | None = None) -> dict:
     """A chunk's confusion matrix (kind "sweep") or its label PNGs written into `out` (kind
     "apply", with {id: sha1} of each PNG), with the images skipped as bad when `skip_bad`
-    (BadImage otherwise)."""
+    (BadImage otherwise). The native engine runs on `threads` OpenMP threads (None: _threads's
+    share of the host); the result's "threads" is that count, None when the native engine is not
+    used (not built, or engine "framework")."""
     import impls.native
     import impls.numpy
 
     started = time.perf_counter()
     confusion = np.zeros((num_classes, num_classes), np.int64)
     skipped, labels, done = [], {}, 0
-    with impls.native.threads(_threads(threads_on_host)) if impls.native.available() else contextlib.nullcontext():
+    native = impls.native.available() and engine != "framework"
+    used = (threads if threads is not None else _threads(threads_on_host)) if native else None
+    with impls.native.threads(used) if native else contextlib.nullcontext():
         for image_id, files in zip(task.ids, task.files or ("",) * len(task.ids), strict=True):
             try:
                 image, truth, unary = _load(dataset, image_id, num_classes, files)
@@ -278,7 +284,7 @@ def run_task(dataset: VocDataset, task: Task, num_classes: int, engine: str, ski
                                                           ignore_index=IGNORE_INDEX)
             done += 1
     return {"confusion": confusion.tolist(), "images": done, "skipped": skipped, "labels": labels,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "threads": used}
 
 
 def _write_labels(path: pathlib.Path, labels: np.ndarray) -> str:
@@ -311,7 +317,9 @@ class SweepResult:
     """Per setting (its grid values, in grid order): the summed confusion matrix, images and
     seconds; `computed` tasks ran in this call, `reused` came from the store; `skipped` lists
     (id, file, problem) of bad images left out with skip_bad; `labels` counts the label PNGs
-    of an --apply run in OUT/labels."""
+    of an --apply run in OUT/labels; `threads` holds the native threads each setting's tasks
+    recorded (a task stored before they were recorded, or run without the native engine, adds
+    none)."""
 
     grid: dict[str, list]
     confusion: dict[tuple, np.ndarray]
@@ -321,6 +329,7 @@ class SweepResult:
     reused: int
     skipped: list[tuple[str, str, str]]
     labels: int = 0
+    threads: dict[tuple, set[int]] = dataclasses.field(default_factory=dict)
 
     def rows(self) -> list[dict]:
         import impls.numpy
@@ -332,11 +341,21 @@ class SweepResult:
                          "mean_iou": float(impls.numpy.mean_iou(confusion)),
                          "pixel_accuracy": float(impls.numpy.pixel_accuracy(confusion)),
                          **{f"iou_{c}": float(v) for c, v in enumerate(per_class)},
-                         "images": self.images[values], "seconds": round(self.seconds[values], 3)})
+                         "images": self.images[values], "seconds": round(self.seconds[values], 3),
+                         "threads": _threads_text(self.threads.get(values, set()))})
         return rows
 
     def best(self) -> dict:
         return max(self.rows(), key=lambda row: (np.nan_to_num(row["mean_iou"], nan=-1.0)))
+
+
+def _threads_text(counts: set[int]) -> str:
+    """results.csv's threads of a setting: "2" when its tasks agree, "1-4" (min-max) when they
+    differ, "" when none recorded a count."""
+    if not counts:
+        return ""
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high}"
 
 
 @contextlib.contextmanager
@@ -383,17 +402,21 @@ def _threads_by_host(client) -> dict[str, int]:
 
 def run(dataset: VocDataset, grid: dict[str, list], out: str | pathlib.Path, *, num_classes: int | None = None,
         chunk_size: int = 4, engine: str = "auto", skip_bad: bool = False, apply: bool = False,
-        client=None, workers: int | None = None, scheduler: str | None = None, progress: bool = True,
-        on_result: Callable[[int, int], None] | None = None) -> SweepResult:
+        client=None, workers: int | None = None, scheduler: str | None = None, threads: int | None = None,
+        progress: bool = True, on_result: Callable[[int, int], None] | None = None) -> SweepResult:
     """Evaluate every setting of `grid` on `dataset` (or, with `apply`, write the labels of its one
     setting into OUT/labels), resuming from OUT's store. `client` is a distributed.Client to use;
     otherwise `scheduler` names a cluster, or a LocalCluster of `workers` processes is started.
+    Each task runs the native engine on `threads` OpenMP threads (None: the host's cores divided
+    by the Dask threads on it); results do not depend on it, so it is not in a task's key.
     `on_result(done, total)` is called after each stored task. Everything is checked here, in
     the client, before any cluster starts."""
     out = pathlib.Path(out).absolute()
     _checks.positive_int(chunk_size, op="sweep.run", name="chunk_size")
     if workers is not None:
         _checks.positive_int(workers, op="sweep.run", name="workers")
+    if threads is not None:
+        threads = _checks.positive_int(threads, op="sweep.run", name="threads")
     if apply and any(len(values) != 1 for values in grid.values()):
         raise SweepError(f"--apply takes one setting: give one value per argument, got {grid}")
     ids = dataset.ids()
@@ -416,7 +439,7 @@ def run(dataset: VocDataset, grid: dict[str, list], out: str | pathlib.Path, *, 
         own_client, cluster = (client, None) if client is not None else _client(workers, scheduler)
         try:
             computed = _compute(own_client, dataset, missing, store, num_classes, engine, skip_bad,
-                                str(labels_dir) if apply else None, len(tasks), progress, on_result)
+                                str(labels_dir) if apply else None, len(tasks), progress, on_result, threads)
         finally:
             if client is None:
                 own_client.close()
@@ -451,14 +474,14 @@ def _reusable(task: Task, store: TaskStore, labels_dir: pathlib.Path) -> bool:
 
 
 def _compute(client, dataset, missing, store, num_classes, engine, skip_bad, labels_dir, total, progress,
-             on_result) -> int:
+             on_result, threads=None) -> int:
     from distributed import as_completed
 
-    threads = _threads_by_host(client)
+    threads_on_host = _threads_by_host(client)
     # Keys unique to this call: the scheduler may still hold an earlier call's result or error.
     run_id = uuid.uuid4().hex[:12]
-    futures = {client.submit(run_task, dataset, task, num_classes, engine, skip_bad, labels_dir, threads,
-                             key=f"impls-sweep-{run_id}-{hashlib.sha1(task.key.encode()).hexdigest()}"): task
+    futures = {client.submit(run_task, dataset, task, num_classes, engine, skip_bad, labels_dir, threads_on_host,
+                             threads, key=f"impls-sweep-{run_id}-{hashlib.sha1(task.key.encode()).hexdigest()}"): task
                for task in missing}
     bar = Progress(total, done=total - len(missing), enabled=progress)
     computed = 0
@@ -482,7 +505,7 @@ def _compute(client, dataset, missing, store, num_classes, engine, skip_bad, lab
 
 
 def _collect(grid, tasks, store, num_classes, computed, labels_dir) -> SweepResult:
-    confusion, images, seconds, skipped, labels = {}, {}, {}, {}, 0
+    confusion, images, seconds, skipped, labels, threads = {}, {}, {}, {}, 0, {}
     for task in tasks:
         values = tuple(value for _, value in task.setting)
         record = store.records[task.key]
@@ -490,12 +513,15 @@ def _collect(grid, tasks, store, num_classes, computed, labels_dir) -> SweepResu
             record["confusion"], np.int64)
         images[values] = images.get(values, 0) + record["images"]
         seconds[values] = seconds.get(values, 0.0) + record["seconds"]
+        used = threads.setdefault(values, set())
+        if record.get("threads") is not None:  # absent from stores written before it was recorded
+            used.add(record["threads"])
         for image_id, path, problem in record["skipped"]:
             skipped[image_id] = (image_id, path, problem)
         if labels_dir is not None:
             labels += _labels_present(record, labels_dir)
     return SweepResult(grid, confusion, images, seconds, computed, len(tasks) - computed, list(skipped.values()),
-                       labels)
+                       labels, threads)
 
 
 def _check_outcome(result: SweepResult, count: int, labels_dir: pathlib.Path | None) -> None:
@@ -644,6 +670,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-classes", type=_positive_int,
                         help="checked against every score file (default: the first readable one's)")
     parser.add_argument("--chunk-size", type=_positive_int, default=4, help="images per task (default 4)")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="native engine threads per task (default: the host's cores divided by the Dask "
+                             "threads on it); results do not depend on it, results.csv records it")
     parser.add_argument("--engine", choices=("auto", "native", "framework"), default="auto",
                         help="impls.numpy.dense_crf's engine (default auto: native when built)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out images with bad files, and list them")
@@ -662,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = VocDataset(args.root, args.split, args.scores, logits=args.logits, scores_layout=args.scores_layout)
         result = run(dataset, grid, args.out, num_classes=args.num_classes, chunk_size=args.chunk_size,
                      engine=args.engine, skip_bad=args.skip_bad, apply=args.apply, workers=args.workers,
-                     scheduler=args.scheduler, progress=not args.quiet)
+                     scheduler=args.scheduler, threads=args.threads, progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished tasks are stored in {args.out / STORE}; run the same command to resume",
               file=sys.stderr)

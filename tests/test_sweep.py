@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+import impls.native
 import impls.numpy
 from impls import sweep
 from impls.datasets import BadImage, VocDataset, unary_from_scores
@@ -286,7 +287,9 @@ def test_exception_bad_grid_values_are_refused_before_any_cluster_starts(dataset
                                          (["--heatmap", "bilateral_compat"], "--heatmap"),
                                          (["--workers", "-2"], "--workers"), (["--workers", "0"], "--workers"),
                                          (["--chunk-size", "0"], "--chunk-size"),
-                                         (["--chunk-size", "-1"], "--chunk-size")])
+                                         (["--chunk-size", "-1"], "--chunk-size"),
+                                         (["--threads", "0"], "--threads"), (["--threads", "-1"], "--threads"),
+                                         (["--threads", "x"], "--threads")])
 def test_exception_bad_options_are_refused_before_computing(dataset, tmp_path, monkeypatch, capsys, extra, flag):
     monkeypatch.setattr(sweep, "_client", _no_cluster)
     command = _command(dataset, tmp_path, "bilateral_compat=3,6", "bilateral_sxy=20,50", extra=extra)
@@ -478,6 +481,83 @@ def test_feature_usage_puts_root_first_and_help_lists_the_grid_arguments(monkeyp
     for name, default in [("bilateral_sxy", 80), ("bilateral_compat", 10), ("iterations", 5),
                           ("normalization", "symmetric")]:
         assert f"{name} (default {default})" in printed
+    assert "--threads N native engine threads per task (default: the host's cores divided by the Dask threads on it)" \
+        in " ".join(printed.split())
+
+
+def _threads_column(out):
+    rows = csv.DictReader(io.StringIO((out / "results.csv").read_text()))
+    return {(int(row["bilateral_compat"]), int(row["bilateral_sxy"])): row["threads"] for row in rows}
+
+
+def test_feature_threads_per_task_leave_results_bit_identical_and_are_recorded(client, dataset, expected, tmp_path):
+    """--threads 1 and 2 give the default's confusion matrices exactly; results.csv's threads is
+    the count each setting's tasks ran on, by default _threads's share of the host's cores."""
+    threads_on_host = sweep._threads_by_host(client)
+    shares = set(client.gather([client.submit(sweep._threads, threads_on_host, workers=[address], pure=False)
+                                for address in client.scheduler_info()["workers"]]))
+    assert len(shares) == 1
+    default = str(shares.pop()) if impls.native.available() else ""
+    assert default in ("", str(max(1, len(os.sched_getaffinity(0)) // 2)))
+    for threads, recorded in [(None, default), (1, "1"), (2, "2")]:
+        out = tmp_path / str(threads)
+        result = sweep.run(dataset, GRID, out, chunk_size=3, client=client, progress=False, threads=threads)
+        assert (result.computed, result.reused) == (8, 0)
+        for values, confusion in expected.items():
+            np.testing.assert_array_equal(result.confusion[values], confusion, err_msg=f"{threads} {values}")
+        sweep.write_results(result, out)
+        column = _threads_column(out)
+        want = recorded if impls.native.available() else ""
+        assert column == {values: want for values in expected}, (threads, column)
+        for line in (out / sweep.STORE).read_text().splitlines():
+            assert json.loads(line)["threads"] == (int(want) if want else None)
+
+
+def test_feature_threads_are_not_in_the_key_and_old_stores_without_them_still_load(client, dataset, expected,
+                                                                                    tmp_path, capsys):
+    """A resumed sweep with another --threads reuses the stored tasks, which keep the count they
+    ran on; a task stored before threads were recorded counts as unknown: a setting whose tasks
+    all lack it has an empty threads, otherwise the min-max of those recorded."""
+    if not impls.native.available():
+        pytest.skip("threads are recorded when the native engine runs")
+    common = ["--scheduler", client.scheduler.address, "--chunk-size", "3"]
+    grid = ("bilateral_compat=3,6", "bilateral_sxy=20,50")
+    assert sweep.main(_command(dataset, tmp_path, *grid, extra=[*common, "--threads", "1"])) == 0
+    assert set(_threads_column(tmp_path).values()) == {"1"}
+    store = tmp_path / sweep.STORE
+    records = [json.loads(line) for line in store.read_text().splitlines()]
+    assert len(records) == 8
+
+    def setting(record):
+        values = json.loads(record["key"].split(":", 1)[1].rsplit(":", 1)[0])
+        return values["bilateral_compat"], values["bilateral_sxy"]
+
+    seen = {}
+    for record in records:
+        values = setting(record)
+        first = values not in seen
+        seen[values] = True
+        if values == (3, 20) or (values == (3, 50) and first):
+            del record["threads"]  # as a store written before threads were recorded
+        elif values == (6, 20) and first:
+            record["threads"] = 2
+    store.write_text("".join(json.dumps(record) + "\n" for record in records))
+    capsys.readouterr()
+    assert sweep.main(_command(dataset, tmp_path, *grid, extra=[*common, "--threads", "2"])) == 0
+    assert "0 tasks computed, 8 reused" in capsys.readouterr().out
+    assert _threads_column(tmp_path) == {(3, 20): "", (6, 20): "1-2", (3, 50): "1", (6, 50): "1"}
+    rows = csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text()))
+    for row in rows:
+        confusion = expected[(int(row["bilateral_compat"]), int(row["bilateral_sxy"]))]
+        assert float(row["mean_iou"]) == pytest.approx(impls.numpy.mean_iou(confusion), abs=1e-12)
+
+
+@pytest.mark.parametrize("threads", [0, -1, True, 1.5, "2"])
+def test_exception_run_refuses_a_bad_threads_before_any_cluster_starts(dataset, tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(sweep, "_client", _no_cluster)
+    with pytest.raises((TypeError, ValueError), match="'threads' must be a positive integer"):
+        sweep.run(dataset, GRID, tmp_path, threads=threads, progress=False)
+    assert not (tmp_path / sweep.STORE).exists()
 
 
 def test_exception_another_sweep_in_out_names_only_what_differs(tmp_path):
