@@ -4,7 +4,9 @@
 
 The report holds, all from the one run in the JSON: the machine; the fastest dense CRF of
 each case; native against pydensecrf on every core and per core (native on one thread);
-native's time per pixel-label across sizes (linear scaling); which backends were absent and
+native's time per pixel-label across sizes (linear scaling); native on every core and on one
+beside pydensecrf with busy processes on the same cores (a table and a plot of time against
+load); which backends were absent and
 why, and which cases were skipped and why; one
 table per benchmark group (median and interquartile range per backend, speedups against the
 NumPy reference and pydensecrf); a log-log plot of dense-CRF time against pixels per
@@ -31,6 +33,10 @@ BASELINES = ("numpy", "pydensecrf")
 FIGURE_TIME = "dense_crf_time_vs_pixels.png"
 FIGURE_SPEEDUP = "dense_crf_speedup.png"
 FIGURE_EXAMPLE = "dense_crf_example.png"
+FIGURE_LOAD = "dense_crf_under_load.png"
+# The native engine's promises on a shared machine (issue: more threads never slower, no collapse).
+MAX_THREADS_RATIO = 1.1
+MIN_LOADED_SPEEDUP = 3.0
 
 
 def load(path: str | pathlib.Path) -> dict:
@@ -100,6 +106,7 @@ def _absent_and_skipped(results):
 
 
 def _tables(groups):
+    groups = {group: rows for group, rows in groups.items() if not any(r.get("op") == "load" for r in rows)}
     lines = ["", "Times are per call, in milliseconds: median and interquartile range (IQR) over the rounds. "
              "A speedup is the baseline's median over the row's median, both from this run; n/a where the "
              "baseline did not run in that case."]
@@ -191,11 +198,39 @@ def _sweep(groups):
     return lines
 
 
+def load_rows(groups: dict[str, list[dict]]) -> list[dict]:
+    """The dense CRF under load (bench/test_bench_load.py): one row per case and load, medians in ms."""
+    rows = [row for rows in groups.values() for row in rows if row.get("op") == "load"]
+    return [{**row, **{f"{name}_ms": seconds * 1e3 for name, seconds in row["medians"].items()}} for row in rows]
+
+
+def _load(groups):
+    """Native on every core and on one beside pydensecrf, quiet and with busy processes."""
+    rows = load_rows(groups)
+    if not rows:
+        return []
+    lines = ["", "## The native dense CRF on a shared machine", "",
+             "Medians of alternating rounds under the same load (K busy processes on the same cores). "
+             f"Promised: every core at most {MAX_THREADS_RATIO}x the one-thread time, and at least "
+             f"{MIN_LOADED_SPEEDUP:.0f}x pydensecrf under the same load.", "",
+             "| case | load | busy processes | native (ms) | native1 (ms) | pydensecrf (ms) | native / native1 | "
+             "pydensecrf / native | holds |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in rows:
+        threads_ratio = row["native_ms"] / row["native1_ms"]
+        versus = row["pydensecrf_ms"] / row["native_ms"]
+        holds = "yes" if threads_ratio <= MAX_THREADS_RATIO and versus >= MIN_LOADED_SPEEDUP else "**no**"
+        lines.append(f"| {row['case']} | {row['load']} | {row['busy_processes']} | {row['native_ms']:.1f} | "
+                     f"{row['native1_ms']:.1f} | {row['pydensecrf_ms']:.1f} | {threads_ratio:.2f} | {versus:.2f}x | "
+                     f"{holds} |")
+    return lines
+
+
 def render(results: dict, figures: Sequence[str] = ()) -> str:
     """The Markdown report; `figures` are the file names of figures already written next to it."""
     groups = rows_by_group(results)
-    lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + _sweep(groups) + \
-        _absent_and_skipped(results)
+    lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + _load(groups) + \
+        _sweep(groups) + _absent_and_skipped(results)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name.removesuffix('.png')}]({name})" for name in figures]
     return "\n".join(lines + _tables(groups)) + "\n"
@@ -271,6 +306,32 @@ def plot_speedups(groups: dict[str, list[dict]], path: pathlib.Path) -> bool:
     return True
 
 
+def plot_time_vs_load(groups: dict[str, list[dict]], path: pathlib.Path) -> bool:
+    """Time against busy processes per implementation, one panel per case."""
+    rows = load_rows(groups)
+    if not rows:
+        return False
+    plt = _pyplot()
+    cases = list(dict.fromkeys(row["case"] for row in rows))
+    figure, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 4), squeeze=False)
+    for axis, case in zip(axes[0], cases, strict=True):
+        points = sorted((row for row in rows if row["case"] == case), key=lambda row: row["busy_processes"])
+        busy = [row["busy_processes"] for row in points]
+        for name, label in (("native", f"native ({points[0]['threads']} threads)"), ("native1", "native, 1 thread"),
+                            ("pydensecrf", "pydensecrf")):
+            axis.plot(busy, [row[f"{name}_ms"] for row in points], marker="o", label=label)
+        axis.set_yscale("log")
+        axis.set_xticks(busy)
+        axis.set(title=f"dense CRF {case}, on {points[0]['cores']} cores", xlabel="busy processes on the same cores",
+                 ylabel="median time (ms, log)")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
 def plot_example(path: pathlib.Path, *, size: tuple[int, int] = (375, 500), labels: int = 21,
                  iterations: int = 10) -> bool:
     """The benchmark's reference image, its unary argmax and the CRF result, side by side."""
@@ -302,7 +363,8 @@ def write_report(results: dict, output: pathlib.Path, *, example: bool = True) -
     output.parent.mkdir(parents=True, exist_ok=True)
     groups = rows_by_group(results)
     figures = [name for name, made in [(FIGURE_TIME, plot_time_vs_pixels(groups, output.parent / FIGURE_TIME)),
-                                       (FIGURE_SPEEDUP, plot_speedups(groups, output.parent / FIGURE_SPEEDUP))]
+                                       (FIGURE_SPEEDUP, plot_speedups(groups, output.parent / FIGURE_SPEEDUP)),
+                                       (FIGURE_LOAD, plot_time_vs_load(groups, output.parent / FIGURE_LOAD))]
                if made]
     if example and plot_example(output.parent / FIGURE_EXAMPLE):
         figures.append(FIGURE_EXAMPLE)

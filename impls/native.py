@@ -26,7 +26,7 @@ else:
     _import_error = None
 
 __all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel", "Lattice", "DenseCrf", "threads",
-           "instruction_set", "instruction_sets", "profile", "host_engine", "use_host_engine",
+           "thread_count", "instruction_set", "instruction_sets", "profile", "host_engine", "use_host_engine",
            "built_with_device_on_host"]
 
 def available() -> bool:
@@ -65,6 +65,12 @@ def threads(count: int):
         yield
     finally:
         module.set_num_threads(previous)
+
+
+def thread_count() -> int:
+    """The threads the native calls made from this Python thread run on: `threads(n)`'s inside
+    its block, else OpenMP's default (OMP_NUM_THREADS, or the cores)."""
+    return int(_module().get_num_threads())
 
 
 def instruction_set() -> str:

@@ -646,6 +646,11 @@ NB_MODULE(_native, m) {
         impls::set_max_threads(threads);
       },
       nb::arg("threads"), "OpenMP threads of the native calls made from this thread (omp_set_num_threads).");
+  m.def("machine_busy", &impls::machine_busy,
+        "True while the CPU engine runs its teams on one thread because a recent call found its "
+        "threads waiting on each other for cores other processes took (parallel.h).");
+  m.def("mark_machine_busy", &impls::mark_machine_busy, nb::arg("seconds"),
+        "Test hook: teams run on one thread for `seconds` (0 clears), as after a starved call.");
   m.def("cuda_device_count", &impls::cuda_device_count,
         "CUDA devices visible to the runtime; 0 without CUDA support or a driver.");
 

@@ -299,3 +299,47 @@ def test_feature_idle_native_threads_sleep_instead_of_spinning():
             idle.append(cpu_seconds() - before)
     # The quietest window: other threads of a test process (xdist, frameworks) may wake at times.
     assert min(idle) < 0.004, f"{min(idle) * 1e3:.1f} ms of CPU in the quietest 0.3 s after a native call"
+
+
+@pytest.mark.skipif(native.available() and native.host_engine() != "cpu", reason="the CPU engine's teams")
+def test_feature_a_busy_machine_runs_teams_on_one_thread_with_the_same_results():
+    """While the engine counts the machine as busy (a recent call's threads mostly waited for
+    each other), its short parallel phases run on one thread and the mean field probes with
+    every thread for one iteration: the marginals, lattices and filters stay bit-identical."""
+    module = native._module()
+    with native.threads(1):
+        crf, unary, kernels = _image_crf(120, 160, 5)
+        expected = crf.inference(5)
+        lattice_expected = native.Lattice(kernels[1][0])
+    try:
+        module.mark_machine_busy(60.0)
+        assert module.machine_busy()
+        with native.threads(3):
+            rebuilt = native.DenseCrf(unary)
+            for features, compat in kernels:
+                rebuilt.add_kernel(features, compat)
+            assert np.array_equal(rebuilt.inference(5), expected)
+            lattice = native.Lattice(kernels[1][0])
+            assert lattice.num_vertices == lattice_expected.num_vertices
+            values = np.random.default_rng(5).random((lattice.num_points, 6)).astype(np.float32)
+            assert np.array_equal(lattice.filter(values), lattice_expected.filter(values))
+    finally:
+        module.mark_machine_busy(0.0)
+    assert not module.machine_busy()
+
+
+@pytest.mark.skipif(native.available() and native.host_engine() != "cpu", reason="the CPU engine's teams")
+def test_feature_results_stay_bit_identical_while_busy_processes_share_the_cores():
+    """Two threads beside busy processes (their teams may shrink to one member mid-call) give
+    the marginals of one thread on a quiet machine."""
+    from bench.load import busy_processes, cores
+
+    with native.threads(1):
+        crf, _, _ = _image_crf(120, 160, 21)
+        expected = crf.inference(10)
+    try:
+        with busy_processes(cores()), native.threads(2):
+            for _ in range(5):
+                assert np.array_equal(crf.inference(10), expected)
+    finally:
+        native._module().mark_machine_busy(0.0)

@@ -232,11 +232,13 @@ bool LatticeCPU::build_packed(MatrixView features, const float *scale, const Key
   int parts = 1;
   std::atomic<bool> any_outside{false};
   profile::Timer simplices(profile::lattice_simplices);
-  parts = threads;
   parallel(threads, [&](Member &member) {
-    const int part = member.index();
+    // The team may be smaller than asked for (a busy machine: parallel.h).
+    const int part = member.index(), members = member.size();
+    if (part == 0) parts = members;
     bool outside = false;
-    const std::ptrdiff_t first = part_begin(num_points_, part, parts), last = part_begin(num_points_, part + 1, parts);
+    const std::ptrdiff_t first = part_begin(num_points_, part, members);
+    const std::ptrdiff_t last = part_begin(num_points_, part + 1, members);
     CodeTable table(static_cast<std::size_t>(last - first) / 8 + 16);
     uint64_t previous[kMaxDim + 1];
     int32_t previous_id[kMaxDim + 1];

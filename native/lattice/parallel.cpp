@@ -46,10 +46,15 @@ void set_max_threads(int threads) {
 
 namespace {
 
-// How long a wait spins before it sleeps. Long enough for the waits of a quiet machine (the
-// members of a team finish a phase within microseconds of each other), short enough that a
-// member whose peer was descheduled gives its core back almost at once.
-constexpr auto kSpin = std::chrono::microseconds(30);
+// How long a wait spins before it sleeps: at a barrier, and for an idle worker waiting for its
+// next team. Measured on the 2-core VM (bench/README.md): on a quiet machine a sleeping member
+// wakes tens of microseconds late, which made 160x120 16 % slower with 30 us barrier waits, and
+// a worker asleep between the ~16 teams of one dense CRF cost as much again; on a busy machine
+// every microsecond spun is taken from a process that needs the core (maybe the member waited
+// for), so while the machine counts as busy (end_round) both waits are short.
+constexpr std::chrono::microseconds kBarrierSpin(200), kIdleSpin(1000), kBusySpin(20);
+
+bool machine_busy_now();
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -65,13 +70,14 @@ struct Signal {
   std::atomic<uint32_t> word{0};
   std::atomic<uint32_t> sleepers{0};
 
-  // Returns once `word` differs from `value`.
-  void wait_while(uint32_t value) {
+  // Returns once `word` differs from `value`, spinning at most `spin` before it sleeps.
+  void wait_while(uint32_t value, std::chrono::microseconds spin) {
+    if (machine_busy_now()) spin = kBusySpin;
     const auto start = std::chrono::steady_clock::now();
-    for (int spin = 1;; ++spin) {
+    for (int count = 1;; ++count) {
       if (word.load(std::memory_order_acquire) != value) return;
       cpu_relax();
-      if (spin % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) break;
+      if (count % 64 == 0 && std::chrono::steady_clock::now() - start > spin) break;
     }
     sleepers.fetch_add(1, std::memory_order_seq_cst);
     while (word.load(std::memory_order_seq_cst) == value) sleep_while(value);
@@ -98,12 +104,43 @@ struct Signal {
 
 }  // namespace
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+inline long long nanoseconds_since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+}
+
+// Until when (steady clock, ns since its epoch) the machine counts as busy: set when a team
+// shrinks for being starved, cleared when a team runs a round on several members unstarved.
+constexpr std::chrono::milliseconds kBusyMemory(1000);
+std::atomic<long long> busy_until_ns{0};
+
+long long now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+bool machine_busy() { return now_ns() < busy_until_ns.load(std::memory_order_relaxed); }
+
+namespace {
+bool machine_busy_now() { return machine_busy(); }
+}  // namespace
+
+void mark_machine_busy(double seconds) {
+  busy_until_ns.store(seconds > 0 ? now_ns() + static_cast<long long>(seconds * 1e9) : 0, std::memory_order_relaxed);
+}
+
 struct TeamState {
   TeamBody body;
   void *context;
-  int size;
-  Signal release;  // word: barrier generation
+  std::atomic<int> size;  // members now in the team (end_round may shrink it to 1)
+  Signal release;         // word: barrier generation
   std::atomic<int> arrived{0};
+  std::atomic<long long> blocked_ns{0};  // waited at barriers since the round began, all members
+  Clock::time_point round_start = Clock::now();
   std::atomic<std::ptrdiff_t> next[Member::kLoopsPerPhase];
 
   TeamState(TeamBody body_, void *context_, int size_) : body(body_), context(context_), size(size_) {
@@ -113,30 +150,63 @@ struct TeamState {
 
 Member::Member(TeamState *team, int index) : team_(team), index_(index) {}
 
-int Member::size() const { return team_->size; }
+int Member::size() const { return team_->size.load(std::memory_order_relaxed); }
 
-void Member::barrier() {
-  TeamState &team = *team_;
-  const int loops = loop_;
-  loop_ = 0;
-  if (team.size == 1) {
+namespace {
+
+// The barrier; `last` runs on the last member to arrive, before the others are released.
+template <typename Last>
+void team_barrier(TeamState &team, int loops, Last last) {
+  if (team.size.load(std::memory_order_relaxed) == 1) {
     for (int i = 0; i < loops; ++i) team.next[i].store(0, std::memory_order_relaxed);
+    last();
     return;
   }
   const uint32_t generation = team.release.word.load(std::memory_order_acquire);
-  if (team.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == team.size) {
-    // The last to arrive: every member is done with this phase's dynamic loops.
+  if (team.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == team.size.load(std::memory_order_relaxed)) {
+    // Every member is done with this phase's dynamic loops.
     for (int i = 0; i < loops; ++i) team.next[i].store(0, std::memory_order_relaxed);
     team.arrived.store(0, std::memory_order_relaxed);
+    last();
     team.release.word.store(generation + 1, std::memory_order_seq_cst);
     team.release.wake_all();
   } else {
-    team.release.wait_while(generation);
+    const Clock::time_point start = Clock::now();
+    team.release.wait_while(generation, kBarrierSpin);
+    team.blocked_ns.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
   }
 }
 
+}  // namespace
+
+void Member::barrier() {
+  const int loops = loop_;
+  loop_ = 0;
+  team_barrier(*team_, loops, [] {});
+}
+
+bool Member::end_round() {
+  TeamState &team = *team_;
+  const int loops = loop_;
+  loop_ = 0;
+  team_barrier(team, loops, [&team] {
+    const int members = team.size.load(std::memory_order_relaxed);
+    const double waited = static_cast<double>(team.blocked_ns.load(std::memory_order_relaxed));
+    const double available = static_cast<double>(nanoseconds_since(team.round_start)) * members;
+    if (members > 1 && waited > kStarvedFraction * available) {
+      team.size.store(1, std::memory_order_relaxed);
+      busy_until_ns.store(now_ns() + std::chrono::nanoseconds(kBusyMemory).count(), std::memory_order_relaxed);
+    } else if (members > 1) {
+      busy_until_ns.store(0, std::memory_order_relaxed);
+    }
+    team.blocked_ns.store(0, std::memory_order_relaxed);
+    team.round_start = Clock::now();
+  });
+  return index_ < team.size.load(std::memory_order_relaxed);
+}
+
 void Member::static_range(std::ptrdiff_t count, std::ptrdiff_t *begin, std::ptrdiff_t *end) const {
-  const std::ptrdiff_t members = team_->size, base = count / members, extra = count % members;
+  const std::ptrdiff_t members = size(), base = count / members, extra = count % members;
   *begin = index_ * base + (index_ < extra ? index_ : extra);
   *end = *begin + base + (index_ < extra ? 1 : 0);
 }
@@ -175,7 +245,7 @@ struct Worker {
 void worker_loop(Worker *worker) {
   uint32_t jobs = 0;
   for (;;) {
-    worker->start.wait_while(jobs);
+    worker->start.wait_while(jobs, kIdleSpin);
     jobs = worker->start.word.load(std::memory_order_acquire);
     run_member(*worker->team, worker->index);
     worker->finished.word.store(jobs, std::memory_order_seq_cst);
@@ -230,8 +300,8 @@ Pool &pool() {
 
 }  // namespace
 
-void run_team(int threads, TeamBody body, void *context) {
-  const int size = threads < 1 ? 1 : threads;
+void run_team(int threads, TeamBody body, void *context, bool probing) {
+  const int size = threads < 1 || (!probing && machine_busy_now()) ? 1 : threads;
   TeamState team(body, context, size);
   if (size == 1) {
     run_member(team, 0);
@@ -251,7 +321,7 @@ void run_team(int threads, TeamBody body, void *context) {
   for (Worker *worker : taken) {
     const uint32_t job = worker->start.word.load(std::memory_order_relaxed);
     for (uint32_t finished; (finished = worker->finished.word.load(std::memory_order_acquire)) != job;)
-      worker->finished.wait_while(finished);
+      worker->finished.wait_while(finished, kBarrierSpin);
   }
   workers.give_back(taken.data(), size - 1);
 }

@@ -28,9 +28,17 @@ class Member {
  public:
   Member(TeamState *team, int index);
   int index() const { return index_; }
+  // The members now in the team (fewer after end_round shrank it).
   int size() const;
   // Waits until every member has arrived: spins a few microseconds, then sleeps.
   void barrier();
+  // A barrier that ends a round of work (a mean-field iteration). When the members spent more
+  // than kStarvedFraction of the round waiting at barriers for each other (peers descheduled
+  // by other processes on the same cores), the team goes on with member 0 alone: the others
+  // get false and must return from the body. A quiet machine stays far below it (160x120:
+  // 0.13 of the round, 500x375: 0.01); two busy processes on two cores put 160x120 at 0.5-0.7
+  // (where one thread is as fast) and 500x375 at 0.11-0.14 (where two threads stay faster).
+  bool end_round();
   // This member's part of [0, count): size() contiguous ranges in member order, as OpenMP's
   // schedule(static).
   void static_range(std::ptrdiff_t count, std::ptrdiff_t *begin, std::ptrdiff_t *end) const;
@@ -40,6 +48,7 @@ class Member {
   bool next_chunk(std::ptrdiff_t count, std::ptrdiff_t chunk, std::ptrdiff_t *begin, std::ptrdiff_t *end);
 
   static constexpr int kLoopsPerPhase = 8;
+  static constexpr double kStarvedFraction = 0.35;
 
  private:
   TeamState *team_;
@@ -51,7 +60,15 @@ using TeamBody = void (*)(Member &member, void *context);
 
 // Runs body(member, context) on `threads` members (at least 1) and returns when all are done.
 // The body must not throw (an exception ends the process, as one escaping an OpenMP region).
-void run_team(int threads, TeamBody body, void *context);
+// While the machine is busy (a team shrank in end_round less than kBusyMemory ago and none
+// has run a round on several members since), teams run on one member, except a `probing` team
+// (the mean field, whose end_round tells whether the machine is still busy).
+void run_team(int threads, TeamBody body, void *context, bool probing = false);
+
+// Whether teams run on one member now for a busy machine; and setting that state for
+// `seconds` (0 clears it): what a starved end_round does, for tests to do deterministically.
+bool machine_busy();
+void mark_machine_busy(double seconds);
 
 template <typename F>
 void parallel(int threads, F &&body) {
