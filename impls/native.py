@@ -10,6 +10,7 @@ CUDA torch tensors on the same device); otherwise they raise a ValueError that s
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import numpy as np
 
@@ -26,8 +27,8 @@ else:
     _import_error = None
 
 __all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel", "Lattice", "DenseCrf", "threads",
-           "thread_count", "instruction_set", "instruction_sets", "profile", "host_engine", "use_host_engine",
-           "built_with_device_on_host"]
+           "thread_count", "team_threads", "instruction_set", "instruction_sets", "profile", "host_engine",
+           "use_host_engine", "built_with_device_on_host"]
 
 def available() -> bool:
     """True when the compiled extension imports."""
@@ -40,7 +41,37 @@ def _module():
             "impls._native is not built: install the package (pip install .) so that "
             "scikit-build-core compiles native/"
         ) from _import_error
+    _share_threads_with_torch()
     return _native
+
+
+_team_threads_forced = False  # team_threads() holds the choice
+
+
+def _share_threads_with_torch() -> None:
+    """Once torch is imported, the CPU engine's teams run on OpenMP's threads, which torch's own
+    operations use (and leave spinning for a while after each): its own threads would compete
+    with those for the cores (native/lattice/parallel.h)."""
+    if not _team_threads_forced and "torch" in sys.modules and not _native.uses_openmp_threads():
+        _native.use_openmp_threads(True)
+
+
+@contextlib.contextmanager
+def team_threads(provider: str):
+    """Inside the block the CPU engine's teams run on "own" threads (the engine's pool, the
+    default without torch) or "openmp" threads (the default once torch is imported), whatever
+    is imported: for tests and measurements. Results do not depend on it."""
+    global _team_threads_forced
+    _checks.one_of(provider, ("own", "openmp"), op="team_threads", name="provider")
+    module = _module()
+    previous, previous_forced = module.uses_openmp_threads(), _team_threads_forced
+    _team_threads_forced = True
+    module.use_openmp_threads(provider == "openmp")
+    try:
+        yield
+    finally:
+        module.use_openmp_threads(previous)
+        _team_threads_forced = previous_forced
 
 
 def built_with_cuda() -> bool:

@@ -646,6 +646,10 @@ NB_MODULE(_native, m) {
         impls::set_max_threads(threads);
       },
       nb::arg("threads"), "OpenMP threads of the native calls made from this thread (omp_set_num_threads).");
+  m.def("use_openmp_threads", &impls::use_openmp_threads, nb::arg("use"),
+        "Teams of the CPU engine on OpenMP's threads (shared with torch) instead of the engine's own.");
+  m.def("uses_openmp_threads", &impls::uses_openmp_threads,
+        "True when the CPU engine's teams run on OpenMP's threads (impls.native: once torch is imported).");
   m.def("machine_busy", &impls::machine_busy,
         "True while the CPU engine runs its teams on one thread because a recent call found its "
         "threads waiting on each other for cores other processes took (parallel.h).");

@@ -55,7 +55,15 @@ def _run_in_threads(count, work):
         raise errors[0]
 
 
-def test_feature_results_do_not_depend_on_the_thread_count():
+@pytest.fixture(params=["own", "openmp"])
+def team_threads(request):
+    """The CPU engine's teams on its own threads, then on OpenMP's (what it uses once torch is
+    imported, as it is in this test process when torch is installed)."""
+    with native.team_threads(request.param):
+        yield request.param
+
+
+def test_feature_results_do_not_depend_on_the_thread_count(team_threads):
     """Vertices are numbered, and every sum is taken, in an order fixed by the points alone."""
     with native.threads(1):
         crf, unary, kernels = _image_crf(120, 160, 5)
@@ -81,7 +89,7 @@ def test_feature_results_do_not_depend_on_the_thread_count():
         assert np.array_equal(again.filter(values), filtered)
 
 
-def test_feature_two_threads_share_one_dense_crf():
+def test_feature_two_threads_share_one_dense_crf(team_threads):
     crf, _, _ = _image_crf(90, 120, 21)
     expected = crf.inference(5)
     stepped = crf.inference(2)
@@ -235,7 +243,7 @@ def _dense_crf_in_child(connection):
     connection.close()
 
 
-def test_feature_a_forked_child_runs_native_calls_on_several_threads():
+def test_feature_a_forked_child_runs_native_calls_on_several_threads(team_threads):
     """The engine's workers are threads of the parent; a forked child (multiprocessing's fork
     start method, Dask's nannies on some setups) starts its own instead of waiting forever on
     threads it does not have."""
@@ -259,7 +267,7 @@ def test_feature_a_forked_child_runs_native_calls_on_several_threads():
     assert child.exitcode == 0
 
 
-def test_feature_many_python_threads_call_at_once_on_more_threads_than_cores():
+def test_feature_many_python_threads_call_at_once_on_more_threads_than_cores(team_threads):
     """Each call gets a team of its own (the pool grows): 6 Python threads x 3 native threads
     on 2 cores give the marginals of one call, and none waits on another's team."""
     crf, _, _ = _image_crf(40, 56, 4)
@@ -291,7 +299,7 @@ def test_feature_idle_native_threads_sleep_instead_of_spinning():
         return usage.ru_utime + usage.ru_stime
 
     idle = []
-    with native.threads(2):
+    with native.team_threads("own"), native.threads(2):
         for _ in range(5):
             crf.inference(5)
             before = cpu_seconds()
@@ -302,7 +310,7 @@ def test_feature_idle_native_threads_sleep_instead_of_spinning():
 
 
 @pytest.mark.skipif(native.available() and native.host_engine() != "cpu", reason="the CPU engine's teams")
-def test_feature_a_busy_machine_runs_teams_on_one_thread_with_the_same_results():
+def test_feature_a_busy_machine_runs_teams_on_one_thread_with_the_same_results(team_threads):
     """While the engine counts the machine as busy (a recent call's threads mostly waited for
     each other), its short parallel phases run on one thread and the mean field probes with
     every thread for one iteration: the marginals, lattices and filters stay bit-identical."""
@@ -329,7 +337,7 @@ def test_feature_a_busy_machine_runs_teams_on_one_thread_with_the_same_results()
 
 
 @pytest.mark.skipif(native.available() and native.host_engine() != "cpu", reason="the CPU engine's teams")
-def test_feature_results_stay_bit_identical_while_busy_processes_share_the_cores():
+def test_feature_results_stay_bit_identical_while_busy_processes_share_the_cores(team_threads):
     """Two threads beside busy processes (their teams may shrink to one member mid-call) give
     the marginals of one thread on a quiet machine."""
     from bench.load import busy_processes, cores
@@ -343,3 +351,19 @@ def test_feature_results_stay_bit_identical_while_busy_processes_share_the_cores
                 assert np.array_equal(crf.inference(10), expected)
     finally:
         native._module().mark_machine_busy(0.0)
+
+
+@pytest.mark.parametrize("user_setting", [{}, {"GOMP_SPINCOUNT": "123"}, {"OMP_WAIT_POLICY": "active"}])
+def test_feature_importing_impls_leaves_the_users_openmp_settings_and_environment_as_they_were(user_setting,
+                                                                                              tmp_path):
+    """`import impls` loads libgomp with a bounded spin (GOMP_SPINCOUNT=impls.OPENMP_SPIN_COUNT)
+    only when the user set neither variable, and takes the variable out of the environment
+    again: child processes see exactly the user's environment."""
+    script = ("import os, json, impls; "
+              "print(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')}))")
+    env = {key: value for key, value in os.environ.items() if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    result = subprocess.run([sys.executable, "-c", script], env={**env, **user_setting}, capture_output=True,
+                            text=True, check=True, cwd=tmp_path)  # the installed package, not the checkout
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"GOMP_SPINCOUNT": user_setting.get("GOMP_SPINCOUNT"),
+                    "OMP_WAIT_POLICY": user_setting.get("OMP_WAIT_POLICY")}

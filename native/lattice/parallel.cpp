@@ -279,32 +279,62 @@ struct Pool {
   }
 };
 
-Pool *the_pool = nullptr;
+Pool *the_pool = new Pool;
+
+std::atomic<bool> openmp_threads{false};
+// In a forked child: libgomp keeps the parent's thread pool, whose threads the child does not
+// have, and its next parallel region waits for them forever; the engine's own pool starts anew.
+std::atomic<bool> forked{false};
 
 #ifdef __linux__
-// A forked child has none of the parent's threads: it starts with an empty pool (the parent's
-// Worker objects are left behind; their threads do not exist there).
-void forget_pool_after_fork() { the_pool = new Pool; }
+void after_fork_in_child() {
+  the_pool = new Pool;  // the parent's Worker objects are left behind: their threads are not here
+  forked.store(true, std::memory_order_relaxed);
+  openmp_threads.store(false, std::memory_order_relaxed);
+}
+
+const int fork_handler_registered = pthread_atfork(nullptr, nullptr, after_fork_in_child);
 #endif
 
-Pool &pool() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    the_pool = new Pool;
-#ifdef __linux__
-    pthread_atfork(nullptr, nullptr, forget_pool_after_fork);
+Pool &pool() { return *the_pool; }
+
+}  // namespace
+
+namespace {
+
+void run_openmp_team(TeamState &team, int size) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(size)
+  {
+    // OpenMP may give fewer threads than asked for (nested regions, thread limits).
+    const int granted = omp_get_num_threads();
+    if (granted != size) {
+      if (omp_get_thread_num() == 0) team.size.store(granted, std::memory_order_relaxed);
+#pragma omp barrier
+    }
+    run_member(team, omp_get_thread_num());
+  }
+#else
+  (void)size;
+  run_member(team, 0);
 #endif
-  });
-  return *the_pool;
 }
 
 }  // namespace
+
+void use_openmp_threads(bool use) { openmp_threads.store(use && !forked.load(std::memory_order_relaxed)); }
+
+bool uses_openmp_threads() { return openmp_threads.load(std::memory_order_relaxed); }
 
 void run_team(int threads, TeamBody body, void *context, bool probing) {
   const int size = threads < 1 || (!probing && machine_busy_now()) ? 1 : threads;
   TeamState team(body, context, size);
   if (size == 1) {
     run_member(team, 0);
+    return;
+  }
+  if (uses_openmp_threads()) {
+    run_openmp_team(team, size);
     return;
   }
   Pool &workers = pool();

@@ -65,6 +65,15 @@ using TeamBody = void (*)(Member &member, void *context);
 // (the mean field, whose end_round tells whether the machine is still busy).
 void run_team(int threads, TeamBody body, void *context, bool probing = false);
 
+// Where a team's threads come from: the engine's own pool (the default), or OpenMP's, which a
+// process that runs torch should share: torch's operations leave OpenMP's threads spinning for
+// a while after each of them, and the engine's own threads would compete with those for the
+// cores (a torch CrfRnn forward at 120x160 on two threads went from 52 to 111 ms). The waits
+// inside a team (barriers, end_round) are the engine's either way. A forked child always uses
+// the engine's own threads (libgomp's pool is not usable after fork).
+void use_openmp_threads(bool use);
+bool uses_openmp_threads();
+
 // Whether teams run on one member now for a busy machine; and setting that state for
 // `seconds` (0 clears it): what a starved end_round does, for tests to do deterministically.
 bool machine_busy();
