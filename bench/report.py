@@ -247,6 +247,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: pathlib.Path) -> bool:
+    """Lay out, write and close a figure; True (the figure was made)."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
 def _crf_rows(groups):
     return [row for rows in groups.values() for row in rows if row.get("op") == "dense_crf" and "pixels" in row]
 
@@ -270,10 +278,7 @@ def plot_time_vs_pixels(groups: dict[str, list[dict]], path: pathlib.Path) -> bo
         axis.set(title=f"dense CRF, {labels} labels, 5 iterations", xlabel="pixels", ylabel="median time (ms)")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return True
+    return _save(plt, figure, path)
 
 
 def plot_speedups(groups: dict[str, list[dict]], path: pathlib.Path) -> bool:
@@ -300,10 +305,7 @@ def plot_speedups(groups: dict[str, list[dict]], path: pathlib.Path) -> bool:
                          fontsize="small")
     axis.set(ylabel="speedup vs pydensecrf (log)", title="dense CRF: speedup against pydensecrf, same run")
     axis.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return True
+    return _save(plt, figure, path)
 
 
 def plot_time_vs_load(groups: dict[str, list[dict]], path: pathlib.Path) -> bool:
@@ -326,10 +328,7 @@ def plot_time_vs_load(groups: dict[str, list[dict]], path: pathlib.Path) -> bool
                  ylabel="median time (ms, log)")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return True
+    return _save(plt, figure, path)
 
 
 def plot_example(path: pathlib.Path, *, size: tuple[int, int] = (375, 500), labels: int = 21,
