@@ -27,7 +27,7 @@
 #define IMPLS_HOST_DEVICE __host__ __device__
 #endif
 // Each backend's engine lives in its own namespace, so that both can be linked into one module.
-#define IMPLS_ENGINE cuda_engine
+#define IMPLS_ENGINE cuda
 #else
 #include <algorithm>
 #include <cstring>
@@ -36,7 +36,7 @@
 #ifndef IMPLS_HOST_DEVICE
 #define IMPLS_HOST_DEVICE
 #endif
-#define IMPLS_ENGINE host_engine
+#define IMPLS_ENGINE device_on_host
 #endif
 
 namespace impls {
@@ -54,9 +54,9 @@ IMPLS_HOST_DEVICE inline int atomic_compare_exchange(int *address, int expected,
 }
 
 // allocate, deallocate, copy, synchronize and the allocation counts are declared with the
-// engine (engine_decl.inc), for the bindings. In the host build, allocations are recorded,
-// and these checks compare pointers with the record (no-ops on CUDA, where the runtime's
-// own errors do this job):
+// engine (engine_decl.inc), for the interface adapters and the test hooks. In the host build,
+// allocations are recorded, and these checks compare pointers with the record (no-ops on
+// CUDA, where the runtime's own errors do this job):
 // throws std::invalid_argument naming `what` unless [pointer, pointer + bytes) lies inside
 // one device allocation;
 void require_device(const void *pointer, std::size_t bytes, const char *what);

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "lattice/device/backend.h"
-#include "lattice/simplex.h"
+#include "lattice/common/simplex.h"
 
 namespace impls {
 namespace IMPLS_ENGINE {

@@ -1,4 +1,4 @@
-#include "lattice/isa.h"
+#include "lattice/cpu/isa/isa.h"
 
 #include <cstdlib>
 #include <stdexcept>

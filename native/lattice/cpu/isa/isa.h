@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "lattice/isa_calls.h"
+#include "lattice/cpu/isa/isa_calls.h"
 
 namespace impls {
 

@@ -1,3 +1,3 @@
 // The CPU engine's kernels for the baseline instruction set (compile flags in CMakeLists.txt).
 #define IMPLS_ISA isa_baseline
-#include "lattice/isa_kernels.inc"
+#include "lattice/cpu/isa/isa_kernels.inc"

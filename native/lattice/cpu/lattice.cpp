@@ -13,14 +13,15 @@
 #include <stdexcept>
 #include <string>
 
-#include "lattice/code_table.h"
-#include "lattice/isa.h"
-#include "lattice/lattice.h"
-#include "lattice/parallel.h"
-#include "lattice/profile.h"
-#include "lattice/simplex.h"
+#include "lattice/cpu/code_table.h"
+#include "lattice/cpu/isa/isa.h"
+#include "lattice/cpu/lattice.h"
+#include "runtime/parallel.h"
+#include "runtime/profile.h"
+#include "lattice/common/simplex.h"
 
 namespace impls {
+namespace cpu {
 namespace {
 
 // Points per thread below which building on more threads does not pay.
@@ -96,7 +97,7 @@ inline std::ptrdiff_t part_begin(std::ptrdiff_t count, int part, int parts) {
 
 // The box of vertex keys: every coordinate i of every key, and of its blur neighbours, lies
 // in [low[i], low[i] + span[i]); codes are mixed-radix numbers over it.
-struct LatticeCPU::KeyBox {
+struct Lattice::KeyBox {
   bool fits = false;
   int64_t low[kMaxDim] = {}, span[kMaxDim] = {};
   uint64_t radix[kMaxDim] = {};
@@ -105,7 +106,7 @@ struct LatticeCPU::KeyBox {
   int64_t inner_low[kMaxDim] = {}, inner_high[kMaxDim] = {};
 };
 
-LatticeCPU::LatticeCPU(MatrixView features, int num_points, int dim) : num_points_(num_points), dim_(dim) {
+Lattice::Lattice(MatrixView features, int num_points, int dim) : num_points_(num_points), dim_(dim) {
   if (num_points < 1) throw std::invalid_argument("Lattice: features must have at least one point");
   if (dim < 1 || dim > kMaxDim)
     throw std::invalid_argument("Lattice: feature dimension d must be in [1, 63], got " + std::to_string(dim));
@@ -140,7 +141,7 @@ LatticeCPU::LatticeCPU(MatrixView features, int num_points, int dim) : num_point
 // search) and bounds the keys from the features' per-dimension range: coordinate i of the
 // elevated point is sum_{m>=i} s_m - i s_{i-1} with s = f * scale, the remainder-0 point is
 // within 1.5 (d+1) of it, a corner within d of that and a neighbour within d more.
-LatticeCPU::KeyBox LatticeCPU::key_box(MatrixView features, const float *scale) const {
+Lattice::KeyBox Lattice::key_box(MatrixView features, const float *scale) const {
   const int d = dim_;
   std::vector<float> low(d, std::numeric_limits<float>::infinity()), high(d, -std::numeric_limits<float>::infinity());
   bool finite = true;
@@ -217,7 +218,7 @@ LatticeCPU::KeyBox LatticeCPU::key_box(MatrixView features, const float *scale) 
 // The packed build for dimension D (0: any). Returns false, leaving the lattice unbuilt,
 // when a point falls outside the box (it cannot by construction; the check is cheap).
 template <int D>
-bool LatticeCPU::build_packed(MatrixView features, const float *scale, const KeyBox &box) {
+bool Lattice::build_packed(MatrixView features, const float *scale, const KeyBox &box) {
   const int d = D > 0 ? D : dim_, corners = d + 1;
   const std::size_t total = static_cast<std::size_t>(num_points_) * corners;
   vertex_.resize(total);
@@ -335,7 +336,7 @@ bool LatticeCPU::build_packed(MatrixView features, const float *scale, const Key
 // Keys too wide to pack: full d-int keys in one table, inserted point by point. Simplices
 // are computed a batch of points at a time (in parallel), so that the keys of all corners
 // (P (d+1) d ints, gigabytes for many points in many dimensions) never exist at once.
-void LatticeCPU::build_general(MatrixView features, const float *scale) {
+void Lattice::build_general(MatrixView features, const float *scale) {
   const int d = dim_, corners = d + 1;
   const std::size_t total = static_cast<std::size_t>(num_points_) * corners;
   weight_.resize(total);
@@ -392,10 +393,10 @@ void LatticeCPU::build_general(MatrixView features, const float *scale) {
   });
 }
 
-float LatticeCPU::slicing_alpha() const { return static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))); }
+float Lattice::slicing_alpha() const { return static_cast<float>(1.0 / (1.0 + std::pow(2.0, -dim_))); }
 
 // Counting sort of the corners by vertex, points ascending within a vertex.
-void LatticeCPU::build_splat_index() const {
+void Lattice::build_splat_index() const {
   const std::size_t total = vertex_.size();
   const int corners = dim_ + 1;
   splat_offset_.assign(static_cast<std::size_t>(num_vertices_) + 1, 0);
@@ -412,17 +413,17 @@ void LatticeCPU::build_splat_index() const {
 }
 
 template <>
-ScratchPool<LatticeCPU::FilterScratch<float>> &LatticeCPU::filter_scratch<float>() const {
+ScratchPool<Lattice::FilterScratch<float>> &Lattice::filter_scratch<float>() const {
   return float_scratch_;
 }
 
 template <>
-ScratchPool<LatticeCPU::FilterScratch<double>> &LatticeCPU::filter_scratch<double>() const {
+ScratchPool<Lattice::FilterScratch<double>> &Lattice::filter_scratch<double>() const {
   return double_scratch_;
 }
 
 template <typename T>
-void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
+void Lattice::filter(const T *in, T *out, int channels, bool reverse) const {
   if (channels < 1) return;
   profile::Timer timer(profile::filter);
   if (channels == 1) {
@@ -487,7 +488,7 @@ void LatticeCPU::filter(const T *in, T *out, int channels, bool reverse) const {
 // One channel (the dense CRF's normalisation): splatting corner by corner in point order
 // adds in the same order as the gather and needs no index.
 template <typename T>
-void LatticeCPU::filter_one_channel(const T *in, T *out, bool reverse) const {
+void Lattice::filter_one_channel(const T *in, T *out, bool reverse) const {
   auto scratch = filter_scratch<T>().take();
   const std::size_t lattice_size = static_cast<std::size_t>(num_vertices_) + 1;
   scratch->a.reserve(lattice_size);
@@ -528,7 +529,8 @@ void LatticeCPU::filter_one_channel(const T *in, T *out, bool reverse) const {
   });
 }
 
-template void LatticeCPU::filter<float>(const float *, float *, int, bool) const;
-template void LatticeCPU::filter<double>(const double *, double *, int, bool) const;
+template void Lattice::filter<float>(const float *, float *, int, bool) const;
+template void Lattice::filter<double>(const double *, double *, int, bool) const;
 
+}  // namespace cpu
 }  // namespace impls

@@ -11,7 +11,7 @@
 #include "lattice/device/backend.h"
 
 namespace impls {
-namespace host_engine {
+namespace device_on_host {
 namespace {
 
 struct Registry {
@@ -130,7 +130,7 @@ int current_device() { return 0; }
 DeviceGuard::DeviceGuard(int) {}
 DeviceGuard::~DeviceGuard() = default;
 
-}  // namespace host_engine
+}  // namespace device_on_host
 }  // namespace impls
 
 #include "lattice/device/engine.inc"

@@ -2,7 +2,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "impls_native.h"
+#include "upsample/bilinear.h"
 
 namespace impls {
 

@@ -1,6 +1,6 @@
 #include <cuda_runtime.h>
 
-#include "impls_native.h"
+#include "runtime/cuda_device.h"
 
 namespace impls {
 

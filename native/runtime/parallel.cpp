@@ -1,6 +1,6 @@
 // The engine's teams (parallel.h): workers that sleep when idle, a barrier and dynamic loops
 // whose waits spin briefly and then sleep on a futex.
-#include "lattice/parallel.h"
+#include "runtime/parallel.h"
 
 #include <atomic>
 #include <chrono>

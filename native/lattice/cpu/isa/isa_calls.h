@@ -9,7 +9,7 @@
 namespace impls {
 
 // One kernel of the dense CRF as the mean-field loops see it; every array is set up and
-// owned by DenseCrfCPU.
+// owned by cpu::DenseCrf.
 struct KernelView {
   int dim, corners, vertices;
   int kind;     // compatibility: 0 Potts, 1 diagonal, 2 matrix

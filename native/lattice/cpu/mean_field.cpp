@@ -2,7 +2,7 @@
 //
 // This file sets up each kernel (lattice, normalisation, the rows of each block of points
 // and the merge index) and picks the mean-field loops compiled for the best instruction
-// set this CPU has (mean_field_isa.inc); results are the same on every one.
+// set this CPU has (isa/isa_kernels.inc); results are the same on every one.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -13,12 +13,13 @@
 #include <stdexcept>
 #include <string>
 
-#include "lattice/lattice.h"
-#include "lattice/isa.h"
-#include "lattice/parallel.h"
-#include "lattice/profile.h"
+#include "lattice/cpu/lattice.h"
+#include "lattice/cpu/isa/isa.h"
+#include "runtime/parallel.h"
+#include "runtime/profile.h"
 
 namespace impls {
+namespace cpu {
 namespace {
 
 // Points per block, from the number of points and the row width alone (never from the
@@ -48,8 +49,8 @@ int row_width_for(int labels) {
 
 }  // namespace
 
-struct DenseCrfCPU::Kernel {
-  std::unique_ptr<LatticeCPU> lattice;
+struct DenseCrf::Kernel {
+  std::unique_ptr<Lattice> lattice;
   int corners = 0;
   int kind = 0;        // compatibility: 0 Potts, 1 diagonal, 2 matrix
   float potts = 0.0f;  // -w of a Potts compatibility
@@ -64,7 +65,7 @@ struct DenseCrfCPU::Kernel {
   std::vector<int32_t> merge_row;                  // ... of the block rows of each vertex, in block order
 };
 
-struct DenseCrfCPU::Scratch {
+struct DenseCrf::Scratch {
   struct PerKernel {
     AlignedArray<float> rows;  // (block rows, row_width): what each block splats
     AlignedArray<float> a, b;  // (M+1, row_width): merged and blurred lattice, row 0 zero
@@ -74,7 +75,7 @@ struct DenseCrfCPU::Scratch {
   AlignedArray<float> per_thread;  // kScratchRows rows per thread
 };
 
-DenseCrfCPU::DenseCrfCPU(MatrixView unary, int num_points, int num_labels)
+DenseCrf::DenseCrf(MatrixView unary, int num_points, int num_labels)
     : num_points_(num_points),
       num_labels_(num_labels),
       row_width_(row_width_for(num_labels)),
@@ -88,7 +89,7 @@ DenseCrfCPU::DenseCrfCPU(MatrixView unary, int num_points, int num_labels)
 
 // Copies a (P, L) strided unary into rows of `width` (padding lanes at kPaddingEnergy),
 // checking that it is finite in the same pass.
-void DenseCrfCPU::copy_padded(MatrixView unary, int points, int labels, int width, float *target_rows) {
+void DenseCrf::copy_padded(MatrixView unary, int points, int labels, int width, float *target_rows) {
   profile::Timer timer(profile::unary_setup);
   // A label-major source (pydensecrf's (L, P), seen through its transpose) is read a tile of
   // points at a time, so that each of its rows is read in runs of consecutive floats.
@@ -123,7 +124,7 @@ void DenseCrfCPU::copy_padded(MatrixView unary, int points, int labels, int widt
   if (!finite.load()) throw std::invalid_argument("DenseCrf: argument 'unary' must be finite (no NaN or inf)");
 }
 
-void DenseCrfCPU::set_unary(MatrixView unary) {
+void DenseCrf::set_unary(MatrixView unary) {
   // Checked into a new buffer first: a bad unary leaves the old one in place.
   AlignedArray<float> rows(static_cast<std::size_t>(num_points_) * row_width_);
   copy_padded(unary, num_points_, num_labels_, row_width_, rows.data());
@@ -131,7 +132,7 @@ void DenseCrfCPU::set_unary(MatrixView unary) {
   unary_ = std::move(rows);
 }
 
-void DenseCrfCPU::copy_unary(float *out) const {
+void DenseCrf::copy_unary(float *out) const {
   std::shared_lock<std::shared_mutex> lock(kernels_mutex_);
   for (int p = 0; p < num_points_; ++p)
     std::copy(unary_.data() + static_cast<std::size_t>(p) * row_width_,
@@ -139,14 +140,14 @@ void DenseCrfCPU::copy_unary(float *out) const {
               out + static_cast<std::size_t>(p) * num_labels_);
 }
 
-DenseCrfCPU::~DenseCrfCPU() = default;
+DenseCrf::~DenseCrf() = default;
 
-int DenseCrfCPU::num_kernels() const {
+int DenseCrf::num_kernels() const {
   std::shared_lock<std::shared_mutex> lock(kernels_mutex_);
   return static_cast<int>(kernels_.size());
 }
 
-void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat, Normalization normalization) {
+void DenseCrf::add_kernel(MatrixView features, int dim, Compatibility compat, Normalization normalization) {
   const int labels = num_labels_, width = row_width_, points = num_points_;
   const std::size_t expected =
       compat.kind == 0 ? 1 : compat.kind == 1 ? labels : static_cast<std::size_t>(labels) * labels;
@@ -154,8 +155,8 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
     throw std::invalid_argument("DenseCrf: compatibility has " + std::to_string(compat.values.size()) +
                                 " values, expected " + std::to_string(expected));
   auto kernel = std::make_unique<Kernel>();
-  kernel->lattice = std::make_unique<LatticeCPU>(features, points, dim);
-  const LatticeCPU &lattice = *kernel->lattice;
+  kernel->lattice = std::make_unique<Lattice>(features, points, dim);
+  const Lattice &lattice = *kernel->lattice;
   profile::Timer timer(profile::kernel_setup);
   const int corners = dim + 1;
   kernel->corners = corners;
@@ -273,16 +274,16 @@ void DenseCrfCPU::add_kernel(MatrixView features, int dim, Compatibility compat,
   kernels_.push_back(std::move(kernel));
 }
 
-void DenseCrfCPU::inference(int iterations, float *q, long long point_stride, long long label_stride) const {
+void DenseCrf::inference(int iterations, float *q, long long point_stride, long long label_stride) const {
   if (iterations < 0) throw std::invalid_argument("DenseCrf: iterations must be non-negative");
   run(iterations, nullptr, q, point_stride, label_stride);
 }
 
-void DenseCrfCPU::step(float *q, long long point_stride, long long label_stride) const {
+void DenseCrf::step(float *q, long long point_stride, long long label_stride) const {
   run(1, q, q, point_stride, label_stride);
 }
 
-void DenseCrfCPU::run(int iterations, const float *q_in, float *q_out, long long point_stride,
+void DenseCrf::run(int iterations, const float *q_in, float *q_out, long long point_stride,
                       long long label_stride) const {
   const IsaKernels &isa = isa_kernels();
   std::shared_lock<std::shared_mutex> lock(kernels_mutex_);
@@ -292,7 +293,7 @@ void DenseCrfCPU::run(int iterations, const float *q_in, float *q_out, long long
   scratch->views.resize(kernels);
   for (int k = 0; k < kernels; ++k) {
     const Kernel &kernel = *kernels_[k];
-    const LatticeCPU &lattice = *kernel.lattice;
+    const Lattice &lattice = *kernel.lattice;
     Scratch::PerKernel &buffers = scratch->kernels[k];
     const std::size_t lattice_size = (static_cast<std::size_t>(lattice.num_vertices()) + 1) * S;
     buffers.rows.reserve(static_cast<std::size_t>(kernel.block_rows.back()) * S);
@@ -354,4 +355,5 @@ void DenseCrfCPU::run(int iterations, const float *q_in, float *q_out, long long
   }
 }
 
+}  // namespace cpu
 }  // namespace impls

@@ -1,6 +1,6 @@
-// The permutohedral lattice and dense-CRF mean field: declarations shared by the CPU
-// and CUDA implementations and the bindings. Same algorithm and float32 operation order
-// as impls/numpy/lattice.py (itself pydensecrf's), so results agree to float32 rounding.
+// The CPU engine's permutohedral lattice and dense-CRF mean field (impls::cpu), over
+// strided float32 views of the caller's arrays. lattice/engine.h puts them behind the one
+// interface of every engine (cpu/engine.cpp).
 #pragma once
 
 #include <cstdint>
@@ -11,18 +11,11 @@
 #include <utility>
 #include <vector>
 
-#include "lattice/buffers.h"
+#include "lattice/common/types.h"
+#include "runtime/buffers.h"
 
 namespace impls {
-
-enum class Normalization : int { none = 0, before = 1, after = 2, symmetric = 3 };
-
-// Label compatibility as pydensecrf: Potts (one value w: message -w*KQ), diagonal
-// (L values), or an (L, L) matrix (already symmetrised).
-struct Compatibility {
-  int kind;  // 0 Potts, 1 diagonal, 2 matrix
-  std::vector<float> values;
-};
+namespace cpu {
 
 // A strided (rows, columns) view of float32 data, in elements: features (P, d), unaries
 // and marginals (P, L) arrive in whatever layout the caller has (pydensecrf's are (L, P)).
@@ -36,11 +29,11 @@ struct MatrixView {
 // Building runs in parallel; vertices are numbered in the order of their first corner
 // (point by point), whatever the thread count, so every result is independent of it.
 // All methods are const and safe to call from several threads at once.
-class LatticeCPU {
+class Lattice {
  public:
-  LatticeCPU(MatrixView features, int num_points, int dim);
-  LatticeCPU(const LatticeCPU &) = delete;
-  LatticeCPU &operator=(const LatticeCPU &) = delete;
+  Lattice(MatrixView features, int num_points, int dim);
+  Lattice(const Lattice &) = delete;
+  Lattice &operator=(const Lattice &) = delete;
 
   int num_points() const { return num_points_; }
   int dim() const { return dim_; }
@@ -105,12 +98,12 @@ class LatticeCPU {
 // depend on it. Rows hold L labels (2..8 labels) or L rounded up to a multiple of 8.
 // inference() and step() are const, take their scratch per call and may run on several
 // threads at once; add_kernel() waits for running calls, and calls wait for it.
-class DenseCrfCPU {
+class DenseCrf {
  public:
-  DenseCrfCPU(MatrixView unary, int num_points, int num_labels);
-  ~DenseCrfCPU();
-  DenseCrfCPU(const DenseCrfCPU &) = delete;
-  DenseCrfCPU &operator=(const DenseCrfCPU &) = delete;
+  DenseCrf(MatrixView unary, int num_points, int num_labels);
+  ~DenseCrf();
+  DenseCrf(const DenseCrf &) = delete;
+  DenseCrf &operator=(const DenseCrf &) = delete;
 
   void add_kernel(MatrixView features, int dim, Compatibility compat, Normalization normalization);
   // Replaces the unary (P, L), kernels kept; waits for running calls like add_kernel().
@@ -141,4 +134,5 @@ class DenseCrfCPU {
   mutable ScratchPool<Scratch> scratch_;
 };
 
+}  // namespace cpu
 }  // namespace impls

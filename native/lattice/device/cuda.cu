@@ -1,12 +1,12 @@
 // The device engine (device/engine.inc) compiled for CUDA: grid-stride kernels on the
 // caller's stream, CUB's radix sort and scan, cudaMalloc. The same engine runs on host
-// threads in CI (lattice_device_host.cpp); only this memory and launch layer is CUDA-only.
+// threads in CI (on_host.cpp); only this memory and launch layer is CUDA-only.
 #include <cuda_runtime.h>
 
 #include "lattice/device/backend.h"
 
 namespace impls {
-namespace cuda_engine {
+namespace cuda {
 
 namespace {
 cudaStream_t as_stream(Stream stream) { return reinterpret_cast<cudaStream_t>(stream); }
@@ -66,7 +66,7 @@ DeviceGuard::DeviceGuard(int device) {
 
 DeviceGuard::~DeviceGuard() { cudaSetDevice(previous_); }
 
-}  // namespace cuda_engine
+}  // namespace cuda
 }  // namespace impls
 
 #include "lattice/device/engine.inc"
