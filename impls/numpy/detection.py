@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from impls import _checks
+from impls import _arguments
 from impls._types import Sizes, Tensor
-from impls.numpy.boxes import DEFAULT_BOX_STD, _finite_float, apply_box_deltas, clip_boxes, nms
+from impls.numpy.boxes import DEFAULT_BOX_STD, _finite_float, _spec, apply_box_deltas, clip_boxes, nms
 
 __all__ = ["proposal_layer", "detection_layer"]
 
@@ -37,9 +37,10 @@ def proposal_layer(rpn_probs: Tensor, rpn_deltas: Tensor, anchors: Tensor, propo
     Returns:
         (N, proposal_count, 4) normalised proposals, zero rows after the last one.
     """
-    probs, deltas, anchors, proposal_count, nms_threshold, pre_nms_limit, std = _proposal_arguments(
-        np.asarray(rpn_probs), np.asarray(rpn_deltas), np.asarray(anchors), proposal_count, nms_threshold,
-        pre_nms_limit, std)
+    probs, deltas, anchors = np.asarray(rpn_probs), np.asarray(rpn_deltas), np.asarray(anchors)
+    proposal_count, nms_threshold, pre_nms_limit, std = _arguments.proposal_layer(
+        _spec(probs), _spec(deltas), _spec(anchors), proposal_count, nms_threshold, pre_nms_limit, std)
+    probs, deltas, anchors = _finite_floats(op="proposal_layer", rpn_probs=probs, rpn_deltas=deltas, anchors=anchors)
     proposals = np.zeros((len(probs), proposal_count, 4), np.result_type(anchors, deltas))
     for image, (scores, image_deltas, image_anchors) in enumerate(zip(probs[..., 1], deltas, anchors, strict=True)):
         best = np.argsort(-scores, kind="stable")[:pre_nms_limit]
@@ -47,24 +48,6 @@ def proposal_layer(rpn_probs: Tensor, rpn_deltas: Tensor, anchors: Tensor, propo
         kept = nms(boxes, scores[best], nms_threshold, proposal_count)
         proposals[image, :len(kept)] = boxes[kept]
     return proposals
-
-
-def _proposal_arguments(probs, deltas, anchors, proposal_count, nms_threshold, pre_nms_limit, std):
-    """Checked ProposalLayer arguments (NumPy arrays); shared by every backend."""
-    op = "proposal_layer"
-    if probs.ndim != 3 or probs.shape[-1] != 2:
-        raise ValueError(f"{op}: argument 'rpn_probs' must have shape (N, A, 2), got {probs.shape}")
-    for name, array in (("rpn_deltas", deltas), ("anchors", anchors)):
-        if array.shape != (*probs.shape[:2], 4):
-            raise ValueError(f"{op}: argument '{name}' must have shape {(*probs.shape[:2], 4)} (N, A, 4) like "
-                             f"'rpn_probs', got {array.shape}")
-    probs, deltas, anchors = (_finite_float(a, op=op, name=n) for a, n in
-                              ((probs, "rpn_probs"), (deltas, "rpn_deltas"), (anchors, "anchors")))
-    proposal_count = _checks.positive_int(proposal_count, op=op, name="proposal_count")
-    pre_nms_limit = _checks.positive_int(pre_nms_limit, op=op, name="pre_nms_limit")
-    std = _checks.positive_numbers(std, 4, op=op, name="std")
-    nms_threshold = float(nms_threshold)
-    return probs, deltas, anchors, proposal_count, nms_threshold, pre_nms_limit, std
 
 
 def detection_layer(rois: Tensor, class_probs: Tensor, class_deltas: Tensor, window: Sequence[float] = (0, 0, 1, 1),
@@ -92,9 +75,10 @@ def detection_layer(rois: Tensor, class_probs: Tensor, class_deltas: Tensor, win
     Returns:
         (N, max_instances, 6) rows (y1, x1, y2, x2, class_id, score), zero rows after the last.
     """
-    rois, probs, deltas, window, min_confidence, nms_threshold, max_instances, std = _detection_arguments(
-        np.asarray(rois), np.asarray(class_probs), np.asarray(class_deltas), window, min_confidence, nms_threshold,
-        max_instances, std)
+    rois, probs, deltas = np.asarray(rois), np.asarray(class_probs), np.asarray(class_deltas)
+    window, min_confidence, nms_threshold, max_instances, std = _arguments.detection_layer(
+        _spec(rois), _spec(probs), _spec(deltas), window, min_confidence, nms_threshold, max_instances, std)
+    rois, probs, deltas = _finite_floats(op="detection_layer", rois=rois, class_probs=probs, class_deltas=deltas)
     detections = np.zeros((len(rois), max_instances, 6), np.result_type(rois, probs, deltas))
     for image in range(len(rois)):
         rows = _refine(rois[image], probs[image], deltas[image], window, min_confidence, nms_threshold,
@@ -118,22 +102,6 @@ def _refine(rois, probs, deltas, window, min_confidence, nms_threshold, max_inst
     return np.concatenate([boxes[keep], class_ids[keep, None], scores[keep, None]], axis=1)
 
 
-def _detection_arguments(rois, probs, deltas, window, min_confidence, nms_threshold, max_instances, std):
-    """Checked DetectionLayer arguments (NumPy arrays); shared by every backend."""
-    op = "detection_layer"
-    if rois.ndim != 3 or rois.shape[-1] != 4:
-        raise ValueError(f"{op}: argument 'rois' must have shape (N, R, 4), got {rois.shape}")
-    if probs.ndim != 3 or probs.shape[:2] != rois.shape[:2]:
-        raise ValueError(f"{op}: argument 'class_probs' must have shape {rois.shape[:2]} + (classes,), "
-                         f"got {probs.shape}")
-    if deltas.shape != (*probs.shape, 4):
-        raise ValueError(f"{op}: argument 'class_deltas' must have shape {(*probs.shape, 4)} (N, R, classes, 4), "
-                         f"got {deltas.shape}")
-    rois, probs, deltas = (_finite_float(a, op=op, name=n) for a, n in
-                           ((rois, "rois"), (probs, "class_probs"), (deltas, "class_deltas")))
-    window = np.asarray(window, dtype=np.float64)
-    if window.shape != (4,) or not np.isfinite(window).all():
-        raise ValueError(f"{op}: argument 'window' must be four finite numbers (y1, x1, y2, x2), got {window}")
-    max_instances = _checks.positive_int(max_instances, op=op, name="max_instances")
-    std = _checks.positive_numbers(std, 4, op=op, name="std")
-    return rois, probs, deltas, window, float(min_confidence), float(nms_threshold), max_instances, std
+
+def _finite_floats(*, op, **arrays):
+    return tuple(_finite_float(array, op=op, name=name) for name, array in arrays.items())

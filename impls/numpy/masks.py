@@ -11,8 +11,9 @@ import numpy as np
 import skimage.color
 import skimage.transform
 
-from impls import _checks
+from impls import _arguments
 from impls._types import Shape, Tensor
+from impls.numpy.boxes import _spec
 
 __all__ = ["unmold_mask", "color_splash"]
 
@@ -39,33 +40,14 @@ def unmold_mask(mask: Tensor, box: Sequence[int], image_shape: Shape, threshold:
     Returns:
         (H, W) bool mask of the image.
     """
-    mask, box, (height, width), threshold = _unmold_arguments(np.asarray(mask), box, image_shape, threshold)
+    mask = np.asarray(mask)
+    box, (height, width), threshold = _arguments.unmold_mask(mask.shape, box, image_shape, threshold)
     y1, x1, y2, x2 = box
     resized = skimage.transform.resize(mask, (y2 - y1, x2 - x1), order=1, mode="constant", cval=0, clip=True,
                                        preserve_range=False, anti_aliasing=False)
     full = np.zeros((height, width), dtype=bool)
     full[y1:y2, x1:x2] = resized >= threshold
     return full
-
-
-def _unmold_arguments(mask, box, image_shape, threshold):
-    """Checked unmold_mask arguments (the mask as the caller's array); shared by every backend."""
-    op = "unmold_mask"
-    if len(mask.shape) != 2 or 0 in mask.shape:
-        raise ValueError(f"{op}: argument 'mask' must be a non-empty 2-D (h, w) mask, got shape {tuple(mask.shape)}")
-    height, width = _checks.size_pair(tuple(int(v) for v in tuple(image_shape)[:2]), op=op, name="image_shape")
-    box = np.asarray(box)
-    if box.shape != (4,) or box.dtype.kind not in "iu":
-        raise ValueError(f"{op}: argument 'box' must be four integers (y1, x1, y2, x2), got {box!r}")
-    y1, x1, y2, x2 = (int(v) for v in box)
-    if not (0 <= y1 < y2 <= height and 0 <= x1 < x2 <= width):
-        raise ValueError(f"{op}: argument 'box' must satisfy 0 <= y1 < y2 <= {height} and 0 <= x1 < x2 <= {width}, "
-                         f"got {(y1, x1, y2, x2)}")
-    try:
-        threshold = float(threshold)
-    except (TypeError, ValueError):
-        raise TypeError(f"{op}: argument 'threshold' must be a number, got {threshold!r}") from None
-    return mask, (y1, x1, y2, x2), (height, width), threshold
 
 
 def resize_weights(source: int, target: int) -> np.ndarray:
@@ -95,26 +77,10 @@ def color_splash(image: Tensor, mask: Tensor) -> Tensor:
     Returns:
         (H, W, 3) uint8 image.
     """
-    image, mask = _splash_arguments(np.asarray(image), np.asarray(mask), channel_axis=-1)
+    image, mask = np.asarray(image), np.asarray(mask)
+    _arguments.color_splash(_spec(image), mask.shape, channel_axis=-1)
     gray = skimage.color.gray2rgb(skimage.color.rgb2gray(image)) * 255
     if mask.shape[-1] == 0:
         return gray.astype(np.uint8)
     return np.where(np.sum(mask, axis=-1, keepdims=True) >= 1, image, gray).astype(np.uint8)
 
-
-def _splash_arguments(image, mask, *, channel_axis):
-    """Checked color_splash arguments (as the caller's arrays); `channel_axis` -1 for (H, W, C)
-    and 0 for torch's (C, H, W). Shared by every backend."""
-    op = "color_splash"
-    spatial = (lambda shape: shape[:2]) if channel_axis == -1 else (lambda shape: shape[1:])
-    if len(image.shape) != 3 or image.shape[channel_axis] != 3:
-        layout = "(H, W, 3)" if channel_axis == -1 else "(3, H, W)"
-        raise ValueError(f"{op}: argument 'image' must be an RGB image {layout}, got shape {tuple(image.shape)}")
-    dtype = image.dtype.name if isinstance(getattr(image.dtype, "name", None), str) else str(image.dtype)
-    if dtype.removeprefix("torch.") != "uint8":
-        raise TypeError(f"{op}: argument 'image' must be uint8 (the sample scales by 255), got {dtype}")
-    if len(mask.shape) != 3 or tuple(spatial(mask.shape)) != tuple(spatial(image.shape)):
-        layout = "(H, W, K)" if channel_axis == -1 else "(K, H, W)"
-        raise ValueError(f"{op}: argument 'mask' must have shape {layout} with the image's H and W "
-                         f"{tuple(spatial(image.shape))}, got {tuple(mask.shape)}")
-    return image, mask

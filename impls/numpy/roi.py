@@ -15,26 +15,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from impls import _checks
+from impls import _arguments, _checks
 from impls._types import Shape, Size2, Tensor
-from impls.numpy.boxes import _finite_float
+from impls.numpy.boxes import _finite_float, _spec
 
 __all__ = ["crop_and_resize", "roi_align", "pyramid_roi_align"]
 
-CROP_METHODS = ("bilinear", "nearest")
+CROP_METHODS = _arguments.CROP_METHODS
 # matterport's PyramidROIAlign pools from P2..P5; a 224 x 224 box of a 224 x 224 image is level 4.
-PYRAMID_LEVELS = (2, 3, 4, 5)
+PYRAMID_LEVELS = _arguments.PYRAMID_LEVELS
 CANONICAL_LEVEL, CANONICAL_SIZE = 4, 224.0
 
 
-def crop_and_resize(
-    image: Tensor,
-    boxes: Tensor,
-    box_indices: Tensor,
-    crop_size: Size2,
-    method: str = "bilinear",
-    extrapolation_value: float = 0,
-) -> Tensor:
+def crop_and_resize(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_size: Size2, method: str = "bilinear",
+                    extrapolation_value: float = 0) -> Tensor:
     """Crops of `image` inside normalised boxes, resized to `crop_size`: tf.image.crop_and_resize.
 
     A box (y1, x1, y2, x2) in [0, 1] covers rows y1 (H-1) to y2 (H-1): crop row i samples row
@@ -56,14 +50,19 @@ def crop_and_resize(
         (K, crop_height, crop_width, C) float32 crops, as TF (NumPy and torch keep a float64
         image's float64; torch's layout is (K, C, crop_height, crop_width)), empty for K = 0.
     """
-    image, boxes, box_indices, (crop_height, crop_width) = _crop_arguments(
-        np.asarray(image), np.asarray(boxes), np.asarray(box_indices), crop_size, method, extrapolation_value)
+    op = "crop_and_resize"
+    image, boxes, box_indices = np.asarray(image), np.asarray(boxes), np.asarray(box_indices)
+    crop_height, crop_width = _arguments.crop_and_resize(_spec(image), _spec(boxes), _spec(box_indices), crop_size,
+                                                         method, extrapolation_value)
+    boxes = _finite_float(boxes, op=op, name="boxes")
+    if box_indices.size:
+        _checks.indices_in_range(box_indices.min(), box_indices.max(), image.shape[0], op=op, name="box_indices")
     height, width = image.shape[1:3]
     dtype = np.float64 if image.dtype == np.float64 else np.float32
     rows, row_inside = _crop_samples(boxes[:, 0], boxes[:, 2], height, crop_height)
     columns, column_inside = _crop_samples(boxes[:, 1], boxes[:, 3], width, crop_width)
     image = image.astype(np.float64)
-    batch = box_indices[:, None, None]
+    batch = box_indices.astype(np.int64)[:, None, None]
     if method == "nearest":
         crops = image[batch, _round_half_away(rows)[:, :, None], _round_half_away(columns)[:, None, :]]
     else:
@@ -77,30 +76,6 @@ def crop_and_resize(
         crops = _lerp(upper, lower, row_lerp[:, :, None, None])
     inside = (row_inside[:, :, None] & column_inside[:, None, :])[..., None]
     return np.where(inside, crops, float(extrapolation_value)).astype(dtype)
-
-
-def _crop_arguments(image, boxes, box_indices, crop_size, method, extrapolation_value):
-    """Checked crop_and_resize arguments, as NumPy arrays; shared by every backend."""
-    op = "crop_and_resize"
-    if image.ndim != 4:
-        raise ValueError(f"{op}: argument 'image' must be a 4-D (N, H, W, C) tensor, got shape {image.shape}")
-    if image.dtype.kind not in "iuf":
-        raise TypeError(f"{op}: argument 'image' must hold numbers, got dtype {image.dtype}")
-    _checks.boxes(boxes.shape, op=op)
-    boxes = _finite_float(boxes, op=op, name="boxes")
-    if box_indices.shape != (len(boxes),):
-        raise ValueError(f"{op}: argument 'box_indices' must have shape ({len(boxes)},), one per box, "
-                         f"got {box_indices.shape}")
-    if box_indices.dtype.kind not in "iu":
-        raise TypeError(f"{op}: argument 'box_indices' must hold integers, got dtype {box_indices.dtype}")
-    if box_indices.size:
-        _checks.indices_in_range(box_indices.min(), box_indices.max(), image.shape[0], op=op, name="box_indices")
-    crop_size = _checks.size_pair(crop_size, op=op, name="crop_size")
-    _checks.one_of(method, CROP_METHODS, op=op, name="method")
-    extrapolation = _finite_float(np.asarray(extrapolation_value), op=op, name="extrapolation_value")
-    if extrapolation.ndim:
-        raise ValueError(f"{op}: argument 'extrapolation_value' must be a number, got shape {extrapolation.shape}")
-    return image, boxes, box_indices.astype(np.int64), crop_size
 
 
 def _crop_samples(start, end, size, count):
@@ -132,14 +107,8 @@ def _round_half_away(positions):
     return (np.sign(positions) * np.floor(np.abs(positions) + 0.5)).astype(np.int64)
 
 
-def roi_align(
-    features: Tensor,
-    boxes: Tensor,
-    output_size: Size2,
-    spatial_scale: float = 1.0,
-    sampling_ratio: int = -1,
-    aligned: bool = False,
-) -> Tensor:
+def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False) -> Tensor:
     """RoIAlign with torchvision.ops.roi_align's semantics, including its boundary rules.
 
     A box (b, x1, y1, x2, y2) in input pixels is scaled by `spatial_scale` and, if `aligned`,
@@ -162,8 +131,11 @@ def roi_align(
         (K, out_height, out_width, C) pooled features in the features' dtype (torch:
         (K, C, out_height, out_width)).
     """
-    features, boxes, (out_height, out_width), spatial_scale, sampling_ratio = _roi_align_arguments(
-        np.asarray(features), np.asarray(boxes), output_size, spatial_scale, sampling_ratio)
+    features, boxes = np.asarray(features), np.asarray(boxes)
+    (out_height, out_width), spatial_scale, sampling_ratio = _arguments.roi_align(
+        _spec(features), _spec(boxes), output_size, spatial_scale, sampling_ratio)
+    boxes = _finite_float(boxes, op="roi_align", name="boxes")
+    _arguments.roi_batch(boxes[:, 0], features.shape[0])
     pooled = np.zeros((len(boxes), out_height, out_width, features.shape[-1]), features.dtype)
     source = features.astype(np.float64)
     for k, (batch, *corners) in enumerate(boxes):
@@ -174,27 +146,6 @@ def roi_align(
         rows = np.tensordot(box.rows, source[int(batch), box.row_span, box.column_span], axes=(1, 0))
         pooled[k] = np.einsum("qw,pwc->pqc", box.columns, rows) / box.count
     return pooled
-
-
-def _roi_align_arguments(features, boxes, output_size, spatial_scale, sampling_ratio):
-    """Checked roi_align arguments, as NumPy arrays; shared by every backend."""
-    op = "roi_align"
-    if features.ndim != 4:
-        raise ValueError(f"{op}: argument 'features' must be a 4-D tensor, got shape {features.shape}")
-    if features.dtype.name not in _checks.SUPPORTED_FLOAT_DTYPES:
-        raise TypeError(f"{op}: argument 'features' must be float32 or float64, got {features.dtype}")
-    _checks.boxes(boxes.shape, op=op, columns=5)
-    boxes = _finite_float(boxes, op=op, name="boxes")
-    batch = boxes[:, 0]
-    if (batch != np.round(batch)).any():
-        raise ValueError(f"{op}: argument 'boxes' must hold integer batch indices in column 0")
-    if len(boxes):
-        _checks.indices_in_range(batch.min(), batch.max(), features.shape[0], op=op, name="boxes")
-    output_size = _checks.size_pair(output_size, op=op, name="output_size")
-    spatial_scale = _checks.positive_numbers(spatial_scale, 1, op=op, name="spatial_scale")[0]
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, (int, np.integer)):
-        raise TypeError(f"{op}: argument 'sampling_ratio' must be an int, got {sampling_ratio!r}")
-    return features, boxes, output_size, spatial_scale, int(sampling_ratio)
 
 
 class RoiSamples(NamedTuple):
@@ -264,8 +215,10 @@ def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape
         (N, K, pool_height, pool_width, C) float32 (NumPy and torch keep float64 maps' float64;
         torch's layout is (N, K, C, pool_height, pool_width)).
     """
-    boxes, feature_maps, image_size, pool_size = _pyramid_arguments(np.asarray(boxes), feature_maps, image_shape,
-                                                                    pool_size, asarray=np.asarray)
+    boxes, feature_maps = np.asarray(boxes), [np.asarray(m) for m in feature_maps]
+    image_size, pool_size = _arguments.pyramid_roi_align(_spec(boxes), [m.shape for m in feature_maps], image_shape,
+                                                         pool_size)
+    boxes = _finite_float(boxes, op="pyramid_roi_align", name="boxes")
     levels = pyramid_levels(boxes, image_size)
     batch_size, count = boxes.shape[:2]
     flat_boxes = boxes.reshape(-1, 4)
@@ -289,23 +242,3 @@ def pyramid_levels(boxes, image_shape):
         level = np.log(np.sqrt(area) / (np.float32(CANONICAL_SIZE) / np.sqrt(height * width))) / np.log(np.float32(2))
     level = np.where(area > 0, CANONICAL_LEVEL + np.round(level), PYRAMID_LEVELS[0])
     return np.clip(level, PYRAMID_LEVELS[0], PYRAMID_LEVELS[-1]).astype(np.int64)
-
-
-def _pyramid_arguments(boxes, feature_maps, image_shape, pool_size, *, asarray, channel_axis=-1):
-    """Checked pyramid_roi_align arguments: boxes, maps, image (H, W), pool size; shared by every
-    backend (`asarray` turns a feature map into the backend's tensor)."""
-    op = "pyramid_roi_align"
-    if boxes.ndim != 3 or boxes.shape[-1] != 4:
-        raise ValueError(f"{op}: argument 'boxes' must have shape (N, K, 4), got {boxes.shape}")
-    boxes = _finite_float(boxes, op=op, name="boxes")
-    feature_maps = [asarray(m) for m in feature_maps]
-    if len(feature_maps) != len(PYRAMID_LEVELS):
-        raise ValueError(f"{op}: argument 'feature_maps' must hold {len(PYRAMID_LEVELS)} maps (P2 to P5), "
-                         f"got {len(feature_maps)}")
-    shapes = [tuple(m.shape) for m in feature_maps]
-    if any(len(s) != 4 or s[0] != boxes.shape[0] or s[channel_axis] != shapes[0][channel_axis] for s in shapes):
-        raise ValueError(f"{op}: argument 'feature_maps' must be 4-D maps of {boxes.shape[0]} images (the "
-                         f"boxes' batch) with one channel count, got shapes {shapes}")
-    image_size = _checks.size_pair(tuple(int(v) for v in tuple(image_shape)[:2]), op=op, name="image_shape")
-    pool_size = _checks.size_pair(pool_size, op=op, name="pool_size")
-    return boxes, feature_maps, image_size, pool_size

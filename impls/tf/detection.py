@@ -8,21 +8,29 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from impls import _arguments
+from impls._arguments import DEFAULT_BOX_STD
 from impls._docs import same_doc_as
 from impls._types import Sizes, Tensor
-from impls.numpy import detection as reference
-from impls.numpy.boxes import DEFAULT_BOX_STD
-from impls.tf.boxes import apply_box_deltas, clip_boxes
+from impls.numpy import detection as oracle
+from impls.tf.boxes import _finite, _spec, apply_box_deltas, clip_boxes
 
-__all__ = reference.__all__
+__all__ = ["proposal_layer", "detection_layer"]
 
 
-@same_doc_as(reference.proposal_layer)
+def _checked(check, op, *options, **tensors):
+    """`check`'s options, on the tensors (as tf.Tensors), which are checked to be finite last."""
+    tensors = {name: tf.convert_to_tensor(tensor) for name, tensor in tensors.items()}
+    options = check(*(_spec(tensor) for tensor in tensors.values()), *options)
+    return (*(_finite(tensor, op=op, name=name) for name, tensor in tensors.items()), *options)
+
+
+@same_doc_as(oracle.proposal_layer)
 def proposal_layer(rpn_probs: Tensor, rpn_deltas: Tensor, anchors: Tensor, proposal_count: int = 1000,
                    nms_threshold: float = 0.7, pre_nms_limit: int = 6000, std: Sizes = DEFAULT_BOX_STD) -> Tensor:
-    probs, deltas, anchors = (tf.convert_to_tensor(x) for x in (rpn_probs, rpn_deltas, anchors))
-    _, _, _, proposal_count, nms_threshold, pre_nms_limit, std = reference._proposal_arguments(
-        probs.numpy(), deltas.numpy(), anchors.numpy(), proposal_count, nms_threshold, pre_nms_limit, std)
+    probs, deltas, anchors, proposal_count, nms_threshold, pre_nms_limit, std = _checked(
+        _arguments.proposal_layer, "proposal_layer", proposal_count, nms_threshold, pre_nms_limit, std,
+        rpn_probs=rpn_probs, rpn_deltas=rpn_deltas, anchors=anchors)
     dtype = tf.float64 if tf.float64 in (deltas.dtype, anchors.dtype) else tf.float32
     proposals = []
     for scores, image_deltas, image_anchors in zip(tf.unstack(probs[..., 1]), tf.unstack(deltas), tf.unstack(anchors),
@@ -37,13 +45,13 @@ def proposal_layer(rpn_probs: Tensor, rpn_deltas: Tensor, anchors: Tensor, propo
     return tf.stack(proposals) if proposals else tf.zeros((0, proposal_count, 4), dtype)
 
 
-@same_doc_as(reference.detection_layer)
+@same_doc_as(oracle.detection_layer)
 def detection_layer(rois: Tensor, class_probs: Tensor, class_deltas: Tensor, window: Sequence[float] = (0, 0, 1, 1),
                     min_confidence: float = 0.7, nms_threshold: float = 0.3, max_instances: int = 100,
                     std: Sizes = DEFAULT_BOX_STD) -> Tensor:
-    rois, probs, deltas = (tf.convert_to_tensor(x) for x in (rois, class_probs, class_deltas))
-    _, _, _, window, min_confidence, nms_threshold, max_instances, std = reference._detection_arguments(
-        rois.numpy(), probs.numpy(), deltas.numpy(), window, min_confidence, nms_threshold, max_instances, std)
+    rois, probs, deltas, window, min_confidence, nms_threshold, max_instances, std = _checked(
+        _arguments.detection_layer, "detection_layer", window, min_confidence, nms_threshold, max_instances, std,
+        rois=rois, class_probs=class_probs, class_deltas=class_deltas)
     dtype = tf.float64 if tf.float64 in (rois.dtype, probs.dtype, deltas.dtype) else tf.float32
     detections = [_refine(*(tf.cast(t, dtype) for t in image), window, min_confidence, nms_threshold,
                           max_instances, std)

@@ -5,54 +5,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import tensorflow as tf
 
+from impls import _arguments, _checks
+from impls._arguments import PYRAMID_LEVELS
 from impls._docs import same_doc_as
 from impls._types import Shape, Size2, Tensor
-from impls.numpy import roi as reference
+from impls.numpy import roi as oracle
+from impls.tf.boxes import _finite, _spec
 
-__all__ = reference.__all__
-PYRAMID_LEVELS = reference.PYRAMID_LEVELS
+__all__ = ["crop_and_resize", "roi_align", "pyramid_roi_align"]
 
 
-@same_doc_as(reference.crop_and_resize)
-def crop_and_resize(
-    image: Tensor,
-    boxes: Tensor,
-    box_indices: Tensor,
-    crop_size: Size2,
-    method: str = "bilinear",
-    extrapolation_value: float = 0,
-) -> Tensor:
+@same_doc_as(oracle.crop_and_resize)
+def crop_and_resize(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_size: Size2, method: str = "bilinear",
+                    extrapolation_value: float = 0) -> Tensor:
+    op = "crop_and_resize"
     image, boxes, box_indices = (tf.convert_to_tensor(x) for x in (image, boxes, box_indices))
-    _, _, _, crop_size = reference._crop_arguments(_stub(image), boxes.numpy(), box_indices.numpy(), crop_size,
-                                                   method, extrapolation_value)
+    crop_size = _arguments.crop_and_resize(_spec(image), _spec(boxes), _spec(box_indices), crop_size, method,
+                                           extrapolation_value)
+    _finite(boxes, op=op, name="boxes")
+    if tf.executing_eagerly() and box_indices.shape[0]:
+        _checks.indices_in_range(int(tf.reduce_min(box_indices)), int(tf.reduce_max(box_indices)), image.shape[0],
+                                 op=op, name="box_indices")
     return tf.image.crop_and_resize(image, tf.cast(boxes, tf.float32), tf.cast(box_indices, tf.int32), crop_size,
                                     method=method, extrapolation_value=float(extrapolation_value))
 
 
-def _stub(tensor):
-    """A zero-strided NumPy array of the tensor's shape and dtype: the checks read only those."""
-    return np.broadcast_to(np.zeros((), tensor.dtype.as_numpy_dtype), tuple(tensor.shape))
-
-
-@same_doc_as(reference.roi_align)
-def roi_align(
-    features: Tensor,
-    boxes: Tensor,
-    output_size: Size2,
-    spatial_scale: float = 1.0,
-    sampling_ratio: int = -1,
-    aligned: bool = False,
-) -> Tensor:
+@same_doc_as(oracle.roi_align)
+def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False) -> Tensor:
+    op = "roi_align"
     features, boxes = tf.convert_to_tensor(features), tf.convert_to_tensor(boxes)
-    _, host_boxes, output_size, spatial_scale, sampling_ratio = reference._roi_align_arguments(
-        _stub(features), boxes.numpy(), output_size, spatial_scale, sampling_ratio)
+    output_size, spatial_scale, sampling_ratio = _arguments.roi_align(_spec(features), _spec(boxes), output_size,
+                                                                      spatial_scale, sampling_ratio)
+    host_boxes = tf.cast(_finite(boxes, op=op, name="boxes"), tf.float64).numpy().tolist()
+    _arguments.roi_batch([row[0] for row in host_boxes], features.shape[0])
     pooled = []
     for batch, *corners in host_boxes:
-        box = reference.roi_align_samples(corners, tuple(features.shape[1:3]), output_size, spatial_scale,
-                                          sampling_ratio, aligned)
+        box = oracle.roi_align_samples(corners, tuple(features.shape[1:3]), output_size, spatial_scale,
+                                       sampling_ratio, aligned)
         rows, columns = (tf.constant(w, features.dtype) for w in (box.rows, box.columns))
         support = features[int(batch), box.row_span, box.column_span]
         summed = tf.einsum("qw,pwc->pqc", columns, tf.einsum("ph,hwc->pwc", rows, support))
@@ -62,12 +54,12 @@ def roi_align(
     return tf.stack(pooled)
 
 
-@same_doc_as(reference.pyramid_roi_align)
+@same_doc_as(oracle.pyramid_roi_align)
 def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape: Shape, pool_size: Size2) -> Tensor:
-    boxes = tf.convert_to_tensor(boxes)
-    _, feature_maps, (height, width), pool_size = reference._pyramid_arguments(
-        boxes.numpy(), feature_maps, image_shape, pool_size, asarray=tf.convert_to_tensor)
-    boxes = tf.cast(boxes, tf.float32)
+    boxes, feature_maps = tf.convert_to_tensor(boxes), [tf.convert_to_tensor(m) for m in feature_maps]
+    (height, width), pool_size = _arguments.pyramid_roi_align(_spec(boxes), [tuple(m.shape) for m in feature_maps],
+                                                              image_shape, pool_size)
+    boxes = tf.cast(_finite(boxes, op="pyramid_roi_align", name="boxes"), tf.float32)
     # matterport's graph, step by step: levels in float32, one crop_and_resize per level, then
     # the crops put back in the boxes' order.
     y1, x1, y2, x2 = tf.split(boxes, 4, axis=2)

@@ -6,28 +6,31 @@ from collections.abc import Sequence
 
 import torch
 
+from impls import _arguments
+from impls._arguments import DEFAULT_BOX_STD
 from impls._docs import same_doc_as
 from impls._types import Sizes, Tensor
-from impls.numpy import detection as reference
-from impls.numpy.boxes import DEFAULT_BOX_STD
-from impls.torch.boxes import apply_box_deltas, clip_boxes, nms
+from impls.numpy import detection as oracle
+from impls.torch.boxes import _finite, _spec, _tensor, apply_box_deltas, clip_boxes, nms
 
-__all__ = reference.__all__
-
-
-def _host(tensor, *, op, name):
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(tensor).__name__}")
-    return tensor.detach().cpu().numpy()
+__all__ = ["proposal_layer", "detection_layer"]
 
 
-@same_doc_as(reference.proposal_layer)
+def _checked(check, op, *options, **tensors):
+    """`check`'s options, on tensors that are torch tensors (checked first) and finite (checked last)."""
+    tensors = {name: _tensor(tensor, op=op, name=name) for name, tensor in tensors.items()}
+    options = check(*(_spec(tensor) for tensor in tensors.values()), *options)
+    for name, tensor in tensors.items():
+        _finite(tensor, op=op, name=name)
+    return options
+
+
+@same_doc_as(oracle.proposal_layer)
 def proposal_layer(rpn_probs: Tensor, rpn_deltas: Tensor, anchors: Tensor, proposal_count: int = 1000,
                    nms_threshold: float = 0.7, pre_nms_limit: int = 6000, std: Sizes = DEFAULT_BOX_STD) -> Tensor:
-    op = "proposal_layer"
-    _, _, _, proposal_count, nms_threshold, pre_nms_limit, std = reference._proposal_arguments(
-        _host(rpn_probs, op=op, name="rpn_probs"), _host(rpn_deltas, op=op, name="rpn_deltas"),
-        _host(anchors, op=op, name="anchors"), proposal_count, nms_threshold, pre_nms_limit, std)
+    proposal_count, nms_threshold, pre_nms_limit, std = _checked(
+        _arguments.proposal_layer, "proposal_layer", proposal_count, nms_threshold, pre_nms_limit, std,
+        rpn_probs=rpn_probs, rpn_deltas=rpn_deltas, anchors=anchors)
     dtype = torch.promote_types(rpn_deltas.dtype, anchors.dtype)
     dtype = dtype if dtype.is_floating_point else torch.float32
     proposals = anchors.new_zeros((len(anchors), proposal_count, 4), dtype=dtype)
@@ -40,20 +43,19 @@ def proposal_layer(rpn_probs: Tensor, rpn_deltas: Tensor, anchors: Tensor, propo
     return proposals
 
 
-@same_doc_as(reference.detection_layer)
+@same_doc_as(oracle.detection_layer)
 def detection_layer(rois: Tensor, class_probs: Tensor, class_deltas: Tensor, window: Sequence[float] = (0, 0, 1, 1),
                     min_confidence: float = 0.7, nms_threshold: float = 0.3, max_instances: int = 100,
                     std: Sizes = DEFAULT_BOX_STD) -> Tensor:
-    op = "detection_layer"
-    _, _, _, window, min_confidence, nms_threshold, max_instances, std = reference._detection_arguments(
-        _host(rois, op=op, name="rois"), _host(class_probs, op=op, name="class_probs"),
-        _host(class_deltas, op=op, name="class_deltas"), window, min_confidence, nms_threshold, max_instances, std)
+    window, min_confidence, nms_threshold, max_instances, std = _checked(
+        _arguments.detection_layer, "detection_layer", window, min_confidence, nms_threshold, max_instances, std,
+        rois=rois, class_probs=class_probs, class_deltas=class_deltas)
     dtype = torch.promote_types(torch.promote_types(rois.dtype, class_probs.dtype), class_deltas.dtype)
     dtype = dtype if dtype.is_floating_point else torch.float32
     detections = rois.new_zeros((len(rois), max_instances, 6), dtype=dtype)
     for image in range(len(rois)):
         rows = _refine(rois[image].to(dtype), class_probs[image].to(dtype), class_deltas[image].to(dtype),
-                       tuple(window), min_confidence, nms_threshold, max_instances, std)
+                       window, min_confidence, nms_threshold, max_instances, std)
         detections[image, :len(rows)] = rows
     return detections
 

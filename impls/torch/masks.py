@@ -8,27 +8,24 @@ from collections.abc import Sequence
 
 import torch
 
+from impls import _arguments
 from impls._docs import same_doc_as
 from impls._types import Shape, Tensor
-from impls.numpy import masks as reference
+from impls.numpy import masks as oracle
+from impls.torch.boxes import _spec, _tensor
 
-__all__ = reference.__all__
-GRAY_WEIGHTS = reference.GRAY_WEIGHTS
-
-
-def _tensor(value, *, op, name):
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(value).__name__}")
-    return value
+__all__ = ["unmold_mask", "color_splash"]
+GRAY_WEIGHTS = oracle.GRAY_WEIGHTS
 
 
-@same_doc_as(reference.unmold_mask)
+@same_doc_as(oracle.unmold_mask)
 def unmold_mask(mask: Tensor, box: Sequence[int], image_shape: Shape, threshold: float = 0.5) -> Tensor:
     mask = _tensor(mask, op="unmold_mask", name="mask")
     box = box.tolist() if isinstance(box, torch.Tensor) else box
-    _, (y1, x1, y2, x2), (height, width), threshold = reference._unmold_arguments(mask, box, image_shape, threshold)
+    (y1, x1, y2, x2), (height, width), threshold = _arguments.unmold_mask(tuple(mask.shape), box, image_shape,
+                                                                          threshold)
     source = mask.to(torch.float64)
-    rows, columns = (torch.as_tensor(reference.resize_weights(size, target), device=mask.device)
+    rows, columns = (torch.as_tensor(oracle.resize_weights(size, target), device=mask.device)
                      for size, target in ((mask.shape[0], y2 - y1), (mask.shape[1], x2 - x1)))
     resized = (rows @ source @ columns.T).clamp(source.min(), source.max())
     # skimage resizes a float32 mask to float32: threshold the value it would have stored.
@@ -38,11 +35,11 @@ def unmold_mask(mask: Tensor, box: Sequence[int], image_shape: Shape, threshold:
     return full
 
 
-@same_doc_as(reference.color_splash)
+@same_doc_as(oracle.color_splash)
 def color_splash(image: Tensor, mask: Tensor) -> Tensor:
     image = _tensor(image, op="color_splash", name="image")
     mask = _tensor(mask, op="color_splash", name="mask")
-    reference._splash_arguments(image, mask, channel_axis=0)
+    _arguments.color_splash(_spec(image), tuple(mask.shape), channel_axis=0)
     scaled = image.to(torch.float64) / 255.0
     gray = (scaled[0] * GRAY_WEIGHTS[0] + scaled[1] * GRAY_WEIGHTS[1] + scaled[2] * GRAY_WEIGHTS[2])[None] * 255
     if mask.shape[0] == 0:

@@ -4,52 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
+from impls import _arguments, _checks
+from impls._arguments import PYRAMID_LEVELS
 from impls._docs import same_doc_as
 from impls._types import Shape, Size2, Tensor
-from impls.numpy import roi as reference
+from impls.numpy import roi as oracle
+from impls.torch.boxes import _finite, _spec, _tensor
 
-__all__ = reference.__all__
-PYRAMID_LEVELS = reference.PYRAMID_LEVELS
-
-
-def _stub(tensor):
-    """A zero-strided NumPy array of the tensor's shape and dtype: the checks read only those."""
-    dtype = torch.empty((), dtype=tensor.dtype, device="cpu").numpy().dtype
-    return np.broadcast_to(np.zeros((), dtype), tuple(tensor.shape))
+__all__ = ["crop_and_resize", "roi_align", "pyramid_roi_align"]
 
 
-def _require_tensor(tensor, *, op, name):
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(tensor).__name__}")
-    return tensor
-
-
-def _host(tensor, *, op, name):
-    return _require_tensor(tensor, op=op, name=name).detach().cpu().numpy()
-
-
-@same_doc_as(reference.crop_and_resize)
-def crop_and_resize(
-    image: Tensor,
-    boxes: Tensor,
-    box_indices: Tensor,
-    crop_size: Size2,
-    method: str = "bilinear",
-    extrapolation_value: float = 0,
-) -> Tensor:
+@same_doc_as(oracle.crop_and_resize)
+def crop_and_resize(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_size: Size2, method: str = "bilinear",
+                    extrapolation_value: float = 0) -> Tensor:
     op = "crop_and_resize"
-    _require_tensor(image, op=op, name="image")
-    channels_last = _stub(image).transpose(0, 2, 3, 1)
-    _, host_boxes, host_indices, (crop_height, crop_width) = reference._crop_arguments(
-        channels_last, _host(boxes, op=op, name="boxes"), _host(box_indices, op=op, name="box_indices"),
-        crop_size, method, extrapolation_value)
+    image, boxes, box_indices = (_tensor(tensor, op=op, name=name) for tensor, name in
+                                 ((image, "image"), (boxes, "boxes"), (box_indices, "box_indices")))
+    crop_height, crop_width = _arguments.crop_and_resize(_spec(image), _spec(boxes), _spec(box_indices), crop_size,
+                                                         method, extrapolation_value, layout="NCHW")
+    _finite(boxes, op=op, name="boxes")
+    if box_indices.numel():
+        _checks.indices_in_range(int(box_indices.min()), int(box_indices.max()), image.shape[0], op=op,
+                                 name="box_indices")
     height, width = image.shape[2:]
     dtype = image.dtype if image.dtype == torch.float64 else torch.float32
-    boxes = torch.as_tensor(host_boxes, dtype=torch.float64, device=image.device)
-    batch = torch.as_tensor(host_indices, device=image.device)
+    boxes = boxes.detach().to(device=image.device, dtype=torch.float64)
+    batch = box_indices.to(device=image.device, dtype=torch.int64)
     rows, row_inside = _crop_samples(boxes[:, 0], boxes[:, 2], height, crop_height)
     columns, column_inside = _crop_samples(boxes[:, 1], boxes[:, 3], width, crop_width)
     source = image.to(torch.float64)
@@ -89,24 +71,19 @@ def _round_half_away(positions):
     return (torch.sign(positions) * torch.floor(positions.abs() + 0.5)).long()
 
 
-@same_doc_as(reference.roi_align)
-def roi_align(
-    features: Tensor,
-    boxes: Tensor,
-    output_size: Size2,
-    spatial_scale: float = 1.0,
-    sampling_ratio: int = -1,
-    aligned: bool = False,
-) -> Tensor:
+@same_doc_as(oracle.roi_align)
+def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False) -> Tensor:
     op = "roi_align"
-    _require_tensor(features, op=op, name="features")
-    _, host_boxes, output_size, spatial_scale, sampling_ratio = reference._roi_align_arguments(
-        _stub(features).transpose(0, 2, 3, 1), _host(boxes, op=op, name="boxes"), output_size, spatial_scale,
-        sampling_ratio)
+    features, boxes = _tensor(features, op=op, name="features"), _tensor(boxes, op=op, name="boxes")
+    output_size, spatial_scale, sampling_ratio = _arguments.roi_align(_spec(features), _spec(boxes), output_size,
+                                                                      spatial_scale, sampling_ratio)
+    host_boxes = _finite(boxes, op=op, name="boxes").detach().to("cpu", torch.float64).tolist()
+    _arguments.roi_batch([row[0] for row in host_boxes], features.shape[0])
     pooled = features.new_zeros((len(host_boxes), features.shape[1], *output_size))
     for k, (batch, *corners) in enumerate(host_boxes):
-        box = reference.roi_align_samples(corners, tuple(features.shape[2:]), output_size, spatial_scale,
-                                          sampling_ratio, aligned)
+        box = oracle.roi_align_samples(corners, tuple(features.shape[2:]), output_size, spatial_scale,
+                                       sampling_ratio, aligned)
         rows, columns = (torch.as_tensor(w, dtype=features.dtype, device=features.device)
                          for w in (box.rows, box.columns))
         support = features[int(batch), :, box.row_span, box.column_span]
@@ -114,13 +91,14 @@ def roi_align(
     return pooled
 
 
-@same_doc_as(reference.pyramid_roi_align)
+@same_doc_as(oracle.pyramid_roi_align)
 def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape: Shape, pool_size: Size2) -> Tensor:
     op = "pyramid_roi_align"
-    host_boxes, feature_maps, image_size, pool_size = reference._pyramid_arguments(
-        _host(boxes, op=op, name="boxes"), feature_maps, image_shape, pool_size, asarray=_as_tensor, channel_axis=1)
-    levels = reference.pyramid_levels(host_boxes, image_size)
-    batch_size, count = host_boxes.shape[:2]
+    boxes, feature_maps = _tensor(boxes, op=op, name="boxes"), [_as_tensor(m) for m in feature_maps]
+    image_size, pool_size = _arguments.pyramid_roi_align(_spec(boxes), [tuple(m.shape) for m in feature_maps],
+                                                         image_shape, pool_size, channel_axis=1)
+    levels = oracle.pyramid_levels(_finite(boxes, op=op, name="boxes").detach().cpu().numpy(), image_size)
+    batch_size, count = boxes.shape[:2]
     flat_levels = torch.as_tensor(levels.reshape(-1), device="cpu")
     flat_boxes = boxes.reshape(-1, 4)
     batch = torch.arange(batch_size, device="cpu").repeat_interleave(count)
