@@ -1,24 +1,10 @@
 """Mask R-CNN's box arithmetic, written once for every backend (as impls._meanfield is for the
-mean field): each backend checks its arguments and hands these functions a `BoxOps` table of
-its own operations. Boxes are (..., 4) rows (y1, x1, y2, x2)."""
+mean field): each backend checks its arguments and hands these functions its impls._ops.Ops
+table (`OPS` of impls/<backend>/_ops.py). Boxes are (..., 4) rows (y1, x1, y2, x2)."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any
-
-
-@dataclasses.dataclass(frozen=True)
-class BoxOps:
-    """The operations a backend supplies."""
-
-    stack_columns: Callable[[list], Any]  # [(K,), ...] -> (K, n)
-    exp: Callable[[Any], Any]
-    log: Callable[[Any], Any]
-    minimum: Callable[[Any, Any], Any]
-    maximum: Callable[[Any, Any], Any]
-    divide_or_zero: Callable[[Any, Any], Any]  # a / b where b > 0, 0 elsewhere
+from impls._ops import Ops
 
 
 def centre_size(boxes):
@@ -28,7 +14,7 @@ def centre_size(boxes):
     return height, width, boxes[:, 0] + 0.5 * height, boxes[:, 1] + 0.5 * width
 
 
-def refinement(ops: BoxOps, boxes, gt_boxes):
+def refinement(ops: Ops, boxes, gt_boxes):
     """matterport's box_refinement: the (dy, dx, log dh, log dw) from `boxes` to `gt_boxes`."""
     height, width, centre_y, centre_x = centre_size(boxes)
     gt_height, gt_width, gt_centre_y, gt_centre_x = centre_size(gt_boxes)
@@ -36,7 +22,7 @@ def refinement(ops: BoxOps, boxes, gt_boxes):
                               ops.log(gt_height / height), ops.log(gt_width / width)])
 
 
-def apply_deltas(ops: BoxOps, boxes, deltas):
+def apply_deltas(ops: Ops, boxes, deltas):
     """matterport's apply_box_deltas_graph on deltas already multiplied by the std."""
     height, width, centre_y, centre_x = centre_size(boxes)
     centre_y = centre_y + deltas[:, 0] * height
@@ -48,12 +34,12 @@ def apply_deltas(ops: BoxOps, boxes, deltas):
     return ops.stack_columns([y1, x1, y1 + height, x1 + width])
 
 
-def clip(ops: BoxOps, boxes, low, high):
+def clip(ops: Ops, boxes, low, high):
     """Each coordinate into [low, high] per column (matterport's clip_boxes_graph)."""
     return ops.maximum(ops.minimum(boxes, high), low)
 
 
-def iou(ops: BoxOps, boxes1, boxes2):
+def iou(ops: Ops, boxes1, boxes2):
     """IoU of broadcasting (..., 4) box sets (compute_overlaps); an empty union gives 0."""
     height = ops.maximum(ops.minimum(boxes1[..., 2], boxes2[..., 2]) - ops.maximum(boxes1[..., 0], boxes2[..., 0]),
                          0)
@@ -66,6 +52,6 @@ def area(boxes):
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def corners_in_order(ops: BoxOps, boxes, concat_columns: Callable[[list], Any]):
+def corners_in_order(ops: Ops, boxes):
     """Boxes with (y1, x1) <= (y2, x2), as TF's NMS reads corners given in either order."""
-    return concat_columns([ops.minimum(boxes[:, :2], boxes[:, 2:]), ops.maximum(boxes[:, :2], boxes[:, 2:])])
+    return ops.concat_columns([ops.minimum(boxes[:, :2], boxes[:, 2:]), ops.maximum(boxes[:, :2], boxes[:, 2:])])

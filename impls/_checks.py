@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from impls._meanfield import NORMALIZATIONS
+from impls._meanfield import NORMALIZATIONS, CrfParameters
 
 SUPPORTED_FLOAT_DTYPES = ("float32", "float64")
 PADDINGS = ("same", "valid")
@@ -166,18 +166,18 @@ def normalization(value, *, op: str, name: str = "normalization") -> str:
 
 
 def crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat,
-                   iterations, normalization_name) -> dict:
+                   iterations, normalization_name) -> CrfParameters:
     """The keyword arguments of dense_crf, validated and normalised (shared by every backend)."""
     op = "dense_crf"
-    return {
-        "gaussian_sxy": positive_numbers(gaussian_sxy, 2, op=op, name="gaussian_sxy"),
-        "bilateral_sxy": positive_numbers(bilateral_sxy, 2, op=op, name="bilateral_sxy"),
-        "bilateral_srgb": positive_numbers(bilateral_srgb, 3, op=op, name="bilateral_srgb"),
-        "gaussian_compat": compat(gaussian_compat, labels, op=op, name="gaussian_compat"),
-        "bilateral_compat": compat(bilateral_compat, labels, op=op, name="bilateral_compat"),
-        "iterations": positive_int(iterations, op=op, name="iterations"),
-        "normalization": normalization(normalization_name, op=op),
-    }
+    return CrfParameters(
+        gaussian_sxy=positive_numbers(gaussian_sxy, 2, op=op, name="gaussian_sxy"),
+        bilateral_sxy=positive_numbers(bilateral_sxy, 2, op=op, name="bilateral_sxy"),
+        bilateral_srgb=positive_numbers(bilateral_srgb, 3, op=op, name="bilateral_srgb"),
+        gaussian_compat=compat(gaussian_compat, labels, op=op, name="gaussian_compat"),
+        bilateral_compat=compat(bilateral_compat, labels, op=op, name="bilateral_compat"),
+        iterations=positive_int(iterations, op=op, name="iterations"),
+        normalization=normalization(normalization_name, op=op),
+    )
 
 
 def check_crf_inputs(unary_shape, unary_dtype, image_shape, image_dtype, *, layout) -> None:

@@ -1,5 +1,6 @@
-"""What the CRF-as-RNN layers of every framework share: the docstring, the initial weights and
-the argument checks, so that torch and Keras reject bad input alike."""
+"""What the CRF-as-RNN layers of every framework share: the docstring, the initial weights, the
+argument checks (so that torch and Keras reject bad input alike) and the iteration itself,
+written once against impls._ops.Ops as impls._meanfield's mean field is."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import numbers
 
 import numpy as np
 
-from impls import _checks
+from impls import _checks, _meanfield
+from impls._ops import Ops
 
 # Initial kernel weights of the reference Caffe model (torrvision/crfasrnn, TVG_CRFRNN prototxt:
 # spatial_filter_weight 3, bilateral_filter_weight 5), as diagonal matrices; the compatibility
@@ -71,10 +73,26 @@ def check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations) 
                 **thetas)
 
 
-def kernel_parameters(config) -> dict:
+def kernel_parameters(config) -> _meanfield.CrfParameters:
     """dense_crf's parameters of the layer's two kernels (unit compat: the weights apply after)."""
     return _checks.crf_parameters(config["num_classes"], config["theta_gamma"], 1.0, config["theta_alpha"],
-                          config["theta_beta"], 1.0, config["iterations"], "after")
+                                  config["theta_beta"], 1.0, config["iterations"], "after")
+
+
+def refine(ops: Ops, logits, image, kernels: _meanfield.CrfParameters, weights):
+    """The layer on one image: (P, C) logits, the image in the backend's layout, the layer's
+    kernel_parameters and its (spatial, bilateral, compatibility) (C, C) matrices in the logits'
+    dtype; the refined (P, C) logits after `kernels.iterations` steps."""
+    spatial, bilateral = _meanfield.pairwise_terms(
+        ops, _meanfield.crf_features(ops, image, kernels, logits.dtype), kernels.normalization)
+    spatial_weights, bilateral_weights, compatibility = weights
+    q = logits
+    for _ in range(kernels.iterations):
+        probabilities = ops.softmax(q)
+        message = (ops.matmul_transposed(spatial.filter(probabilities), spatial_weights)
+                   + ops.matmul_transposed(bilateral.filter(probabilities), bilateral_weights))
+        q = logits - ops.matmul_transposed(message, compatibility)
+    return q
 
 
 def check_inputs(logits_shape, logits_dtype, image_shape, num_classes, *, layout):

@@ -1,7 +1,7 @@
 """The dense CRF's mean field with pydensecrf's semantics, written once for every backend.
 
-The math here never names a framework: each backend hands it an `Ops` table (its softmax,
-matmul, casts, pixel grid in its layout, and its permutohedral lattice). `impls.numpy`,
+The math here never names a framework: each backend hands it its impls._ops.Ops table (its
+softmax, matmul, casts, pixel grid in its layout, and its permutohedral lattice). `impls.numpy`,
 `impls.torch`, `impls.tf`, their CRF-as-RNN layers and `impls.densecrf` all run these
 functions; only the native C++/CUDA engines have their own loop (they are what this one
 checks).
@@ -10,10 +10,10 @@ checks).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
+
+from impls._ops import Ops
 
 # pydensecrf's NormalizationType codes (NO_NORMALIZATION ... NORMALIZE_SYMMETRIC), the one
 # table of names: impls.densecrf's constants, impls.native's codes and the checks read it,
@@ -25,25 +25,19 @@ _SCALED_SIDES = {"none": (False, False), "before": (True, False), "after": (Fals
                  "symmetric": (True, True)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Ops:
-    """The operations a backend supplies; tensors are (P, C) unless said otherwise."""
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: the compat arrays have no truth value
+class CrfParameters:
+    """dense_crf's keyword arguments as impls._checks.crf_parameters checks them: spatial
+    standard deviations (sx, sy), colour ones (sr, sg, sb), compatibilities as float64 numbers,
+    (L,) vectors or symmetric (L, L) matrices, and a normalisation name of NORMALIZATIONS."""
 
-    lattice: Callable[[Any], Any]  # features (P, d) -> an object with .filter(values)
-    softmax: Callable[[Any], Any]  # over the last axis
-    matmul_transposed: Callable[[Any, Any], Any]  # a @ b^T
-    ones_column: Callable[[Any], Any]  # (P, 1) ones of the dtype and device of (P, d) features
-    stop_gradient: Callable[[Any], Any]
-    to_float64: Callable[[Any], Any]
-    cast_like: Callable[[Any, Any], Any]  # (x, like): x in like's dtype
-    sqrt: Callable[[Any], Any]
-    constant: Callable[[Any, Any, Any], Any]  # (values, dtype, like): a tensor on like's device
-    concat_columns: Callable[[list], Any]
-    pixel_positions: Callable[[Any, Any], Any]  # (one image in the backend's layout, dtype) -> (P, 2) (x, y)
-    pixel_colours: Callable[[Any, Any], Any]  # (one image, dtype) -> (P, 3) (r, g, b)
-
-    def with_lattice(self, lattice) -> Ops:
-        return dataclasses.replace(self, lattice=lattice)
+    gaussian_sxy: tuple[float, float]
+    bilateral_sxy: tuple[float, float]
+    bilateral_srgb: tuple[float, float, float]
+    gaussian_compat: np.ndarray
+    bilateral_compat: np.ndarray
+    iterations: int
+    normalization: str
 
 
 class PairwiseTerm:
@@ -98,20 +92,20 @@ def mean_field_step(ops: Ops, unary, terms, q):
     return ops.softmax(logits)
 
 
-def crf_features(ops: Ops, image, params: dict, dtype) -> list:
+def crf_features(ops: Ops, image, params: CrfParameters, dtype) -> list:
     """[(features (P, d), compat)] of the smoothness and appearance kernels of one image, in
     pydensecrf DenseCRF2D's order (x / sxy, y / sxy[, r / srgb, g / srgb, b / srgb]); kernels
-    with compat 0 are left out. `params` are impls._checks.crf_parameters'."""
+    with compat 0 are left out."""
     positions = ops.pixel_positions(image, dtype)
     kernels = []
-    if not _is_zero(params["gaussian_compat"]):
-        sxy = ops.constant(params["gaussian_sxy"], dtype, image)
-        kernels.append((positions / sxy, ops.constant(params["gaussian_compat"], dtype, image)))
-    if not _is_zero(params["bilateral_compat"]):
-        sxy = ops.constant(params["bilateral_sxy"], dtype, image)
-        colours = ops.pixel_colours(image, dtype) / ops.constant(params["bilateral_srgb"], dtype, image)
+    if not _is_zero(params.gaussian_compat):
+        sxy = ops.constant(params.gaussian_sxy, dtype, image)
+        kernels.append((positions / sxy, ops.constant(params.gaussian_compat, dtype, image)))
+    if not _is_zero(params.bilateral_compat):
+        sxy = ops.constant(params.bilateral_sxy, dtype, image)
+        colours = ops.pixel_colours(image, dtype) / ops.constant(params.bilateral_srgb, dtype, image)
         features = ops.concat_columns([positions / sxy, colours])
-        kernels.append((features, ops.constant(params["bilateral_compat"], dtype, image)))
+        kernels.append((features, ops.constant(params.bilateral_compat, dtype, image)))
     return kernels
 
 
@@ -119,10 +113,10 @@ def pairwise_terms(ops: Ops, kernels, normalization: str) -> list[PairwiseTerm]:
     return [PairwiseTerm(ops, features, compat, normalization) for features, compat in kernels]
 
 
-def infer(ops: Ops, unary, image, params: dict):
+def infer(ops: Ops, unary, image, params: CrfParameters):
     """Q (P, L) of one image: its kernels, their lattices, and the mean field."""
     kernels = crf_features(ops, image, params, unary.dtype)
-    return mean_field(ops, unary, pairwise_terms(ops, kernels, params["normalization"]), params["iterations"])
+    return mean_field(ops, unary, pairwise_terms(ops, kernels, params.normalization), params.iterations)
 
 
 def _is_zero(compat) -> bool:

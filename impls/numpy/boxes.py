@@ -13,22 +13,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import impls._arguments as _arguments
 from impls import _boxmath, _checks
 from impls._types import Shape, Sizes, Tensor
+from impls.numpy._ops import OPS
 
 __all__ = ["pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas",
            "clip_boxes", "box_iou", "nms"]
 
-DEFAULT_BOX_STD = (0.1, 0.1, 0.2, 0.2)
+DEFAULT_BOX_STD = _arguments.DEFAULT_BOX_STD
 
 
-def pyramid_anchors(
-    scales: Sequence[float],
-    ratios: Sequence[float],
-    feature_shapes: Sequence[Shape],
-    feature_strides: Sequence[float],
-    anchor_stride: int,
-) -> Tensor:
+def pyramid_anchors(scales: Sequence[float], ratios: Sequence[float], feature_shapes: Sequence[Shape],
+                    feature_strides: Sequence[float], anchor_stride: int) -> Tensor:
     """The anchors of every level of a feature pyramid, as matterport's generate_pyramid_anchors.
 
     Level i has one anchor per (row, column, ratio) of its feature map, taken every
@@ -53,31 +50,8 @@ def pyramid_anchors(
         ValueError: the per-level lists differ in length, or a size or ratio is not positive.
         TypeError: `anchor_stride` is not an int.
     """
-    levels = _anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
+    levels = _arguments.anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
     return np.concatenate([_level_anchors(*level) for level in levels], axis=0)
-
-
-def _anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride):
-    """Checked per-level (scale, ratios, shape, stride, anchor_stride); shared by every backend."""
-    op = "pyramid_anchors"
-    anchor_stride = _checks.positive_int(anchor_stride, op=op, name="anchor_stride")
-    scales = _positive_vector(scales, op=op, name="scales")
-    ratios = _positive_vector(ratios, op=op, name="ratios")
-    strides = _positive_vector(feature_strides, op=op, name="feature_strides")
-    shapes = [tuple(_checks.size_pair(tuple(int(v) for v in shape), op=op, name="feature_shapes"))
-              for shape in feature_shapes]
-    if not len(scales) == len(shapes) == len(strides):
-        raise ValueError(f"{op}: arguments 'scales', 'feature_shapes' and 'feature_strides' must have one "
-                         f"entry per level, got {len(scales)}, {len(shapes)} and {len(strides)}")
-    return [(scale, ratios, shape, stride, anchor_stride)
-            for scale, shape, stride in zip(scales, shapes, strides, strict=True)]
-
-
-def _positive_vector(values, *, op, name):
-    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if values.ndim != 1 or values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
-        raise ValueError(f"{op}: argument '{name}' must be a non-empty list of positive numbers, got {values}")
-    return values
 
 
 def _level_anchors(scale, ratios, shape, stride, anchor_stride):
@@ -100,8 +74,8 @@ def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
         (K, 4) float boxes; (0, 0, 1, 1) covers the whole image.
     """
     boxes = _float_boxes(boxes, op="norm_boxes")
-    scale, shift = _box_scale_and_shift(shape, op="norm_boxes")
-    return (boxes - shift.astype(boxes.dtype)) / scale.astype(boxes.dtype)
+    scale, shift = _arguments.box_scale_and_shift(shape, op="norm_boxes")
+    return (boxes - np.asarray(shift, boxes.dtype)) / np.asarray(scale, boxes.dtype)
 
 
 def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
@@ -111,16 +85,8 @@ def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
         (K, 4) int32 boxes in pixels.
     """
     boxes = _float_boxes(boxes, op="denorm_boxes")
-    scale, shift = _box_scale_and_shift(shape, op="denorm_boxes")
-    return np.around(boxes * scale + shift).astype(np.int32)
-
-
-def _box_scale_and_shift(shape, *, op):
-    height, width = _checks.size_pair(tuple(shape)[:2], op=op, name="shape")
-    if height < 2 or width < 2:
-        raise ValueError(f"{op}: argument 'shape' must be at least 2 x 2 (boxes are scaled by H-1, W-1), "
-                         f"got {tuple(shape)}")
-    return np.array([height - 1, width - 1, height - 1, width - 1], np.float64), np.array([0.0, 0.0, 1.0, 1.0])
+    scale, shift = _arguments.box_scale_and_shift(shape, op="denorm_boxes")
+    return np.around(boxes * np.asarray(scale) + np.asarray(shift)).astype(np.int32)
 
 
 def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
@@ -176,15 +142,8 @@ def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
         (K, 4) boxes of the input's float dtype; a box outside the window collapses onto its edge.
     """
     boxes = _float_boxes(boxes, op="clip_boxes")
-    window = _window(window, op="clip_boxes").astype(boxes.dtype)
+    window = np.asarray(_arguments.box_window(window, op="clip_boxes"), boxes.dtype)
     return _boxmath.clip(OPS, boxes, np.tile(window[:2], 2), np.tile(window[2:], 2))
-
-
-def _window(window, *, op):
-    window = np.asarray(window, dtype=np.float64)
-    if window.shape != (4,) or not np.isfinite(window).all():
-        raise ValueError(f"{op}: argument 'window' must be four finite numbers (y1, x1, y2, x2), got {window}")
-    return window
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -203,13 +162,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return _boxmath.iou(OPS, boxes1.astype(dtype)[:, None, :], boxes2.astype(dtype)[None, :, :])
 
 
-def nms(
-    boxes: Tensor,
-    scores: Tensor,
-    iou_threshold: float,
-    max_output_size: int | None = None,
-    score_threshold: float | None = None,
-) -> Tensor:
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output_size: int | None = None,
+        score_threshold: float | None = None) -> Tensor:
     """Greedy non-maximum suppression with tf.image.non_max_suppression's rules.
 
     Candidates are the boxes whose score is above `score_threshold` (strictly), visited by
@@ -230,9 +184,11 @@ def nms(
     Returns:
         (S,) int64 indices into `boxes` of the kept boxes, in the order they were kept.
     """
-    boxes, scores, iou_threshold, limit, score_threshold = _nms_arguments(
-        np.asarray(boxes), np.asarray(scores), iou_threshold, max_output_size, score_threshold)
-    boxes = _boxmath.corners_in_order(OPS, boxes.astype(np.float64), _concat_columns)
+    boxes, scores = np.asarray(boxes), np.asarray(scores)
+    iou_threshold, limit, score_threshold = _arguments.nms(boxes.shape, scores.shape, iou_threshold, max_output_size,
+                                                           score_threshold)
+    boxes, scores = _finite_float(boxes, op="nms", name="boxes"), _finite_float(scores, op="nms", name="scores")
+    boxes = _boxmath.corners_in_order(OPS, boxes.astype(np.float64))
     candidates = np.flatnonzero(scores > score_threshold)
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
     kept = []
@@ -244,42 +200,6 @@ def nms(
     return np.asarray(kept, dtype=np.int64)
 
 
-def _nms_arguments(boxes, scores, iou_threshold, max_output_size, score_threshold):
-    """Checked NMS arguments (boxes and scores as NumPy arrays)."""
-    _nms_shapes(boxes.shape, scores.shape)
-    boxes, scores = _finite_float(boxes, op="nms", name="boxes"), _finite_float(scores, op="nms", name="scores")
-    return (boxes, scores, *_nms_options(iou_threshold, max_output_size, score_threshold, len(boxes)))
-
-
-def _nms_shapes(boxes_shape, scores_shape):
-    _checks.boxes(tuple(boxes_shape), op="nms")
-    if len(scores_shape) != 1:
-        raise ValueError(f"nms: argument 'scores' must have shape (K,), got {tuple(scores_shape)}")
-    _checks.same_length(scores_shape[0], boxes_shape[0], op="nms", name="scores", other="boxes")
-
-
-def _nms_options(iou_threshold, max_output_size, score_threshold, count):
-    """Checked (iou_threshold, limit, score_threshold) of NMS; shared by every backend."""
-    op = "nms"
-    iou_threshold = _number(iou_threshold, op=op, name="iou_threshold")
-    if not 0 <= iou_threshold <= 1:
-        raise ValueError(f"{op}: argument 'iou_threshold' must be in [0, 1], got {iou_threshold}")
-    limit = count if max_output_size is None else _checks.non_negative_int(max_output_size, op=op,
-                                                                           name="max_output_size")
-    score_threshold = -np.inf if score_threshold is None else _number(score_threshold, op=op, name="score_threshold")
-    return iou_threshold, limit, score_threshold
-
-
-def _number(value, *, op, name):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{op}: argument '{name}' must be a number, got {value!r}") from None
-    if np.isnan(value):
-        raise ValueError(f"{op}: argument '{name}' must not be NaN")
-    return value
-
-
 def _float_boxes(boxes, *, op, name="boxes"):
     boxes = np.asarray(boxes)
     _checks.boxes(boxes.shape, op=op, name=name)
@@ -288,12 +208,15 @@ def _float_boxes(boxes, *, op, name="boxes"):
 
 def _finite_float(array, *, op, name):
     """`array` in a float dtype (float64 for integers), refusing NaN, inf and non-numbers."""
-    if array.dtype.kind not in "iuf":
-        raise TypeError(f"{op}: argument '{name}' must hold numbers, got dtype {array.dtype}")
-    if array.dtype.kind != "f":
+    if _arguments.numbers(str(array.dtype), op=op, name=name) != "f":
         array = array.astype(np.float64)
     _checks.finite(bool(np.isfinite(array).all()), op=op, name=name)
     return array
+
+
+def _spec(array):
+    """What impls._arguments reads of a NumPy array: its shape and dtype name."""
+    return _arguments.Spec(array.shape, str(array.dtype))
 
 
 def _divide_or_zero(a, b):
@@ -303,6 +226,3 @@ def _divide_or_zero(a, b):
 def _concat_columns(columns):
     return np.concatenate(columns, axis=1)
 
-
-OPS = _boxmath.BoxOps(stack_columns=lambda columns: np.stack(columns, axis=1), exp=np.exp, log=np.log,
-                      minimum=np.minimum, maximum=np.maximum, divide_or_zero=_divide_or_zero)

@@ -12,7 +12,7 @@ from impls import _meanfield, native
 from impls._checks import check_crf_inputs, crf_parameters
 from impls._engines import choose_engine
 from impls._types import Compat, Sizes, Tensor
-from impls.numpy.lattice import PermutohedralLattice
+from impls.numpy._ops import OPS
 
 log = logging.getLogger("impls")
 
@@ -83,30 +83,3 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
         else:
             q[n] = _meanfield.infer(OPS, pixels, image[n], params).reshape(height, width, labels)
     return q
-
-
-def softmax(logits):
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def _pixel_positions(image, dtype):
-    height, width = image.shape[:2]
-    y, x = np.meshgrid(np.arange(height, dtype=dtype), np.arange(width, dtype=dtype), indexing="ij")
-    return np.stack([x.ravel(), y.ravel()], axis=1)
-
-
-OPS = _meanfield.Ops(
-    lattice=PermutohedralLattice,
-    softmax=softmax,
-    matmul_transposed=lambda a, b: a @ b.T,
-    ones_column=lambda features: np.ones((features.shape[0], 1), features.dtype),
-    stop_gradient=lambda x: x,
-    to_float64=lambda x: x.astype(np.float64),
-    cast_like=lambda x, like: x.astype(like.dtype),
-    sqrt=np.sqrt,
-    constant=lambda values, dtype, like: np.asarray(values, dtype),
-    concat_columns=lambda columns: np.concatenate(columns, axis=1),
-    pixel_positions=_pixel_positions,
-    pixel_colours=lambda image, dtype: image.reshape(-1, image.shape[-1]).astype(dtype),
-)

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import tensorflow as tf
 
+import impls._arguments as _arguments
 from impls import _boxmath, _checks
 from impls._docs import same_doc_as
 from impls._types import Shape, Sizes, Tensor
-from impls.numpy import boxes as reference
+from impls.numpy import boxes as oracle
+from impls.tf._ops import OPS
 
-__all__ = reference.__all__
+__all__ = ["pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas",
+           "clip_boxes", "box_iou", "nms"]
 
 
-@same_doc_as(reference.pyramid_anchors)
-def pyramid_anchors(
-    scales: Sequence[float],
-    ratios: Sequence[float],
-    feature_shapes: Sequence[Shape],
-    feature_strides: Sequence[float],
-    anchor_stride: int,
-) -> Tensor:
-    levels = reference._anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
+@same_doc_as(oracle.pyramid_anchors)
+def pyramid_anchors(scales: Sequence[float], ratios: Sequence[float], feature_shapes: Sequence[Shape],
+                    feature_strides: Sequence[float], anchor_stride: int) -> Tensor:
+    levels = _arguments.anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
     return tf.concat([_level_anchors(*level) for level in levels], axis=0)
 
 
@@ -38,22 +35,22 @@ def _level_anchors(scale, ratios, shape, stride, anchor_stride):
     return tf.reshape(tf.stack([c + grid for c in corners], axis=-1), (-1, 4))
 
 
-@same_doc_as(reference.norm_boxes)
+@same_doc_as(oracle.norm_boxes)
 def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
     boxes = _float_boxes(boxes, op="norm_boxes")
-    scale, shift = reference._box_scale_and_shift(shape, op="norm_boxes")
+    scale, shift = _arguments.box_scale_and_shift(shape, op="norm_boxes")
     return (boxes - tf.constant(shift, boxes.dtype)) / tf.constant(scale, boxes.dtype)
 
 
-@same_doc_as(reference.denorm_boxes)
+@same_doc_as(oracle.denorm_boxes)
 def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
     boxes = _float_boxes(boxes, op="denorm_boxes")
-    scale, shift = reference._box_scale_and_shift(shape, op="denorm_boxes")
+    scale, shift = _arguments.box_scale_and_shift(shape, op="denorm_boxes")
     # tf.round rounds half to even, as np.around.
     return tf.cast(tf.round(boxes * tf.constant(scale, boxes.dtype) + tf.constant(shift, boxes.dtype)), tf.int32)
 
 
-@same_doc_as(reference.box_refinement)
+@same_doc_as(oracle.box_refinement)
 def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     boxes = _float_boxes(boxes, op="box_refinement")
     gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
@@ -61,8 +58,8 @@ def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     return _boxmath.refinement(OPS, *_common_float(boxes, gt_boxes))
 
 
-@same_doc_as(reference.apply_box_deltas)
-def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = reference.DEFAULT_BOX_STD) -> Tensor:
+@same_doc_as(oracle.apply_box_deltas)
+def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = _arguments.DEFAULT_BOX_STD) -> Tensor:
     boxes = _float_boxes(boxes, op="apply_box_deltas")
     deltas = _float_boxes(deltas, op="apply_box_deltas", name="deltas")
     _checks.same_length(deltas.shape[0], boxes.shape[0], op="apply_box_deltas", name="deltas", other="boxes")
@@ -71,15 +68,15 @@ def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = reference.DEFAU
     return _boxmath.apply_deltas(OPS, boxes, deltas * tf.constant(std, deltas.dtype))
 
 
-@same_doc_as(reference.clip_boxes)
+@same_doc_as(oracle.clip_boxes)
 def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
     boxes = _float_boxes(boxes, op="clip_boxes")
-    window = reference._window(window, op="clip_boxes")
-    low, high = (tf.constant(np.tile(corner, 2), boxes.dtype) for corner in (window[:2], window[2:]))
+    window = _arguments.box_window(window, op="clip_boxes")
+    low, high = (tf.constant(corner * 2, boxes.dtype) for corner in (window[:2], window[2:]))
     return _boxmath.clip(OPS, boxes, low, high)
 
 
-@same_doc_as(reference.box_iou)
+@same_doc_as(oracle.box_iou)
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
     boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
@@ -87,24 +84,15 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return _boxmath.iou(OPS, boxes1[:, None, :], boxes2[None, :, :])
 
 
-@same_doc_as(reference.nms)
-def nms(
-    boxes: Tensor,
-    scores: Tensor,
-    iou_threshold: float,
-    max_output_size: int | None = None,
-    score_threshold: float | None = None,
-) -> Tensor:
+@same_doc_as(oracle.nms)
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output_size: int | None = None,
+        score_threshold: float | None = None) -> Tensor:
     boxes = _float_boxes(boxes, op="nms")
     scores = tf.convert_to_tensor(scores)
-    reference._nms_shapes(tuple(boxes.shape), tuple(scores.shape))
-    if not (scores.dtype.is_floating or scores.dtype.is_integer):
-        raise TypeError(f"nms: argument 'scores' must hold numbers, got dtype {scores.dtype.name}")
-    scores = tf.cast(scores, boxes.dtype)
-    if tf.executing_eagerly():
-        _checks.finite(bool(tf.reduce_all(tf.math.is_finite(scores))), op="nms", name="scores")
-    iou_threshold, limit, score_threshold = reference._nms_options(iou_threshold, max_output_size, score_threshold,
-                                                                   boxes.shape[0])
+    iou_threshold, limit, score_threshold = _arguments.nms(tuple(boxes.shape), tuple(scores.shape), iou_threshold,
+                                                           max_output_size, score_threshold)
+    _arguments.numbers(scores.dtype.name, op="nms", name="scores")
+    scores = _finite(tf.cast(scores, boxes.dtype), op="nms", name="scores")
     if limit is None:  # a graph of unknown box count
         limit = tf.shape(boxes)[0]
     kept = tf.image.non_max_suppression(boxes, scores, limit, iou_threshold=iou_threshold,
@@ -119,13 +107,21 @@ def _float_boxes(boxes, *, op, name="boxes"):
         raise TypeError(f"{op}: argument '{name}' must be convertible to a tf.Tensor, got {type(boxes).__name__}") \
             from error
     _checks.boxes(tuple(boxes.shape), op=op, name=name)
-    if not (boxes.dtype.is_floating or boxes.dtype.is_integer):
-        raise TypeError(f"{op}: argument '{name}' must hold numbers, got dtype {boxes.dtype.name}")
-    if not boxes.dtype.is_floating:
+    if _arguments.numbers(boxes.dtype.name, op=op, name=name) != "f":
         boxes = tf.cast(boxes, tf.float32)
-    if tf.executing_eagerly():
-        _checks.finite(bool(tf.reduce_all(tf.math.is_finite(boxes))), op=op, name=name)
-    return boxes
+    return _finite(boxes, op=op, name=name)
+
+
+def _finite(tensor, *, op, name):
+    """`tensor`, checked to hold no NaN or inf when eager (an integer tensor always passes)."""
+    if tf.executing_eagerly() and tensor.dtype.is_floating:
+        _checks.finite(bool(tf.reduce_all(tf.math.is_finite(tensor))), op=op, name=name)
+    return tensor
+
+
+def _spec(tensor):
+    """What impls._arguments reads of a tensor: its shape (None for unknown dimensions) and dtype name."""
+    return _arguments.Spec(tuple(tensor.shape), tensor.dtype.name)
 
 
 def _common_float(*tensors):
@@ -136,6 +132,3 @@ def _common_float(*tensors):
 def _divide_or_zero(a, b):
     return tf.where(b > 0, tf.math.divide_no_nan(a, b), tf.zeros_like(a))
 
-
-OPS = _boxmath.BoxOps(stack_columns=lambda columns: tf.stack(columns, axis=1), exp=tf.exp, log=tf.math.log,
-                      minimum=tf.minimum, maximum=tf.maximum, divide_or_zero=_divide_or_zero)

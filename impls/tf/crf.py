@@ -7,20 +7,22 @@ import logging
 
 import tensorflow as tf
 
+import impls.numpy.crf as oracle
 from impls import _meanfield, native
 from impls._checks import check_crf_inputs, crf_parameters
 from impls._docs import same_doc_as
 from impls._engines import choose_engine
+from impls._ops import Ops
 from impls._types import Compat, Sizes, Tensor
-from impls.numpy import crf as reference
-from impls.tf.lattice import NativeLattice, PermutohedralLattice
+from impls.tf._ops import OPS
+from impls.tf.lattice import NativeLattice
 
 log = logging.getLogger("impls")
 
 __all__ = ["dense_crf"]
 
 
-@same_doc_as(reference.dense_crf)
+@same_doc_as(oracle.dense_crf)
 def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian_compat: Compat = 3,
               bilateral_sxy: Sizes = 80, bilateral_srgb: Sizes = 13, bilateral_compat: Compat = 10,
               iterations: int = 5, normalization: str = "symmetric", engine: str = "auto") -> Tensor:
@@ -49,29 +51,9 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
     return tf.map_fn(lambda pair: one_image(*pair), (unary, image), fn_output_signature=unary.dtype)
 
 
-def _pixel_positions(image, dtype):
-    shape = tf.shape(image)
-    y, x = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing="ij")
-    return tf.cast(tf.stack([tf.reshape(x, [-1]), tf.reshape(y, [-1])], axis=1), dtype)
-
-
-OPS = _meanfield.Ops(
-    lattice=PermutohedralLattice,
-    softmax=lambda logits: tf.nn.softmax(logits, axis=-1),
-    matmul_transposed=lambda a, b: tf.matmul(a, b, transpose_b=True),
-    ones_column=lambda features: tf.ones([tf.shape(features)[0], 1], features.dtype),
-    stop_gradient=tf.stop_gradient,
-    to_float64=lambda x: tf.cast(x, tf.float64),
-    cast_like=lambda x, like: tf.cast(x, like.dtype),
-    sqrt=tf.sqrt,
-    constant=lambda values, dtype, like: tf.constant(values, dtype),
-    concat_columns=lambda columns: tf.concat(columns, axis=1),
-    pixel_positions=_pixel_positions,
-    pixel_colours=lambda image, dtype: tf.cast(tf.reshape(image, [-1, 3]), dtype),
-)
 NATIVE_OPS = OPS.with_lattice(NativeLattice)
 
 
-def ops_for(engine: str) -> _meanfield.Ops:
+def ops_for(engine: str) -> Ops:
     """The operations table of an engine chosen by impls._engines.choose_engine."""
     return NATIVE_OPS if engine == "native" else OPS

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from impls import _crfrnn, _meanfield, native
+from impls import _crfrnn, native
 from impls._docs import same_doc_as
 from impls.tf.crf import ops_for
 
@@ -44,21 +44,10 @@ class CrfRnn(keras.layers.Layer):
         return self._one_image(*pair, ops_for("framework"))
 
     def _one_image(self, logits, image, ops):
-        shape = tf.shape(logits)
-        classes = self.config["num_classes"]
-        spatial, bilateral = _meanfield.pairwise_terms(
-            ops, _meanfield.crf_features(ops, image, self._kernels, logits.dtype), "after")
-        logits = tf.reshape(logits, [-1, classes])
-        spatial_weights, bilateral_weights, compatibility = (
-            tf.cast(w, logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,
-                                               self.compatibility_matrix))
-        q = logits
-        for _ in range(self.config["iterations"]):
-            probabilities = tf.nn.softmax(q, axis=-1)
-            message = tf.matmul(spatial.filter(probabilities), spatial_weights, transpose_b=True) \
-                + tf.matmul(bilateral.filter(probabilities), bilateral_weights, transpose_b=True)
-            q = logits - tf.matmul(message, compatibility, transpose_b=True)
-        return tf.reshape(q, shape)
+        weights = [tf.cast(w, logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,
+                                                      self.compatibility_matrix)]
+        q = _crfrnn.refine(ops, tf.reshape(logits, [-1, self.config["num_classes"]]), image, self._kernels, weights)
+        return tf.reshape(q, tf.shape(logits))
 
     def compute_output_shape(self, logits_shape, image_shape):
         return logits_shape

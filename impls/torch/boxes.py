@@ -6,23 +6,21 @@ from collections.abc import Sequence
 
 import torch
 
+import impls._arguments as _arguments
 from impls import _boxmath, _checks
 from impls._docs import same_doc_as
 from impls._types import Shape, Sizes, Tensor
-from impls.numpy import boxes as reference
+from impls.numpy import boxes as oracle
+from impls.torch._ops import OPS
 
-__all__ = reference.__all__
+__all__ = ["pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas",
+           "clip_boxes", "box_iou", "nms"]
 
 
-@same_doc_as(reference.pyramid_anchors)
-def pyramid_anchors(
-    scales: Sequence[float],
-    ratios: Sequence[float],
-    feature_shapes: Sequence[Shape],
-    feature_strides: Sequence[float],
-    anchor_stride: int,
-) -> Tensor:
-    levels = reference._anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
+@same_doc_as(oracle.pyramid_anchors)
+def pyramid_anchors(scales: Sequence[float], ratios: Sequence[float], feature_shapes: Sequence[Shape],
+                    feature_strides: Sequence[float], anchor_stride: int) -> Tensor:
+    levels = _arguments.anchor_levels(scales, ratios, feature_shapes, feature_strides, anchor_stride)
     return torch.cat([_level_anchors(*level) for level in levels], dim=0)
 
 
@@ -36,22 +34,22 @@ def _level_anchors(scale, ratios, shape, stride, anchor_stride):
     return torch.stack(torch.broadcast_tensors(*corners), dim=-1).reshape(-1, 4)
 
 
-@same_doc_as(reference.norm_boxes)
+@same_doc_as(oracle.norm_boxes)
 def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
     boxes = _float_boxes(boxes, op="norm_boxes")
-    scale, shift = reference._box_scale_and_shift(shape, op="norm_boxes")
+    scale, shift = _arguments.box_scale_and_shift(shape, op="norm_boxes")
     return (boxes - _like(shift, boxes)) / _like(scale, boxes)
 
 
-@same_doc_as(reference.denorm_boxes)
+@same_doc_as(oracle.denorm_boxes)
 def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
     boxes = _float_boxes(boxes, op="denorm_boxes")
-    scale, shift = reference._box_scale_and_shift(shape, op="denorm_boxes")
+    scale, shift = _arguments.box_scale_and_shift(shape, op="denorm_boxes")
     # torch.round rounds half to even, as np.around.
     return torch.round(boxes * _like(scale, boxes) + _like(shift, boxes)).to(torch.int32)
 
 
-@same_doc_as(reference.box_refinement)
+@same_doc_as(oracle.box_refinement)
 def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     boxes = _float_boxes(boxes, op="box_refinement")
     gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
@@ -59,8 +57,8 @@ def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
     return _boxmath.refinement(OPS, *_common_float(boxes, gt_boxes))
 
 
-@same_doc_as(reference.apply_box_deltas)
-def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = reference.DEFAULT_BOX_STD) -> Tensor:
+@same_doc_as(oracle.apply_box_deltas)
+def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = _arguments.DEFAULT_BOX_STD) -> Tensor:
     boxes = _float_boxes(boxes, op="apply_box_deltas")
     deltas = _float_boxes(deltas, op="apply_box_deltas", name="deltas")
     _checks.same_length(len(deltas), len(boxes), op="apply_box_deltas", name="deltas", other="boxes")
@@ -69,15 +67,15 @@ def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = reference.DEFAU
     return _boxmath.apply_deltas(OPS, boxes, deltas * _like(std, deltas))
 
 
-@same_doc_as(reference.clip_boxes)
+@same_doc_as(oracle.clip_boxes)
 def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
     boxes = _float_boxes(boxes, op="clip_boxes")
-    window = reference._window(window, op="clip_boxes")
-    low, high = (_like([*corner, *corner], boxes) for corner in (window[:2], window[2:]))
+    window = _arguments.box_window(window, op="clip_boxes")
+    low, high = (_like(corner * 2, boxes) for corner in (window[:2], window[2:]))
     return _boxmath.clip(OPS, boxes, low, high)
 
 
-@same_doc_as(reference.box_iou)
+@same_doc_as(oracle.box_iou)
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
     boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
@@ -85,22 +83,15 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return _boxmath.iou(OPS, boxes1[:, None, :], boxes2[None, :, :])
 
 
-@same_doc_as(reference.nms)
-def nms(
-    boxes: Tensor,
-    scores: Tensor,
-    iou_threshold: float,
-    max_output_size: int | None = None,
-    score_threshold: float | None = None,
-) -> Tensor:
+@same_doc_as(oracle.nms)
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output_size: int | None = None,
+        score_threshold: float | None = None) -> Tensor:
     boxes = _float_boxes(boxes, op="nms")
-    if not isinstance(scores, torch.Tensor):
-        raise TypeError(f"nms: argument 'scores' must be a torch.Tensor, got {type(scores).__name__}")
-    reference._nms_shapes(tuple(boxes.shape), tuple(scores.shape))
+    scores = _tensor(scores, op="nms", name="scores")
+    iou_threshold, limit, score_threshold = _arguments.nms(tuple(boxes.shape), tuple(scores.shape), iou_threshold,
+                                                           max_output_size, score_threshold)
     scores = _finite(scores.to(boxes.dtype) if not scores.is_floating_point() else scores, op="nms", name="scores")
-    iou_threshold, limit, score_threshold = reference._nms_options(iou_threshold, max_output_size, score_threshold,
-                                                                   len(boxes))
-    boxes = _boxmath.corners_in_order(OPS, boxes, lambda columns: torch.cat(columns, dim=1))
+    boxes = _boxmath.corners_in_order(OPS, boxes)
     candidates = torch.nonzero(scores > score_threshold).flatten()
     # A stable sort on -score visits equal scores by increasing index.
     order = candidates[torch.sort(-scores[candidates], stable=True).indices]
@@ -122,10 +113,19 @@ def _greedy_keep(overlaps, limit):
     return torch.as_tensor(kept, dtype=torch.int64, device=overlaps.device)
 
 
+def _tensor(value, *, op, name):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _spec(tensor):
+    """What impls._arguments reads of a tensor: its shape and dtype name."""
+    return _arguments.Spec(tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
+
+
 def _float_boxes(boxes, *, op, name="boxes"):
-    if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(boxes).__name__}")
-    _checks.boxes(tuple(boxes.shape), op=op, name=name)
+    _checks.boxes(tuple(_tensor(boxes, op=op, name=name).shape), op=op, name=name)
     if boxes.dtype in (torch.bool, torch.complex64, torch.complex128):
         raise TypeError(f"{op}: argument '{name}' must hold real numbers, got dtype {boxes.dtype}")
     return _finite(boxes if boxes.is_floating_point() else boxes.to(torch.float32), op=op, name=name)
@@ -156,6 +156,3 @@ def _maximum(a, b):
 def _divide_or_zero(a, b):
     return torch.where(b > 0, a / torch.where(b > 0, b, 1), 0)
 
-
-OPS = _boxmath.BoxOps(stack_columns=lambda columns: torch.stack(columns, dim=1), exp=torch.exp, log=torch.log,
-                      minimum=_minimum, maximum=_maximum, divide_or_zero=_divide_or_zero)

@@ -7,20 +7,22 @@ import logging
 
 import torch
 
+import impls.numpy.crf as oracle
 from impls import _meanfield, native
 from impls._checks import check_crf_inputs, crf_parameters
 from impls._docs import same_doc_as
 from impls._engines import choose_engine
+from impls._ops import Ops
 from impls._types import Compat, Sizes, Tensor
-from impls.numpy import crf as reference
-from impls.torch.lattice import NativeLattice, PermutohedralLattice
+from impls.torch._ops import OPS
+from impls.torch.lattice import NativeLattice
 
 log = logging.getLogger("impls")
 
 __all__ = ["dense_crf"]
 
 
-@same_doc_as(reference.dense_crf)
+@same_doc_as(oracle.dense_crf)
 def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian_compat: Compat = 3,
               bilateral_sxy: Sizes = 80, bilateral_srgb: Sizes = 13, bilateral_compat: Compat = 10,
               iterations: int = 5, normalization: str = "symmetric", engine: str = "auto") -> Tensor:
@@ -57,30 +59,9 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
     return torch.stack(results)
 
 
-def _pixel_positions(image, dtype):
-    _, height, width = image.shape
-    y, x = torch.meshgrid(torch.arange(height, dtype=dtype, device=image.device),
-                          torch.arange(width, dtype=dtype, device=image.device), indexing="ij")
-    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
-
-
-OPS = _meanfield.Ops(
-    lattice=PermutohedralLattice,
-    softmax=lambda logits: torch.softmax(logits, dim=-1),
-    matmul_transposed=lambda a, b: a @ b.T,
-    ones_column=lambda features: features.new_ones(features.shape[0], 1),
-    stop_gradient=lambda x: x.detach(),
-    to_float64=lambda x: x.double(),
-    cast_like=lambda x, like: x.to(like.dtype),
-    sqrt=torch.sqrt,
-    constant=lambda values, dtype, like: torch.as_tensor(values, dtype=dtype, device=like.device),
-    concat_columns=lambda columns: torch.cat(columns, dim=1),
-    pixel_positions=_pixel_positions,
-    pixel_colours=lambda image, dtype: image.permute(1, 2, 0).reshape(-1, image.shape[0]).to(dtype),
-)
 NATIVE_OPS = OPS.with_lattice(NativeLattice)
 
 
-def ops_for(engine: str) -> _meanfield.Ops:
+def ops_for(engine: str) -> Ops:
     """The operations table of an engine chosen by impls._engines.choose_engine."""
     return NATIVE_OPS if engine == "native" else OPS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from impls import _checks, _crfrnn, _meanfield, native
+from impls import _checks, _crfrnn, native
 from impls._docs import same_doc_as
 from impls.torch.crf import ops_for
 
@@ -32,17 +32,10 @@ class CrfRnn(torch.nn.Module):
 
     def _one_image(self, logits, image):
         classes, height, width = logits.shape
-        ops = self._ops(logits)
-        spatial, bilateral = _meanfield.pairwise_terms(
-            ops, _meanfield.crf_features(ops, image, self._kernels, logits.dtype), "after")
-        logits = logits.permute(1, 2, 0).reshape(-1, classes)
         weights = [w.to(logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,
                                                 self.compatibility_matrix)]
-        q = logits
-        for _ in range(self.config["iterations"]):
-            probabilities = torch.softmax(q, dim=-1)
-            message = spatial.filter(probabilities) @ weights[0].T + bilateral.filter(probabilities) @ weights[1].T
-            q = logits - message @ weights[2].T
+        q = _crfrnn.refine(self._ops(logits), logits.permute(1, 2, 0).reshape(-1, classes), image, self._kernels,
+                           weights)
         return q.reshape(height, width, classes).permute(2, 0, 1)
 
     @staticmethod
