@@ -199,7 +199,7 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
-# ---- The host-executed CUDA engine: count the tests that ran against it ---------------
+# ---- The device-on-host target: count the tests that ran against it -------------------
 # Objects built on it are counted by impls._native; a test that built one "ran against the
 # device code". `tox -e device-on-host` requires a count (IMPLS_MIN_DEVICE_ON_HOST_TESTS), so
 # that a build or a selection that silently routes around the device code fails CI.
@@ -238,7 +238,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     count = getattr(config, "impls_device_on_host_tests", 0)
     required = int(os.environ.get("IMPLS_MIN_DEVICE_ON_HOST_TESTS", "0"))
     if count or required:
-        terminalreporter.write_line(f"impls: {count} tests ran against the host-executed CUDA engine"
+        terminalreporter.write_line(f"impls: {count} tests ran on the device-on-host target (CUDA code on host threads)"
                                     + (f" (at least {required} required)" if required else ""))
 
 

@@ -9,7 +9,7 @@ beside pydensecrf with busy processes on the same cores (a table and a plot of t
 load); which backends were absent and
 why, and which cases were skipped and why; one
 table per benchmark group (median and interquartile range per backend, speedups against the
-NumPy reference and pydensecrf); a log-log plot of dense-CRF time against pixels per
+NumPy oracle and pydensecrf); a log-log plot of dense-CRF time against pixels per
 backend; a bar chart of speedups against pydensecrf; and one image with its unary argmax and
 the CRF result side by side (the example runs a CRF, so it needs impls installed). Figures
 are PNG files written next to the report (matplotlib, headless).
@@ -65,8 +65,8 @@ def rows_by_group(results: dict) -> dict[str, list[dict]]:
 
 def speedup(rows: list[dict], row: dict, baseline: str) -> float | None:
     """The CPU `baseline`'s median over `row`'s, or None where the baseline did not run in these rows."""
-    reference = next((r["median_ms"] for r in rows if r["backend"] == baseline and r["device"] == "cpu"), None)
-    return reference / row["median_ms"] if reference else None
+    baseline_ms = next((r["median_ms"] for r in rows if r["backend"] == baseline and r["device"] == "cpu"), None)
+    return baseline_ms / row["median_ms"] if baseline_ms else None
 
 
 def _variant(row: dict) -> str:
@@ -333,7 +333,7 @@ def plot_time_vs_load(groups: dict[str, list[dict]], path: pathlib.Path) -> bool
 
 def plot_example(path: pathlib.Path, *, size: tuple[int, int] = (375, 500), labels: int = 21,
                  iterations: int = 10) -> bool:
-    """The benchmark's reference image, its unary argmax and the CRF result, side by side."""
+    """The benchmark's headline image, its unary argmax and the CRF result, side by side."""
     import numpy as np
 
     import impls.numpy

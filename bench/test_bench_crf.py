@@ -1,4 +1,4 @@
-"""Dense CRF end to end (lattice build included) on every backend present: the NumPy reference,
+"""Dense CRF end to end (lattice build included) on every backend present: the NumPy oracle,
 torch and TF ops (CPU, and CUDA for torch), the native lattice (CPU on every core and on one,
 and CUDA), pydensecrf and SimpleCRF.
 
@@ -8,7 +8,7 @@ parameters; and a 3-D volume as pydensecrf's issue 29 runs it (a generic DenseCR
 positions). Each backend's labels are checked against pydensecrf's before it is timed, so a
 fast wrong answer cannot reach the report. Sweep cases predicted to exceed the budget per call
 are skipped with the prediction in the reason, except for native and its peers (pydensecrf,
-SimpleCRF), which run every case; the reference cases always run.
+SimpleCRF), which run every case; the headline cases always run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SWEEP_IMAGE = "astronaut"
 SWEEP_ITERATIONS = 5
 # (case, image, (height, width) or None for the image's own size, labels, iterations): pydensecrf's
 # example with its 5 iterations, and the PASCAL-sized case the native-lattice issue sets its target on.
-REFERENCE_CASES = [("im1-320x240-21labels-5it", "im1", None, 21, 5),
+HEADLINE_CASES = [("im1-320x240-21labels-5it", "im1", None, 21, 5),
                    ("astronaut-500x375-21labels-10it", "astronaut", (375, 500), 21, 10)]
 MIN_LABEL_AGREEMENT = 0.999
 # The native engine (on every core and on one) and its peers run every case of the sweep (the
@@ -183,9 +183,9 @@ def test_dense_crf_sweep(benchmark, budget, crf_backend, sweep_size, sweep_label
            image_name=SWEEP_IMAGE, size=sweep_size, labels=sweep_labels, iterations=SWEEP_ITERATIONS)
 
 
-@pytest.mark.parametrize("case, image_name, size, labels, iterations", REFERENCE_CASES,
-                         ids=[c[0] for c in REFERENCE_CASES])
-def test_dense_crf_reference_case(benchmark, budget, crf_backend, case, image_name, size, labels, iterations):
+@pytest.mark.parametrize("case, image_name, size, labels, iterations", HEADLINE_CASES,
+                         ids=[c[0] for c in HEADLINE_CASES])
+def test_dense_crf_headline_case(benchmark, budget, crf_backend, case, image_name, size, labels, iterations):
     """Every backend runs these (no budget): they are the headline numbers, and fit in a few seconds."""
     _bench(benchmark, budget, crf_backend, case=case, image_name=image_name, size=size, labels=labels,
            iterations=iterations, budgeted=False)
@@ -231,7 +231,7 @@ def volume_runner(variant: Variant) -> Callable[[], np.ndarray]:
     import impls.densecrf as module
 
     if variant.backend == "numpy":
-        return lambda: volume_q(module, engine="numpy")
+        return lambda: volume_q(module, engine="framework")
 
     def run():
         with native_threads(variant):

@@ -2,7 +2,7 @@
 5-D bilateral features (x/80, y/80, r/13, g/13, b/13) of a real image and 21 channels of
 values, at every size of the sweep.
 
-Each backend's filtered values are checked against the NumPy reference lattice before they
+Each backend's filtered values are checked against the NumPy oracle's lattice before they
 are timed.
 """
 
@@ -35,7 +35,7 @@ def filter_inputs(size):
 
 
 @functools.lru_cache(maxsize=1)
-def reference_filtered(size):
+def oracle_filtered(size):
     import impls.numpy
 
     features, values = filter_inputs(size)
@@ -82,7 +82,7 @@ def test_lattice(benchmark, budget, filter_backend, sweep_size, phase):
     build, filter_values = lattice_calls(filter_backend, features, values)
     lattice = build()
     # Lattices of different backends agree to float32 rounding of their sums (tests/test_native_lattice.py).
-    assert_close(to_numpy(filter_values(lattice)), reference_filtered(sweep_size), rtol=1e-4, atol=1e-4,
+    assert_close(to_numpy(filter_values(lattice)), oracle_filtered(sweep_size), rtol=1e-4, atol=1e-4,
                  msg=f"{filter_backend} filter")
     benchmark.group = f"lattice {phase} {width}x{height}, 5-D features, {CHANNELS} channels"
     benchmark.extra_info.update(op=f"lattice {phase}", case=f"{width}x{height}", backend=filter_backend.name,

@@ -1,13 +1,13 @@
 """FCN bilinear upsampling across backends, on the shapes FCN produces for a 500x375 image.
 
-Each case checks the backend's result against the NumPy reference before it is timed,
+Each case checks the backend's result against the NumPy oracle before it is timed,
 so a fast wrong answer cannot reach the report.
 """
 
 import numpy as np
 import pytest
 
-from impls.numpy import upsample_bilinear as reference_upsample
+from impls.numpy import upsample_bilinear as oracle_upsample
 from impls.testing import assert_close
 
 # (name, score-map shape NHWC, factor): FCN-32s and FCN-8s final upsamplers on
@@ -32,7 +32,7 @@ def test_upsample_bilinear(benchmark, backend, case, shape, factor):
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     native = backend.from_nhwc(x)
     upsample = backend.module.upsample_bilinear
-    assert_close(backend.to_nhwc(upsample(native, factor)), reference_upsample(x, factor))
+    assert_close(backend.to_nhwc(upsample(native, factor)), oracle_upsample(x, factor))
 
     synchronize = _synchronize(backend)
 

@@ -1,5 +1,6 @@
-"""What the torch and Keras versions of FCN and DeepLab-v2 share: the docstrings, the layer
-tables of the reference Caffe definitions, and the argument checks."""
+"""What the torch and Keras versions of FCN and DeepLab-v2 share: the docstrings (FCNDoc,
+ASPPDoc, DeepLabV2Doc, which the models of both backends take), the layer tables of the
+original Caffe definitions, and the argument checks."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ VGG16 = [(1, [("conv1_1", 64), ("conv1_2", 64)]),
          (4, [("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512)]),
          (5, [("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512)])]
 FIRST_PAD = 100
-# Offsets of Caffe's crop layers in the reference nets.
+# Offsets of Caffe's crop layers in the original nets.
 FCN_CROPS = {"32s": {"score": 19}, "16s": {"score_pool4c": 5, "score": 27},
              "8s": {"score_pool4c": 5, "score_pool3c": 9, "score": 31}}
 
@@ -27,8 +28,8 @@ ASPP_RATES = (6, 12, 18, 24)
 BATCHNORM_EPSILON = 1e-5  # Caffe's and torch's; Keras' default (1e-3) would change the outputs
 
 
-class FCNReference:
-    """FCN-32s, FCN-16s or FCN-8s (Long, Shelhamer & Darrell) on VGG-16, as the reference Caffe
+class FCNDoc:
+    """FCN-32s, FCN-16s or FCN-8s (Long, Shelhamer & Darrell) on VGG-16, as the original Caffe
     nets define them (voc-fcn32s/16s/8s).
 
     conv1_1 pads the input by 100 so that any input size survives the five 2x2 max pools,
@@ -58,7 +59,7 @@ class FCNReference:
     """
 
 
-class ASPPReference:
+class ASPPDoc:
     """DeepLab-v2's atrous spatial pyramid pooling (ASPP-L): one 3x3 convolution per rate, with
     dilation and padding equal to the rate and a bias, from `in_channels` to `num_classes`; the
     branches' scores are summed. Spatial size is preserved.
@@ -74,7 +75,7 @@ class ASPPReference:
     """
 
 
-class DeepLabV2Reference:
+class DeepLabV2Doc:
     """DeepLab-v2 (Chen et al., TPAMI 2017): ResNet-101 with atrous convolution (output stride 8),
     ASPP on top, and multi-scale inputs fused by an element-wise max.
 
@@ -95,7 +96,7 @@ class DeepLabV2Reference:
 
     Args:
         num_classes: C.
-        scales: input scales, the first is the reference size (default 1.0, 0.75, 0.5).
+        scales: input scales, the first is the base size (default 1.0, 0.75, 0.5).
         **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
             name (kept as `.name`).
 

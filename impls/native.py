@@ -10,7 +10,9 @@ CUDA torch tensors on the same device); otherwise they raise a ValueError that s
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -27,8 +29,17 @@ else:
     _import_error = None
 
 __all__ = ["available", "has_cuda", "built_with_cuda", "bilinear_kernel", "Lattice", "DenseCrf", "threads",
-           "thread_count", "team_threads", "instruction_set", "instruction_sets", "profile", "host_engine",
-           "use_host_engine", "built_with_device_on_host"]
+           "thread_count", "team_threads", "instruction_set", "instruction_sets", "profile", "host_target",
+           "use_host_target", "HOST_TARGETS", "built_with_device_on_host",
+           "host_engine", "use_host_engine"]  # the last two: deprecated aliases
+
+# Where the native engine's code runs, its target: "cpu" (its CPU code), "cuda" (its CUDA code on
+# a GPU, for CUDA tensors) or "device-on-host" (its CUDA code executed on host threads). Host
+# arrays go to one of HOST_TARGETS; impls._native calls these two "cpu" and "device" when it is
+# told where to send them (set_host_engine), and reports targets by the names used here.
+HOST_TARGETS = ("cpu", "device-on-host")
+_NATIVE_HOST_NAMES = {"cpu": "cpu", "device-on-host": "device"}  # target -> impls._native's name
+
 
 def available() -> bool:
     """True when the compiled extension imports."""
@@ -146,7 +157,7 @@ def host_array(value, *, op: str, name: str) -> np.ndarray:
         raise ValueError(
             f"{op}: argument '{name}' is on {device}, but the native CUDA lattice is not available "
             f"(built_with_cuda()={built_with_cuda()}, has_cuda()={has_cuda()}); move it to the CPU "
-            f"or use the framework backend"
+            f"or use the framework engine"
         )
     if hasattr(value, "detach"):
         return value.detach().numpy()
@@ -155,30 +166,73 @@ def host_array(value, *, op: str, name: str) -> np.ndarray:
     return np.asarray(value)
 
 
-def host_engine() -> str:
-    """The engine host arrays go to: "cpu" (the CPU engine), or "device-on-host" (the CUDA
-    engine's own code executed on host threads, chosen by IMPLS_NATIVE_HOST_ENGINE=device at
-    import: how CI runs every line of the device code without a GPU)."""
+def host_target() -> str:
+    """The target host arrays go to: "cpu" (the native engine's CPU code), or "device-on-host"
+    (its CUDA code executed on host threads, chosen by IMPLS_NATIVE_HOST_TARGET=device-on-host
+    at import: how CI runs every line of the device code without a GPU)."""
     return _module().host_engine()
 
 
 @contextlib.contextmanager
-def use_host_engine(name: str):
-    """Inside the block, Lattice and DenseCrf objects built from host arrays use `name`:
-    "cpu" or "device" (the CUDA engine's code on host threads, to check device code without
-    a GPU). Objects keep the engine they were built with. Process-wide: not for use while
-    other threads build native objects."""
+def use_host_target(target: str):
+    """Inside the block, Lattice and DenseCrf objects built from host arrays run on `target`:
+    "cpu" or "device-on-host" (the CUDA code on host threads, to check device code without a
+    GPU). Objects keep the target they were built with. Process-wide: not for use
+    while other threads build native objects."""
+    _checks.one_of(target, HOST_TARGETS, op="use_host_target", name="target")
     module = _module()
-    previous = "device" if module.host_engine() == "device-on-host" else "cpu"
-    module.set_host_engine(name)
+    previous = module.host_engine()
+    module.set_host_engine(_NATIVE_HOST_NAMES[target])
     try:
         yield
     finally:
-        module.set_host_engine(previous)
+        module.set_host_engine(_NATIVE_HOST_NAMES[previous])
+
+
+def host_engine() -> str:
+    """Deprecated: `host_target()`."""
+    _deprecated("impls.native.host_engine()", "impls.native.host_target()")
+    return host_target()
+
+
+def use_host_engine(name: str):
+    """Deprecated: `use_host_target`, with "device" now named "device-on-host"."""
+    target = {"device": "device-on-host"}.get(name, name)
+    _deprecated(f"impls.native.use_host_engine({name!r})", f"impls.native.use_host_target({target!r})")
+    return use_host_target(target)
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated, use {new} instead", DeprecationWarning, stacklevel=3)
+
+
+def _host_target_from_environment() -> None:
+    """IMPLS_NATIVE_HOST_TARGET=cpu|device-on-host sends host arrays to that target from import
+    on. The former IMPLS_NATIVE_HOST_ENGINE=cpu|device (read by impls._native itself when it
+    loads) is still honoured, as a deprecated alias; the new name wins when both are set."""
+    target = os.environ.get("IMPLS_NATIVE_HOST_TARGET")
+    if not target:
+        old = os.environ.get("IMPLS_NATIVE_HOST_ENGINE")
+        target = {"device": "device-on-host"}.get(old, old) if old else None
+        name = "IMPLS_NATIVE_HOST_ENGINE"
+    else:
+        name = "IMPLS_NATIVE_HOST_TARGET"
+    if target is None:
+        return
+    if target not in HOST_TARGETS:
+        raise ValueError(f"{name} must be one of {HOST_TARGETS}, got {target!r}")
+    try:
+        _native.set_host_engine(_NATIVE_HOST_NAMES[target])
+    except ValueError as error:
+        raise ValueError(f"{name}={os.environ[name]}: {error}") from None
+
+
+if _native is not None:
+    _host_target_from_environment()
 
 
 def built_with_device_on_host() -> bool:
-    """True when the CUDA engine's code was also compiled for host execution."""
+    """True when the CUDA code was also compiled for host execution (the "device-on-host" target)."""
     return available() and _native.built_with_device_on_host()
 
 
@@ -253,6 +307,22 @@ def _empty(like, shape, dtype):
     return getattr(_module(), f"empty_{dtype}")(*shape)
 
 
+def _forwarded(wrapped: str, name: str, doc: str | None = None) -> property:
+    """A read-only property returning attribute `name` of the compiled object `self.<wrapped>`."""
+    return property(lambda self: getattr(getattr(self, wrapped), name), doc=doc)
+
+
+_TARGET_DOC = 'Where this object\'s code runs: "cpu", "cuda" or "device-on-host" (see `host_target`).'
+
+
+def _deprecated_engine_property() -> property:
+    def engine(self):
+        _deprecated(f"{type(self).__name__}.engine", f"{type(self).__name__}.target")
+        return self.target
+
+    return property(engine, doc="Deprecated: `target`.")
+
+
 class Lattice:
     """The permutohedral lattice of (P, d) features, built once in C++ and reused for any
     number of filters: the native counterpart of `impls.numpy.PermutohedralLattice`, equal
@@ -268,27 +338,13 @@ class Lattice:
         self._features_like = features[:0]
         self._lattice = _module().Lattice(features, _stream_of(features))
 
-    @property
-    def engine(self):
-        """"cpu", "cuda" or "device-on-host" (see `host_engine`)."""
-        return self._lattice.engine
-
-    @property
-    def num_points(self):
-        return self._lattice.num_points
-
-    @property
-    def dim(self):
-        return self._lattice.dim
-
-    @property
-    def num_vertices(self):
-        return self._lattice.num_vertices
-
-    @property
-    def weights(self):
-        """(P, d+1) barycentric weights of each point's simplex vertices (host lattices)."""
-        return self._lattice.weights
+    target = _forwarded("_lattice", "engine", _TARGET_DOC)
+    engine = _deprecated_engine_property()
+    num_points = _forwarded("_lattice", "num_points")
+    dim = _forwarded("_lattice", "dim")
+    num_vertices = _forwarded("_lattice", "num_vertices")
+    weights = _forwarded("_lattice", "weights",
+                         "(P, d+1) barycentric weights of each point's simplex vertices (host lattices).")
 
     def filter(self, values: Tensor, *, reverse: bool = False) -> Tensor:
         """(P, C) values splatted, blurred and sliced; `reverse` applies the transposed filter.
@@ -316,14 +372,14 @@ class Lattice:
         return out
 
 
-def mean_field(unary: Tensor, kernels: list, params: dict) -> Tensor:
+def mean_field(unary: Tensor, kernels: list, params: _checks.CrfParameters) -> Tensor:
     """The whole mean field of one image in C++: a (P, L) float32 unary, its kernels
     [(features (P, d), compat)] (impls._meanfield.crf_features), and dense_crf's checked
     `params` (normalization, iterations). Q (P, L) on the unary's device."""
     crf = DenseCrf(unary)
     for features, compat in kernels:
-        crf.add_kernel(features, compat, params["normalization"])
-    return crf.inference(params["iterations"])
+        crf.add_kernel(features, compat, params.normalization)
+    return crf.inference(params.iterations)
 
 
 class DenseCrf:
@@ -339,10 +395,8 @@ class DenseCrf:
         self._like = unary[:0]
         self._crf = _module().DenseCrf(unary, _stream_of(unary))
 
-    @property
-    def engine(self):
-        """"cpu", "cuda" or "device-on-host" (see `host_engine`)."""
-        return self._crf.engine
+    target = _forwarded("_crf", "engine", _TARGET_DOC)
+    engine = _deprecated_engine_property()
 
     def add_kernel(self, features: Tensor, compat: Compat, normalization: str = "symmetric") -> None:
         """Add a Gaussian kernel on (P, d) features with a pydensecrf compatibility (number:

@@ -5,7 +5,7 @@ that reproduces it (impls.accuracy.require):
     backend and engine;
 (b) pydensecrf's example recipe, run through impls.densecrf, reproduces pydensecrf's stored
     outputs (out1-3.png) on at least 99.5 % of pixels;
-(c) the backends agree with the NumPy reference within the parity thresholds;
+(c) the backends agree with the NumPy oracle within the parity thresholds;
 and a deliberately broken CRF is shown to fail the gate.
 """
 
@@ -25,7 +25,7 @@ from tests.inputs import CRF_EXAMPLES, crf_example, example_recipe
 # points but not for a CRF that does a fraction of its job; the unary alone gains 0.
 MIN_CRF_GAIN = 0.10
 MIN_STORED_AGREEMENT = 0.995
-# Parity of dense_crf's Q with the NumPy reference after 5 iterations in float32 (measured
+# Parity of dense_crf's Q with the NumPy oracle after 5 iterations in float32 (measured
 # 3e-6 to 2e-5: float32 sums in another order), and of its labels.
 MAX_Q_DIFFERENCE = 1e-3
 MIN_LABEL_PARITY = 0.999
@@ -86,7 +86,7 @@ def test_gate_pydensecrf_examples_reproduce_stored_outputs(name, reproduce):
 
 
 @pytest.mark.parametrize("engine", ["framework", "native"])
-def test_gate_backends_agree_with_the_reference(backend, engine, reproduce):
+def test_gate_backends_agree_with_the_oracle(backend, engine, reproduce):
     _engine_or_skip(engine)
     image, _, unary = gate_set()[0]
     expected = backend_crf(Backend("numpy"), "framework")(unary, image)

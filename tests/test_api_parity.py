@@ -24,10 +24,10 @@ def _signature(obj):
 
 def test_backends_export_the_same_public_names():
     modules = _backends()
-    reference = set(modules["numpy"].__all__)
+    numpy_names = set(modules["numpy"].__all__)
     for name, module in modules.items():
         layers = set(getattr(module, "LAYERS", ()))
-        assert set(module.__all__) - layers == reference, f"impls.{name}.__all__ differs from impls.numpy's"
+        assert set(module.__all__) - layers == numpy_names, f"impls.{name}.__all__ differs from impls.numpy's"
         missing = [n for n in module.__all__ if not hasattr(module, n)]
         assert not missing, f"impls.{name} lists {missing} in __all__ but does not define them"
 
@@ -41,7 +41,7 @@ def test_backends_share_signatures():
             assert got == expected, f"impls.{name}.{public}{got} differs from impls.numpy.{public}{expected}"
 
 
-def test_backends_share_the_reference_docstring():
+def test_backends_share_the_numpy_docstring():
     modules = _backends()
     for public in modules["numpy"].__all__:
         doc = getattr(modules["numpy"], public).__doc__

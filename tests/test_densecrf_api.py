@@ -163,8 +163,12 @@ def test_feature_deprecated_utils_log_a_warning_and_equal_pydensecrf(helper, arg
         assert np.isinf(ours).sum() == 2
 
 
-def _use_engine(engine, monkeypatch):
-    if engine == "torch":
+# (engine, backend): the native engine, and the framework engine on each backend it takes.
+ENGINES = [("native", None), ("framework", "numpy"), ("framework", "torch")]
+
+
+def _use_engine(engine, backend, monkeypatch):
+    if backend == "torch":
         pytest.importorskip("torch")
     if engine == "native":
         from impls import native
@@ -172,6 +176,8 @@ def _use_engine(engine, monkeypatch):
         if not native.available():
             pytest.skip("impls._native is not built")
     monkeypatch.setenv("IMPLS_DENSECRF_ENGINE", engine)
+    if backend:
+        monkeypatch.setenv("IMPLS_DENSECRF_BACKEND", backend)
 
 
 def _small_q(module, image, set_unary, labels=3, iterations=3):
@@ -183,9 +189,9 @@ def _small_q(module, image, set_unary, labels=3, iterations=3):
     return np.array(crf.inference(iterations))
 
 
-@pytest.mark.parametrize("engine", ["native", "numpy", "torch"])
-def test_feature_unary_objects_and_logistic_unary_match_pydensecrf(engine, monkeypatch):
-    _use_engine(engine, monkeypatch)
+@pytest.mark.parametrize(("engine", "framework_backend"), ENGINES)
+def test_feature_unary_objects_and_logistic_unary_match_pydensecrf(engine, framework_backend, monkeypatch):
+    _use_engine(engine, framework_backend, monkeypatch)
     image = crf_image("im1")[100:105, 150:154].copy()  # 5 x 4 pixels
     nvar, labels, features = 20, 3, 2
     rng = np.random.default_rng(7)
@@ -287,9 +293,9 @@ def test_exception_eigen_refuses_what_pydensecrf_refuses(function, value, error,
         getattr(impls.densecrf.eigen, function)(value)
 
 
-@pytest.mark.parametrize("engine", ["native", "numpy", "torch"])
-def test_feature_eigen_compat_and_q_work_as_in_pydensecrf(engine, monkeypatch):
-    _use_engine(engine, monkeypatch)
+@pytest.mark.parametrize(("engine", "framework_backend"), ENGINES)
+def test_feature_eigen_compat_and_q_work_as_in_pydensecrf(engine, framework_backend, monkeypatch):
+    _use_engine(engine, framework_backend, monkeypatch)
     image = crf_image("im2")[:20, :24].copy()
     unary = np.ascontiguousarray(smooth_unary(20, 24, 3, seed=8).reshape(-1, 3).T)
     compat_matrix = np.array([[0, 2, 4], [2, 0, 1], [4, 1, 0]], np.float32)
@@ -388,12 +394,24 @@ def test_smoke_users_pydensecrf_script_runs_unchanged_but_its_imports(tmp_path, 
 def test_feature_engine_is_reported_and_can_be_forced(monkeypatch):
     name, reason = impls.densecrf.engine()
     assert name in impls.densecrf.ENGINES and reason
-    monkeypatch.setenv("IMPLS_DENSECRF_ENGINE", "numpy")
-    assert impls.densecrf.engine() == ("numpy", "chosen by IMPLS_DENSECRF_ENGINE")
-    assert impls.densecrf.DenseCRF(10, 2).engine == "numpy"
+    monkeypatch.setenv("IMPLS_DENSECRF_ENGINE", "framework")
+    assert impls.densecrf.engine() == ("framework", "chosen by IMPLS_DENSECRF_ENGINE, on the numpy backend")
+    assert impls.densecrf.DenseCRF(10, 2).engine == "framework"
     monkeypatch.setenv("IMPLS_DENSECRF_ENGINE", "cuda-magic")
     with pytest.raises(ValueError, match="IMPLS_DENSECRF_ENGINE must be one of"):
         impls.densecrf.DenseCRF(10, 2)
+
+
+def test_feature_former_engine_names_still_work_and_warn(monkeypatch):
+    """engine "numpy" / "torch" (before the engine and the backend were told apart) are the
+    framework engine on that backend for one release, with a warning naming the replacement."""
+    with pytest.warns(DeprecationWarning, match="engine='numpy' is deprecated, use engine='framework', "
+                                                "backend='numpy'"):
+        crf = impls.densecrf.DenseCRF2D(4, 3, 2, engine="numpy")
+    assert (crf.engine, crf.backend) == ("framework", "numpy")
+    monkeypatch.setenv("IMPLS_DENSECRF_ENGINE", "numpy")
+    with pytest.warns(DeprecationWarning, match="IMPLS_DENSECRF_ENGINE=framework IMPLS_DENSECRF_BACKEND=numpy"):
+        assert impls.densecrf.engine() == ("framework", "chosen by IMPLS_DENSECRF_ENGINE, on the numpy backend")
 
 
 def test_exception_native_engine_that_cannot_load_fails_when_chosen_not_at_inference(monkeypatch):
@@ -414,12 +432,12 @@ def test_exception_native_engine_that_cannot_load_fails_when_chosen_not_at_infer
         impls.densecrf.DenseCRF(10, 2)
 
 
-@pytest.mark.parametrize("engine", ["native", "numpy", "torch"])
-def test_feature_every_engine_gives_the_same_q(engine, monkeypatch):
-    _use_engine(engine, monkeypatch)
+@pytest.mark.parametrize(("engine", "framework_backend"), ENGINES)
+def test_feature_every_engine_gives_the_same_q(engine, framework_backend, monkeypatch):
+    _use_engine(engine, framework_backend, monkeypatch)
     image = crf_example("im3")[0][:64, :48].copy()
     ours, theirs = _twin_crfs(image, smooth_unary(64, 48, 4, seed=5))
-    assert ours.engine == engine
+    assert (ours.engine, ours.backend) == (engine, framework_backend)
     assert np.abs(ours.inference(5) - np.array(theirs.inference(5))).max() < 1e-5
     q, tmp1, tmp2 = ours.startInference()
     their_q, their_tmp1, their_tmp2 = theirs.startInference()

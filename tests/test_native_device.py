@@ -3,10 +3,14 @@ engine, deterministic, differentiable, strict with memory. Every test runs on th
 host-executed build of that code (here and in CI, no GPU needed) and, where a GPU is
 visible, on CUDA too; no test here is skipped for lack of a GPU.
 
-The whole native suite also runs against the host-executed engine in `tox -e device-on-host`
-(IMPLS_NATIVE_HOST_ENGINE=device): this file holds what is specific to the device code."""
+The whole native suite also runs on the device-on-host target in `tox -e device-on-host`
+(IMPLS_NATIVE_HOST_TARGET=device-on-host): this file holds what is specific to the device code."""
 
 import contextlib
+import os
+import pathlib
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -40,9 +44,9 @@ class Device:
     def get(self, value):
         return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
 
-    def engine(self):
-        """Objects built inside use the device engine."""
-        return native.use_host_engine("device") if self.name == "device-on-host" else contextlib.nullcontext()
+    def target(self):
+        """Objects built inside run the device engine's code."""
+        return native.use_host_target("device-on-host") if self.name == "device-on-host" else contextlib.nullcontext()
 
 
 @pytest.fixture(params=DEVICES)
@@ -57,20 +61,20 @@ def _points(rng, count, dim, channels=5, dtype=np.float32):
 @pytest.mark.parametrize("dim", [1, 2, 3, 5, 16])
 def test_feature_device_filter_equals_numpy_lattice_and_cpu_engine(device, dim, rng):
     features, values = _points(rng, 3000, dim, channels=21)
-    reference, cpu = PermutohedralLattice(features), native.Lattice(features)
-    with device.engine():
+    oracle, cpu = PermutohedralLattice(features), native.Lattice(features)
+    with device.target():
         lattice = native.Lattice(device.put(features))
-    assert lattice.engine == ("cuda" if device.name == "cuda" else "device-on-host")
-    assert lattice.num_vertices == cpu.num_vertices == reference.num_vertices
+    assert lattice.target == ("cuda" if device.name == "cuda" else "device-on-host")
+    assert lattice.num_vertices == cpu.num_vertices == oracle.num_vertices
     for reverse in (False, True):
         got = device.get(lattice.filter(device.put(values), reverse=reverse))
-        assert_close(got, reference.filter(values, reverse=reverse))
+        assert_close(got, oracle.filter(values, reverse=reverse))
         assert_close(got, cpu.filter(values, reverse=reverse))
 
 
 def test_feature_device_filter_in_float64_equals_the_cpu_engine(device, rng):
     features, values = _points(rng, 500, 3, channels=4, dtype=np.float64)
-    with device.engine():
+    with device.target():
         lattice = native.Lattice(device.put(features))
     got = device.get(lattice.filter(device.put(values)))
     assert got.dtype == np.float64
@@ -85,7 +89,7 @@ def test_feature_device_mean_field_equals_cpu_engine_and_is_deterministic(device
     unary = torch.from_numpy(smooth_unary(image.shape[2], image.shape[3], 21, seed=6)).permute(2, 0, 1)[None]
     on_cpu = impls.torch.dense_crf(unary, image, iterations=10, engine="native")
     put = (lambda t: t.cuda()) if device.name == "cuda" else (lambda t: t)
-    with device.engine():
+    with device.target():
         first = impls.torch.dense_crf(put(unary), put(image), iterations=10, engine="native")
         again = impls.torch.dense_crf(put(unary), put(image), iterations=10, engine="native")
     assert_close(first.cpu(), on_cpu, atol=1e-5)
@@ -99,7 +103,7 @@ def test_feature_device_results_do_not_depend_on_the_thread_count(rng):
     unary = rng.random((20000, 4)).astype(np.float32)
     results = []
     for threads in (1, 2):
-        with native.threads(threads), native.use_host_engine("device"):
+        with native.threads(threads), native.use_host_target("device-on-host"):
             lattice = native.Lattice(features)
             crf = native.DenseCrf(unary)
             crf.add_kernel(features, 3.0)
@@ -113,7 +117,7 @@ def test_gradcheck_device_native_filter_in_float64(device, rng):
     from impls.torch.lattice import NativeLattice
 
     features, values = _points(rng, 40, 3, channels=2, dtype=np.float64)
-    with device.engine():
+    with device.target():
         lattice = NativeLattice(torch.from_numpy(device.put(features)) if device.name != "cuda"
                                 else device.put(features))
     values = torch.from_numpy(values)
@@ -132,7 +136,7 @@ def test_feature_device_crf_rnn_matches_the_cpu_engine():
     expected = layer(logits, image)
     expected.sum().backward()
     expected_grad, logits.grad = logits.grad.clone(), None
-    with native.use_host_engine("device"):
+    with native.use_host_target("device-on-host"):
         before = native._module().device_on_host_objects()
         got = layer(logits, image)
         got.sum().backward()
@@ -143,7 +147,7 @@ def test_feature_device_crf_rnn_matches_the_cpu_engine():
 
 def test_feature_device_objects_are_safe_from_two_threads(rng):
     features, values = _points(rng, 4000, 3, channels=6)
-    with native.use_host_engine("device"):
+    with native.use_host_target("device-on-host"):
         lattice = native.Lattice(features)
     expected = lattice.filter(values)
     failures = []
@@ -164,7 +168,7 @@ def test_feature_device_objects_are_safe_from_two_threads(rng):
 def test_feature_device_memory_is_given_back(rng):
     features, values = _points(rng, 1000, 3)
     before = native._module().device_memory_in_use()
-    with native.use_host_engine("device"):
+    with native.use_host_target("device-on-host"):
         crf = native.DenseCrf(rng.random((1000, 3)).astype(np.float32))
         crf.add_kernel(features, 3.0)
         crf.inference(2)
@@ -187,7 +191,7 @@ def test_exception_device_memory_rules_are_enforced_on_the_host(rule, match):
 
 def test_exception_device_lattice_checks_the_values_it_is_given(device, rng):
     features, values = _points(rng, 50, 2)
-    with device.engine():
+    with device.target():
         lattice = native.Lattice(device.put(features))
     if device.name == "cuda":
         with pytest.raises(ValueError, match="must be a CUDA tensor on cuda"):
@@ -196,3 +200,28 @@ def test_exception_device_lattice_checks_the_values_it_is_given(device, rng):
         lattice.filter(device.put(values[:49]))
     with pytest.raises(ValueError, match="values must have 50 rows"):
         lattice._lattice.filter_into(device.put(values[:49]), device.put(values[:49].copy()))
+
+
+def test_feature_former_host_engine_names_still_work_and_warn():
+    """use_host_engine("device"), host_engine() and `.engine` (before the target was named
+    apart from the engine) still work for one release, with a warning naming the replacement."""
+    with pytest.warns(DeprecationWarning, match=r"use impls.native.use_host_target\('device-on-host'\)"):
+        block = native.use_host_engine("device")
+    with block:
+        with pytest.warns(DeprecationWarning, match=r"use impls.native.host_target\(\)"):
+            assert native.host_engine() == native.host_target() == "device-on-host"
+        lattice, crf = native.Lattice(np.zeros((4, 2), np.float32)), native.DenseCrf(np.zeros((4, 3), np.float32))
+    for value, name in ((lattice, "Lattice"), (crf, "DenseCrf")):
+        with pytest.warns(DeprecationWarning, match=f"{name}.engine is deprecated, use {name}.target"):
+            assert value.engine == value.target == "device-on-host"
+
+
+@pytest.mark.parametrize("variable, value", [("IMPLS_NATIVE_HOST_TARGET", "device-on-host"),
+                                             ("IMPLS_NATIVE_HOST_ENGINE", "device")])  # the deprecated name
+def test_feature_host_target_is_read_from_the_environment_at_import(variable, value):
+    env = {key: item for key, item in os.environ.items() if not key.startswith("IMPLS_NATIVE_HOST_")}
+    env.update({variable: value, "PYTHONPATH": str(pathlib.Path(native.__file__).parents[1])})
+    command = "from impls import native; print(native.host_target())"
+    result = subprocess.run([sys.executable, "-W", "error", "-c", command], env=env, capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "device-on-host"

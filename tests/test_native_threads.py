@@ -1,7 +1,7 @@
 """The native CPU engine under threads and on every instruction set: one object used from
 several Python threads at once, the OpenMP thread count changed after construction (results
 do not depend on it, bit for bit), every row width of the mean field, and each instruction
-set the kernels were built for against the NumPy reference."""
+set the kernels were built for against the NumPy oracle."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from impls import native
-from impls.numpy.crf import dense_crf as reference_dense_crf
+from impls.numpy.crf import dense_crf as oracle_dense_crf
 from impls.testing import assert_close
 from tests.inputs import crf_image, smooth_unary
 
@@ -149,12 +149,12 @@ def test_feature_kernels_added_while_another_thread_runs_inference():
 @pytest.mark.parametrize("labels", [2, 3, 7, 8, 9, 16, 21, 33, 60, 64, 65, 130])
 def test_feature_every_row_width_equals_the_numpy_mean_field(labels):
     """2..7 labels run unpadded rows of scalars, 8 one vector, up to 64 rows held in
-    registers, more rows in scratch: each against the NumPy reference."""
+    registers, more rows in scratch: each against the NumPy oracle."""
     image = crf_image("im1")[:36, :52].copy()
     unary = smooth_unary(36, 52, labels, seed=labels)
     options = dict(gaussian_compat=3.0, bilateral_compat=-np.linspace(8, 12, labels), iterations=4)
-    ours = reference_dense_crf(unary[None], image[None], engine="native", **options)
-    expected = reference_dense_crf(unary[None], image[None], engine="framework", **options)
+    ours = oracle_dense_crf(unary[None], image[None], engine="native", **options)
+    expected = oracle_dense_crf(unary[None], image[None], engine="framework", **options)
     assert_close(ours, expected)
 
 
@@ -194,7 +194,7 @@ print(json.dumps(native.instruction_set()))
 @pytest.mark.parametrize("isa", sorted(native.instruction_sets()) if native.available() else [])
 def test_feature_every_instruction_set_equals_the_numpy_mean_field(isa, tmp_path):
     """Each build of the kernels, forced with IMPLS_NATIVE_ISA in a fresh process (the choice
-    is made once per process), against the NumPy reference."""
+    is made once per process), against the NumPy oracle."""
     if not native.instruction_sets()[isa]:
         pytest.skip(f"this CPU does not support {isa}")
     environment = dict(os.environ, IMPLS_NATIVE_ISA=isa)
@@ -207,7 +207,7 @@ def test_feature_every_instruction_set_equals_the_numpy_mean_field(isa, tmp_path
     image = crf_image("im1")[:48, :64].copy()
     for labels in (2, 5, 21):
         unary = smooth_unary(48, 64, labels, seed=labels)
-        expected = reference_dense_crf(unary[None], image[None], engine="framework", iterations=5)
+        expected = oracle_dense_crf(unary[None], image[None], engine="framework", iterations=5)
         assert_close(np.load(tmp_path / f"{labels}.npy"), expected, msg=f"{isa}, {labels} labels")
 
 
@@ -226,7 +226,7 @@ def test_exception_thread_count_must_be_positive():
             pass
 
 
-@pytest.mark.skipif(native.available() and native.host_engine() != "cpu", reason="the CPU engine's phase timer")
+@pytest.mark.skipif(native.available() and native.host_target() != "cpu", reason="the CPU engine's phase timer")
 def test_cardinality_profile_reports_the_phases_that_ran():
     crf, _, _ = _image_crf(30, 40, 3)
     with native.profile() as phases:
@@ -243,7 +243,7 @@ def _dense_crf_in_child(connection):
     connection.close()
 
 
-@pytest.mark.skipif(native.available() and native.host_engine() != "cpu",
+@pytest.mark.skipif(native.available() and native.host_target() != "cpu",
                     reason="the host-executed device engine runs on OpenMP's threads, which libgomp cannot give a "
                            "forked child (its first region waits forever for the parent's threads)")
 def test_feature_a_forked_child_runs_native_calls_on_several_threads(team_threads):
@@ -312,7 +312,7 @@ def test_feature_idle_native_threads_sleep_instead_of_spinning():
     assert min(idle) < 0.004, f"{min(idle) * 1e3:.1f} ms of CPU in the quietest 0.3 s after a native call"
 
 
-@pytest.mark.skipif(native.available() and native.host_engine() != "cpu", reason="the CPU engine's teams")
+@pytest.mark.skipif(native.available() and native.host_target() != "cpu", reason="the CPU engine's teams")
 def test_feature_a_busy_machine_runs_teams_on_one_thread_with_the_same_results(team_threads):
     """While the engine counts the machine as busy (a recent call's threads mostly waited for
     each other), its short parallel phases run on one thread and the mean field probes with
@@ -339,7 +339,7 @@ def test_feature_a_busy_machine_runs_teams_on_one_thread_with_the_same_results(t
     assert not module.machine_busy()
 
 
-@pytest.mark.skipif(native.available() and native.host_engine() != "cpu", reason="the CPU engine's teams")
+@pytest.mark.skipif(native.available() and native.host_target() != "cpu", reason="the CPU engine's teams")
 def test_feature_results_stay_bit_identical_while_busy_processes_share_the_cores(team_threads):
     """Two threads beside busy processes (their teams may shrink to one member mid-call) give
     the marginals of one thread on a quiet machine."""

@@ -9,10 +9,15 @@ layouts as pydensecrf: unaries and Q are (labels, pixels) float32, features (d, 
 (H, W, 3) uint8. `inference` and `startInference` return Q as a float32 ndarray (pydensecrf: an
 eigen.MatrixXf, which NumPy reads the same way); the methods that take Q accept either.
 
-Inference runs on the fastest engine present, in the order of `ENGINES`; the environment
-variable IMPLS_DENSECRF_ENGINE picks one by name for every CRF, the keyword `engine=` of
-DenseCRF / DenseCRF2D (an addition to pydensecrf's signatures) for one, and `engine()` (or a
-CRF's `.engine` attribute) says which one is in use and why.
+Inference runs on an engine, as impls' dense_crf: "native" (impls._native's C++ mean field) or
+"framework" (impls._meanfield's loop on a backend's operations: "numpy", the default, or
+"torch"); "auto", the default, takes the native engine when it is built, else the framework
+engine. The keywords `engine=` and `backend=` of DenseCRF / DenseCRF2D (additions to
+pydensecrf's signatures) choose for one CRF, the environment variables IMPLS_DENSECRF_ENGINE and
+IMPLS_DENSECRF_BACKEND for every CRF not given either keyword; `engine()` (or a CRF's `.engine`
+and `.backend` attributes) says which one is in use and why. The former engine names "numpy"
+and "torch" still work for one release, with a DeprecationWarning: they are now the framework
+engine on that backend.
 
 One deliberate difference: `compat` arrays of any real dtype are accepted (converted to
 float32), where pydensecrf accepts only float32 arrays (and any Python number for Potts).
@@ -24,11 +29,13 @@ import dataclasses
 import enum
 import logging
 import os
+import sys
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 
-from impls import _checks, _meanfield
+from impls import _checks, _engines, _meanfield, _ops
 from impls._meanfield import NORMALIZATIONS
 from impls._types import Compat, Sizes
 from impls.densecrf import eigen
@@ -78,7 +85,7 @@ class _FrameworkEngine:
     pydensecrf's NumPy arrays and the backend's tensors."""
 
     name: str
-    ops: _meanfield.Ops
+    ops: _ops.Ops
     array: Callable  # NumPy -> the backend's tensor
     numpy: Callable  # the backend's tensor -> NumPy
 
@@ -87,17 +94,17 @@ class _FrameworkEngine:
 
 
 def _numpy_engine():
-    from impls.numpy import crf
+    from impls.numpy._ops import OPS
 
-    return _FrameworkEngine("numpy", crf.OPS, array=lambda values: values, numpy=lambda values: values)
+    return _FrameworkEngine("numpy", OPS, array=lambda values: values, numpy=lambda values: values)
 
 
 def _torch_engine():
     import torch
 
-    from impls.torch import crf
+    from impls.torch._ops import OPS
 
-    return _FrameworkEngine("torch", crf.OPS, array=torch.from_numpy, numpy=lambda tensor: tensor.numpy())
+    return _FrameworkEngine("torch", OPS, array=torch.from_numpy, numpy=lambda tensor: tensor.numpy())
 
 
 def _native_engine():
@@ -107,37 +114,73 @@ def _native_engine():
 
     if not native.available():
         raise ImportError(f"impls.densecrf: the native engine cannot load impls._native "
-                          f"({native._import_error}); install the package, or use engine='numpy' or 'torch'")
+                          f"({native._import_error}); install the package, or use engine='framework'")
     return _numpy_engine()
 
 
-# Fastest first, as measured by bench/test_bench_crf.py on 2 CPU cores: 500x375 pixels,
-# 21 labels, 10 iterations, median of 5: native 0.28 s, numpy 1.87 s, torch 1.92 s
-# (pydensecrf 0.55 s).
-ENGINES = {"native": _native_engine, "numpy": _numpy_engine, "torch": _torch_engine}
+# The values of `engine=` (and IMPLS_DENSECRF_ENGINE), dense_crf's: "auto", "native", "framework".
+# Measured by bench/test_bench_crf.py on 2 CPU cores (500x375 pixels, 21 labels, 10 iterations,
+# median of 5): native 0.28 s, framework 1.87 s on numpy and 1.92 s on torch (pydensecrf 0.55 s).
+ENGINES = _engines.ENGINES
+# The values of `backend=` (and IMPLS_DENSECRF_BACKEND): the framework engine's operations.
+_BACKENDS = {"numpy": _numpy_engine, "torch": _torch_engine}
 
 
 def engine() -> tuple[str, str]:
-    """(name, reason) of the engine new CRFs use (unless they are given `engine=`)."""
-    return _chosen_engine()
+    """(engine, reason) that new CRFs use unless they are given `engine=` or `backend=`: "native"
+    or "framework"; the reason names the framework engine's backend."""
+    name, _, reason = _choose_engine(None, None)
+    return name, reason
 
 
-def _chosen_engine() -> tuple[str, str]:
-    forced = os.environ.get("IMPLS_DENSECRF_ENGINE")
-    if forced:
-        if forced not in ENGINES:
-            raise ValueError(f"IMPLS_DENSECRF_ENGINE must be one of {tuple(ENGINES)}, got {forced!r}")
-        return forced, "chosen by IMPLS_DENSECRF_ENGINE"
-    missing = []
-    for name, make in ENGINES.items():
-        try:
-            make()  # an engine counts as present only if it can actually be set up
-        except ImportError:
-            missing.append(name)
-            continue
-        reason = "the fastest engine present" + (f" ({', '.join(missing)} not available)" if missing else "")
-        return name, reason
-    raise ImportError("impls.densecrf: no engine available")
+def _choose_engine(engine, backend, *, op="impls.densecrf"):
+    """(engine, backend, reason) for `engine=` and `backend=`, or, when neither is given, for
+    IMPLS_DENSECRF_ENGINE and IMPLS_DENSECRF_BACKEND: engine "native" (backend None) or
+    "framework" on backend "numpy" or "torch". The deprecated engines "numpy" and "torch" are
+    the framework engine on that backend."""
+    if engine is None and backend is None:
+        engine = os.environ.get("IMPLS_DENSECRF_ENGINE") or None
+        backend = os.environ.get("IMPLS_DENSECRF_BACKEND") or None
+        names, how = ("IMPLS_DENSECRF_ENGINE", "IMPLS_DENSECRF_BACKEND"), "chosen by IMPLS_DENSECRF_ENGINE"
+        say = {"engine": lambda value: f"{names[0]}={value}", "backend": lambda value: f"{names[1]}={value}"}
+        bad, both = "{name} must be one of {values}, got {value!r}", " "
+    else:
+        names, how = (f"{op}: argument 'engine'", f"{op}: argument 'backend'"), "asked for by name"
+        say = {"engine": lambda value: f"engine={value!r}", "backend": lambda value: f"backend={value!r}"}
+        bad, both = "{name} must be None or one of {values}, got {value!r}", ", "
+    if engine in _BACKENDS:  # the former engine names
+        if backend not in (None, engine):
+            raise ValueError(f"{op}: {say['engine'](engine)} (deprecated) and {say['backend'](backend)} disagree")
+        warnings.warn(f"{say['engine'](engine)} is deprecated, use {say['engine']('framework')}{both}"
+                      f"{say['backend'](engine)} instead", DeprecationWarning, stacklevel=_caller_level())
+        engine, backend = "framework", engine
+    if engine not in (None, *ENGINES):
+        raise ValueError(bad.format(name=names[0], values=ENGINES, value=engine))
+    if backend not in (None, *_BACKENDS):
+        raise ValueError(bad.format(name=names[1], values=tuple(_BACKENDS), value=backend))
+    if engine == "native" and backend is not None:
+        raise ValueError(f"{op}: {say['backend'](backend)} chooses the framework engine's operations; "
+                         f"{say['engine']('native')} has none")
+    backend = backend or "numpy"
+    if engine in ("native", "framework"):
+        return engine, (None if engine == "native" else backend), how + _on(engine, backend)
+    try:
+        _native_engine()  # present only if it can actually be set up
+    except ImportError:
+        return "framework", backend, "the native engine is not available" + _on("framework", backend)
+    return "native", None, "the fastest engine present"
+
+
+def _caller_level():
+    """warnings.warn's stacklevel, for its caller, of the first frame outside this module."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _on(engine, backend):
+    return f", on the {backend} backend" if engine == "framework" else ""
 
 
 class Unary:
@@ -187,21 +230,16 @@ def _product_energy(weights, features, *, names, op, weights_shape=(None, None),
 class DenseCRF:
     """Fully-connected CRF over `nvar` variables with `nlabels` labels (pydensecrf.densecrf.DenseCRF)."""
 
-    def __init__(self, nvar: int, nlabels: int, *, engine: str | None = None):
+    def __init__(self, nvar: int, nlabels: int, *, engine: str | None = None, backend: str | None = None):
         self._nvar = _checks.positive_int(nvar, op="DenseCRF", name="nvar")
         self._nlabel = _checks.positive_int(nlabels, op="DenseCRF", name="nlabels")
         if self._nlabel < 2:
             raise ValueError(f"DenseCRF: argument 'nlabels' must be at least 2, got {nlabels}")
-        if engine is None:
-            self.engine, reason = _chosen_engine()
-        elif engine in ENGINES:
-            self.engine, reason = engine, "asked for by name"
-        else:
-            raise ValueError(f"DenseCRF: argument 'engine' must be None or one of {tuple(ENGINES)}, got {engine!r}")
+        self.engine, self.backend, reason = _choose_engine(engine, backend, op="DenseCRF")
         log.info("impls.densecrf: using the %s engine (%s)", self.engine, reason)
         self._native = self.engine == "native"
         # Set up now, so that a missing engine fails here, with the reason, not at inference.
-        self._engine = ENGINES[self.engine]()
+        self._engine = _native_engine() if self._native else _BACKENDS[self.backend]()
         self._kernels = []  # (features (P, d) float32, compat, normalization name)
         self._native_crf = None  # the native engine's CRF, made by setUnaryEnergy
         self._unary = None  # (P, L) for the other engines
@@ -345,10 +383,10 @@ class DenseCRF:
 class DenseCRF2D(DenseCRF):
     """Fully-connected CRF on a w x h image (pydensecrf.densecrf.DenseCRF2D)."""
 
-    def __init__(self, w: int, h: int, nlabels: int, *, engine: str | None = None):
+    def __init__(self, w: int, h: int, nlabels: int, *, engine: str | None = None, backend: str | None = None):
         self._w, self._h = (_checks.positive_int(value, op="DenseCRF2D", name=name) for name, value in
                             (("w", w), ("h", h)))
-        super().__init__(self._w * self._h, nlabels, engine=engine)
+        super().__init__(self._w * self._h, nlabels, engine=engine, backend=backend)
 
     def addPairwiseGaussian(self, sxy: Sizes, compat: Compat, kernel: int = DIAG_KERNEL,
                             normalization: int = NORMALIZE_SYMMETRIC) -> None:  # noqa: N802

@@ -1,4 +1,4 @@
-"""NumPy reference backend: plain NumPy, float64-capable, the oracle of the others.
+"""The NumPy backend: plain NumPy, float64-capable, the oracle the others are tested against.
 Layout (N, H, W, C)."""
 
 from impls.numpy.boxes import (

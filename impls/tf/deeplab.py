@@ -1,5 +1,5 @@
 """DeepLab-v2 (atrous ResNet-101, ASPP, multi-scale max fusion) as Keras 3 models on TensorFlow,
-layout (N, H, W, C); see impls._models.DeepLabV2Reference and ASPPReference."""
+layout (N, H, W, C); see impls._models.DeepLabV2Doc and ASPPDoc."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["ASPP", "DeepLabV2"]
 
 
 @keras.saving.register_keras_serializable(package="impls")
-@same_doc_as(_models.ASPPReference)
+@same_doc_as(_models.ASPPDoc)
 class ASPP(keras.layers.Layer):
     def __init__(self, in_channels, num_classes, rates=(6, 12, 18, 24), **kwargs):
         super().__init__(**kwargs)
@@ -95,7 +95,7 @@ class ResNet101(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="impls")
-@same_doc_as(_models.DeepLabV2Reference)
+@same_doc_as(_models.DeepLabV2Doc)
 class DeepLabV2(keras.Model):
     def __init__(self, num_classes=21, scales=(1.0, 0.75, 0.5), **kwargs):
         super().__init__(**kwargs)

@@ -1,5 +1,5 @@
 """FCN-32s/16s/8s on VGG-16 as a Keras 3 model on TensorFlow, layout (N, H, W, C); see
-impls._models.FCNReference."""
+impls._models.FCNDoc."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ __all__ = ["FCN"]
 
 
 @keras.saving.register_keras_serializable(package="impls")
-@same_doc_as(_models.FCNReference)
+@same_doc_as(_models.FCNDoc)
 class FCN(keras.Model):
     def __init__(self, variant="32s", num_classes=21, **kwargs):
         super().__init__(**kwargs)

@@ -7,7 +7,7 @@ import tensorflow as tf
 from impls import _checks
 from impls._docs import same_doc_as
 from impls._types import Tensor
-from impls.numpy import metrics as reference
+from impls.numpy import metrics as oracle
 
 __all__ = ["confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou"]
 
@@ -16,7 +16,7 @@ def _kind(tensor):
     return "b" if tensor.dtype == tf.bool else "i" if tensor.dtype.is_integer else "f"
 
 
-@same_doc_as(reference.confusion_matrix)
+@same_doc_as(oracle.confusion_matrix)
 def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
     num_classes = _checks.positive_int(num_classes, op="confusion_matrix", name="num_classes")
     pred, label = tf.convert_to_tensor(pred), tf.convert_to_tensor(label)
@@ -35,7 +35,7 @@ def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index
     return tf.reshape(counts, (num_classes, num_classes))
 
 
-@same_doc_as(reference.per_class_iou)
+@same_doc_as(oracle.per_class_iou)
 def per_class_iou(confusion: Tensor) -> Tensor:
     confusion = _as_confusion(confusion, op="per_class_iou")
     true_positive = tf.linalg.diag_part(confusion)
@@ -43,20 +43,20 @@ def per_class_iou(confusion: Tensor) -> Tensor:
     return tf.math.divide(true_positive, union)  # 0/0 is NaN: a class with no IoU
 
 
-@same_doc_as(reference.mean_iou)
+@same_doc_as(oracle.mean_iou)
 def mean_iou(confusion: Tensor):
     iou = per_class_iou(confusion)
     present = ~tf.math.is_nan(iou)
     return tf.reduce_sum(tf.where(present, iou, 0.0)) / tf.reduce_sum(tf.cast(present, tf.float64))
 
 
-@same_doc_as(reference.pixel_accuracy)
+@same_doc_as(oracle.pixel_accuracy)
 def pixel_accuracy(confusion: Tensor):
     confusion = _as_confusion(confusion, op="pixel_accuracy")
     return tf.linalg.trace(confusion) / tf.reduce_sum(confusion)
 
 
-@same_doc_as(reference.frequency_weighted_iou)
+@same_doc_as(oracle.frequency_weighted_iou)
 def frequency_weighted_iou(confusion: Tensor):
     confusion = _as_confusion(confusion, op="frequency_weighted_iou")
     total = tf.reduce_sum(confusion)

@@ -8,14 +8,14 @@ from impls import _checks
 from impls._docs import same_doc_as
 from impls._training import nearest_indices
 from impls._types import Tensor
-from impls.numpy import training as reference
+from impls.numpy import training as oracle
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate", "learning_rate_multipliers"]
 
 CLASSIFIER_MULTIPLIERS = {"kernel": 10.0, "bias": 20.0}
 
 
-@same_doc_as(reference.segmentation_loss)
+@same_doc_as(oracle.segmentation_loss)
 def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     logits, labels = tf.convert_to_tensor(logits), tf.convert_to_tensor(labels)
     kind = "i" if labels.dtype.is_integer else "f"
@@ -28,14 +28,14 @@ def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return tf.math.divide_no_nan(tf.reduce_sum(tf.where(valid, losses, 0.0)), count)
 
 
-@same_doc_as(reference.downscale_labels)
+@same_doc_as(oracle.downscale_labels)
 def downscale_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     labels = tf.convert_to_tensor(labels)
     rows, cols = nearest_indices(tuple(labels.shape), size, op="downscale_labels")
     return tf.gather(tf.gather(labels, rows, axis=1), cols, axis=2)
 
 
-poly_learning_rate = reference.poly_learning_rate
+poly_learning_rate = oracle.poly_learning_rate
 
 
 def learning_rate_multipliers(model, classifier="aspp"):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from impls import _checks
 from impls._docs import same_doc_as
-from impls.numpy import upsample as reference
+from impls.numpy import upsample as oracle
 
 __all__ = ["bilinear_kernel", "upsample_bilinear", "BilinearUpsample"]
 
@@ -22,12 +22,12 @@ def _as_batch(x, *, op):
     return x
 
 
-@same_doc_as(reference.bilinear_kernel)
+@same_doc_as(oracle.bilinear_kernel)
 def bilinear_kernel(factor):
-    return tf.constant(reference.bilinear_kernel(factor))
+    return tf.constant(oracle.bilinear_kernel(factor))
 
 
-@same_doc_as(reference.upsample_bilinear)
+@same_doc_as(oracle.upsample_bilinear)
 def upsample_bilinear(x, factor):
     factor = _checks.positive_int(factor, op="upsample_bilinear", name="factor")
     x = _as_batch(x, op="upsample_bilinear")
@@ -46,7 +46,7 @@ def upsample_bilinear(x, factor):
 
 
 @keras.saving.register_keras_serializable(package="impls")
-@same_doc_as(reference.BilinearUpsample)
+@same_doc_as(oracle.BilinearUpsample)
 class BilinearUpsample(keras.layers.Layer):
     def __init__(self, channels: int, factor: int, *, trainable: bool = False, padding: str = "same", dtype=None,
                  name: str | None = None):
@@ -58,7 +58,7 @@ class BilinearUpsample(keras.layers.Layer):
         self._size = 2 * self.factor - self.factor % 2
 
     def build(self, input_shape):
-        initial = np.einsum("hw,oi->hwoi", reference.bilinear_kernel(self.factor), np.eye(self.channels))
+        initial = np.einsum("hw,oi->hwoi", oracle.bilinear_kernel(self.factor), np.eye(self.channels))
         self.kernel = self.add_weight(
             name="kernel", shape=initial.shape, initializer=keras.initializers.Constant(initial),
         )

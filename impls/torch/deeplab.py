@@ -1,5 +1,5 @@
 """DeepLab-v2 (atrous ResNet-101, ASPP, multi-scale max fusion) in PyTorch, layout (N, C, H, W);
-see impls._models.DeepLabV2Reference and ASPPReference."""
+see impls._models.DeepLabV2Doc and ASPPDoc."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from impls._docs import same_doc_as
 __all__ = ["ASPP", "DeepLabV2"]
 
 
-@same_doc_as(_models.ASPPReference)
+@same_doc_as(_models.ASPPDoc)
 class ASPP(nn.Module):
     def __init__(self, in_channels, num_classes, rates=(6, 12, 18, 24), **kwargs):
         super().__init__()
@@ -83,7 +83,7 @@ class ResNet101(nn.Module):
         return x
 
 
-@same_doc_as(_models.DeepLabV2Reference)
+@same_doc_as(_models.DeepLabV2Doc)
 class DeepLabV2(nn.Module):
     def __init__(self, num_classes=21, scales=(1.0, 0.75, 0.5), **kwargs):
         super().__init__()

@@ -1,4 +1,4 @@
-"""FCN-32s/16s/8s on VGG-16 in PyTorch, layout (N, C, H, W); see impls._models.FCNReference."""
+"""FCN-32s/16s/8s on VGG-16 in PyTorch, layout (N, C, H, W); see impls._models.FCNDoc."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from impls.torch.upsample import BilinearUpsample
 __all__ = ["FCN"]
 
 
-@same_doc_as(_models.FCNReference)
+@same_doc_as(_models.FCNDoc)
 class FCN(nn.Module):
     def __init__(self, variant="32s", num_classes=21, **kwargs):
         super().__init__()

@@ -7,7 +7,7 @@ import torch
 from impls import _checks
 from impls._docs import same_doc_as
 from impls._types import Tensor
-from impls.numpy import metrics as reference
+from impls.numpy import metrics as oracle
 
 __all__ = ["confusion_matrix", "per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou"]
 
@@ -24,7 +24,7 @@ def _kind(tensor):
     return "f" if tensor.dtype.is_floating_point or tensor.dtype.is_complex else "i"
 
 
-@same_doc_as(reference.confusion_matrix)
+@same_doc_as(oracle.confusion_matrix)
 def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
     num_classes = _checks.positive_int(num_classes, op="confusion_matrix", name="num_classes")
     pred, label = _as_tensor(pred), _as_tensor(label)
@@ -41,25 +41,25 @@ def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index
     return counts.reshape(num_classes, num_classes)
 
 
-@same_doc_as(reference.per_class_iou)
+@same_doc_as(oracle.per_class_iou)
 def per_class_iou(confusion: Tensor) -> Tensor:
     confusion = _as_confusion(confusion, op="per_class_iou")
     true_positive = torch.diagonal(confusion)
     return true_positive / (confusion.sum(0) + confusion.sum(1) - true_positive)
 
 
-@same_doc_as(reference.mean_iou)
+@same_doc_as(oracle.mean_iou)
 def mean_iou(confusion: Tensor):
     return torch.nanmean(per_class_iou(confusion))
 
 
-@same_doc_as(reference.pixel_accuracy)
+@same_doc_as(oracle.pixel_accuracy)
 def pixel_accuracy(confusion: Tensor):
     confusion = _as_confusion(confusion, op="pixel_accuracy")
     return torch.trace(confusion) / confusion.sum()
 
 
-@same_doc_as(reference.frequency_weighted_iou)
+@same_doc_as(oracle.frequency_weighted_iou)
 def frequency_weighted_iou(confusion: Tensor):
     confusion = _as_confusion(confusion, op="frequency_weighted_iou")
     frequency = confusion.sum(1) / confusion.sum()

@@ -9,7 +9,7 @@ from impls import _checks
 from impls._docs import same_doc_as
 from impls._training import nearest_indices
 from impls._types import Tensor
-from impls.numpy import training as reference
+from impls.numpy import training as oracle
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate", "parameter_groups"]
 
@@ -17,7 +17,7 @@ __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate", "param
 CLASSIFIER_MULTIPLIERS = {"weight": 10.0, "bias": 20.0}
 
 
-@same_doc_as(reference.segmentation_loss)
+@same_doc_as(oracle.segmentation_loss)
 def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     kind = "f" if labels.dtype.is_floating_point else "i"
     _checks.loss_inputs(tuple(logits.shape), tuple(labels.shape), kind, op="segmentation_loss", layout="NCHW")
@@ -29,13 +29,13 @@ def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, target, ignore_index=-100, reduction="mean")
 
 
-@same_doc_as(reference.downscale_labels)
+@same_doc_as(oracle.downscale_labels)
 def downscale_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     rows, cols = nearest_indices(tuple(labels.shape), size, op="downscale_labels")
     return labels[:, torch.from_numpy(rows).to(labels.device)][:, :, torch.from_numpy(cols).to(labels.device)]
 
 
-poly_learning_rate = reference.poly_learning_rate
+poly_learning_rate = oracle.poly_learning_rate
 
 
 def parameter_groups(model, base_lr, classifier="aspp"):

@@ -8,7 +8,7 @@ from torch import nn
 
 from impls import _checks
 from impls._docs import same_doc_as
-from impls.numpy import upsample as reference
+from impls.numpy import upsample as oracle
 
 __all__ = ["bilinear_kernel", "upsample_bilinear", "BilinearUpsample"]
 
@@ -19,12 +19,12 @@ def _check_batch(x, *, op):
     _checks.float_batch(tuple(x.shape), str(x.dtype).removeprefix("torch."), op=op, layout="NCHW")
 
 
-@same_doc_as(reference.bilinear_kernel)
+@same_doc_as(oracle.bilinear_kernel)
 def bilinear_kernel(factor):
-    return torch.from_numpy(reference.bilinear_kernel(factor))
+    return torch.from_numpy(oracle.bilinear_kernel(factor))
 
 
-@same_doc_as(reference.upsample_bilinear)
+@same_doc_as(oracle.upsample_bilinear)
 def upsample_bilinear(x, factor):
     factor = _checks.positive_int(factor, op="upsample_bilinear", name="factor")
     _check_batch(x, op="upsample_bilinear")
@@ -35,7 +35,7 @@ def upsample_bilinear(x, factor):
     return F.conv_transpose2d(x, weight, stride=factor, padding=factor // 2, groups=channels)
 
 
-@same_doc_as(reference.BilinearUpsample)
+@same_doc_as(oracle.BilinearUpsample)
 class BilinearUpsample(nn.Module):
     def __init__(self, channels: int, factor: int, *, trainable: bool = False, padding: str = "same", dtype=None,
                  name: str | None = None):
