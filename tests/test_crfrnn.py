@@ -3,11 +3,13 @@ and gradients in both frameworks, gradcheck, batching, both lattices, porting, s
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from impls import native
 from impls._crfrnn import WEIGHT_NAMES
 from impls.testing import Backend, assert_close
 from tests.inputs import crf_image
+from tests.strategies import FRAMEWORKS, PROFILES, SEEDS, check, crfrnn_cases, framework, lay_out, rng_of, torch_nchw
 
 THETAS = dict(theta_alpha=160, theta_beta=3, theta_gamma=3)
 
@@ -49,7 +51,7 @@ def random_weights(rng, classes):
     return [rng.standard_normal((classes, classes)).astype(np.float32) for _ in WEIGHT_NAMES]
 
 
-def test_smoke_default_weights_are_the_reference_potts_initialisation(layer_backend):
+def test_smoke_default_weights_are_the_caffe_models_potts_initialisation(layer_backend):
     layer = make_layer(layer_backend, 3)
     values = {name: np.asarray(getattr(layer, name).detach().cpu() if layer_backend.name == "torch"
                                else getattr(layer, name).numpy()) for name in WEIGHT_NAMES}
@@ -286,3 +288,104 @@ def test_exception_bad_input(layer_backend, rng, change, error, match):
 def test_exception_bad_configuration(layer_backend, kwargs, match):
     with pytest.raises(ValueError, match=match):
         layer_backend.module.CrfRnn(**kwargs)
+
+
+# --- properties (hypothesis; tests/strategies.py) --------------------------------------------------------
+
+def _call_laid_out(backend, layer, logits, image, how="c"):
+    """The layer's NHWC output on NHWC inputs given in the backend's layout, as views of `how` (torch)."""
+    if backend.name == "torch":
+        import torch
+
+        with torch.no_grad():
+            return backend.to_nhwc(layer(torch_nchw(logits, how), torch_nchw(image, how)))
+    return backend.to_nhwc(layer(backend.tensor(lay_out(logits, how)), backend.tensor(lay_out(image, how))))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_property_crfrnn_with_initial_weights_equals_dense_crf_oracle_and_batch_equals_singles(profile, name):
+    """softmax(CrfRnn(logits)) with the initial weights (spatial 3 I, bilateral 5 I, compatibility -I) is
+    dense_crf(-logits, normalization="after") (impls._crfrnn's docstring)."""
+    import impls.numpy
+
+    backend = framework(name)
+
+    def prop(case):
+        logits, image, thetas, how, _ = case
+        layer = backend.module.CrfRnn(logits.shape[-1], **thetas)
+        out = _call_laid_out(backend, layer, logits, image, how)
+        assert out.shape == logits.shape
+        expected = impls.numpy.dense_crf(-logits, image, gaussian_sxy=thetas["theta_gamma"], gaussian_compat=3,
+                                         bilateral_sxy=thetas["theta_alpha"], bilateral_srgb=thetas["theta_beta"],
+                                         bilateral_compat=5, iterations=thetas["iterations"],
+                                         normalization="after", engine="framework")
+        assert_close(_softmax(out.astype(np.float64)), expected, rtol=0, atol=1e-4, msg=f"{backend} layout {how}")
+        singles = np.concatenate([_call_laid_out(backend, layer, logits[n:n + 1], image[n:n + 1])
+                                  for n in range(len(logits))])
+        assert_close(singles, out, rtol=1e-5, atol=1e-4, msg=f"{backend} singles")
+
+    check(profile, crfrnn_cases(), prop)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_crfrnn_torch_and_keras_agree_with_random_weights_and_leave_inputs_unmutated(profile):
+    torch_backend, tf_backend = framework("torch"), framework("tf")
+
+    def prop(case):
+        logits, image, thetas, how, seed = case
+        classes = logits.shape[-1]
+        weights = [rng_of(seed + k).standard_normal((classes, classes)).astype(np.float32) for k in range(3)]
+        outputs = []
+        for backend in (torch_backend, tf_backend):
+            layer = backend.module.CrfRnn(classes, **thetas)
+            if backend.name == "tf":
+                layer.build(None)
+            set_weights(backend, layer, weights)
+            x, i = lay_out(logits, how), lay_out(image, how)
+            outputs.append(_call_laid_out(backend, layer, x, i, how))
+            np.testing.assert_array_equal(x, logits)
+            np.testing.assert_array_equal(i, image)
+        assert np.isfinite(outputs[0]).all()
+        assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-4, msg="torch vs keras")
+
+    check(profile, crfrnn_cases(), prop)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_port_round_trip_restores_crfrnn_weights_exactly(profile):
+    framework("torch"), framework("tf")
+    import torch
+
+    import impls.tf
+    import impls.torch
+    from impls import port
+
+    def prop(classes_and_seed):
+        classes, seed, scale = classes_and_seed
+        torch.manual_seed(seed)
+        source = impls.torch.CrfRnn(classes)
+        with torch.no_grad():
+            for parameter in source.parameters():
+                parameter.copy_(torch.randn_like(parameter) * scale)
+        original = {name: p.detach().numpy().copy() for name, p in source.named_parameters()}
+        keras_layer = impls.tf.CrfRnn(classes)
+        keras_layer.build(None)
+        port.torch_to_tf(source, keras_layer)
+        for name in WEIGHT_NAMES:
+            np.testing.assert_array_equal(np.asarray(getattr(keras_layer, name).numpy()), original[name],
+                                          err_msg=f"torch_to_tf {name}")
+        back = impls.torch.CrfRnn(classes)
+        port.tf_to_torch(keras_layer, back)
+        restored = dict(back.named_parameters())
+        assert set(restored) == set(original)
+        for name, value in original.items():
+            np.testing.assert_array_equal(restored[name].detach().numpy(), value, err_msg=f"round trip {name}")
+            np.testing.assert_array_equal(dict(source.named_parameters())[name].detach().numpy(), value)
+
+    check(profile, st.tuples(st.integers(2, 30), SEEDS, st.sampled_from([1e-30, 1.0, 1e30])), prop)

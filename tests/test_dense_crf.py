@@ -1,13 +1,29 @@
 """Dense CRF: every backend against pydensecrf on real images, for pydensecrf's own
-parameters and DeepLab's, 1/5/10 iterations, each normalisation and compatibility form."""
+parameters and DeepLab's, 1/5/10 iterations, each normalisation and compatibility form; and
+properties (hypothesis, tests/strategies.py) of every backend and engine against the NumPy
+framework engine on random small inputs."""
 
 import functools
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
+from impls import native
 from impls.testing import assert_close
 from tests.inputs import CRF_EXAMPLES, SKIMAGE_IMAGES, crf_image, smooth_unary
+from tests.strategies import (
+    FRAMEWORKS,
+    PROFILES,
+    SEEDS,
+    THREAD_COUNTS,
+    check,
+    crf_cases,
+    framework,
+    lay_out,
+    rng_of,
+    to_backend,
+)
 
 dcrf = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf (pydensecrf2) is the oracle of these tests")
 
@@ -230,3 +246,103 @@ def _native(backend, array):
 
         return torch.from_numpy(array)
     return array
+
+
+# --- properties (hypothesis; tests/strategies.py): the NumPy framework engine is the oracle ---------------
+
+def _distribution(q):
+    assert np.isfinite(q).all() and (q >= 0).all()
+    assert_close(q.sum(-1), np.ones(q.shape[:-1]), rtol=0, atol=1e-5 if q.dtype == np.float32 else 1e-12)
+
+
+def _crf_tolerance(dtype):
+    return 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_dense_crf_oracle_is_a_distribution_unmutated_layout_free_and_batch_equals_singles(profile):
+    import impls.numpy
+
+    def prop(case):
+        unary, image, options, how = case
+        u, i = lay_out(unary, how), lay_out(image, how)
+        kept = {k: np.copy(v) for k, v in options.items() if isinstance(v, np.ndarray)}
+        q = impls.numpy.dense_crf(u, i, engine="framework", **options)
+        np.testing.assert_array_equal(u, unary)
+        np.testing.assert_array_equal(i, image)
+        for name, value in kept.items():
+            np.testing.assert_array_equal(options[name], value, err_msg=f"{name} mutated")
+        assert q.shape == unary.shape and q.dtype == unary.dtype
+        _distribution(q)
+        contiguous = impls.numpy.dense_crf(unary, image, engine="framework", **options)
+        assert_close(q, contiguous, rtol=0, atol=_crf_tolerance(unary.dtype) / 100, msg=f"layout {how}")
+        singles = np.concatenate([impls.numpy.dense_crf(u[n:n + 1], i[n:n + 1], engine="framework", **options)
+                                  for n in range(len(unary))])
+        assert_close(singles, q, rtol=0, atol=_crf_tolerance(unary.dtype) / 100, msg="batch != singles")
+
+    check(profile, crf_cases(), prop)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_potts_dense_crf_commutes_with_permuting_labels(profile):
+    import impls.numpy
+
+    def prop(case_and_seed):
+        (unary, image, options, how), seed = case_and_seed
+        permutation = rng_of(seed).permutation(unary.shape[-1])
+        q = impls.numpy.dense_crf(unary, image, engine="framework", **options)
+        permuted = impls.numpy.dense_crf(lay_out(unary[..., permutation], how), image, engine="framework", **options)
+        assert_close(permuted, q[..., permutation], rtol=0, atol=_crf_tolerance(unary.dtype) / 10)
+
+    check(profile, st.tuples(crf_cases(potts=True), SEEDS), prop)
+
+
+@pytest.mark.skipif(not native.available(), reason="impls._native is not built")
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_native_dense_crf_equals_oracle_and_is_bit_deterministic_per_thread_count(profile):
+    import impls.numpy
+
+    def prop(case_and_threads):
+        (unary, image, options, how), count = case_and_threads
+        u, i = lay_out(unary, how), lay_out(image, how)
+        expected = impls.numpy.dense_crf(unary, image, engine="framework", **options)
+        with native.threads(count):
+            first = impls.numpy.dense_crf(u, i, engine="native", **options)
+            again = impls.numpy.dense_crf(u, i, engine="native", **options)
+            auto = impls.numpy.dense_crf(u, i, **options)
+        np.testing.assert_array_equal(u, unary)
+        np.testing.assert_array_equal(i, image)
+        np.testing.assert_array_equal(first, again)
+        np.testing.assert_array_equal(first, auto)
+        assert first.dtype == np.float32
+        _distribution(first)
+        assert_close(first, expected, rtol=0, atol=1e-4, msg=f"native, {count} threads")
+
+    check(profile, st.tuples(crf_cases(dtypes=st.just(np.float32)), THREAD_COUNTS), prop)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_property_framework_dense_crf_equals_oracle_unmutated_and_batch_equals_singles(profile, name):
+    import impls.numpy
+
+    backend = framework(name)
+
+    def prop(case):
+        unary, image, options, how = case
+        expected = impls.numpy.dense_crf(unary, image, engine="framework", **options)
+        tolerance = _crf_tolerance(unary.dtype)
+        u, i = to_backend(backend, unary, how), to_backend(backend, image, how)
+        for engine in ("framework", "auto"):
+            q = backend.to_nhwc(backend.module.dense_crf(u, i, engine=engine, **options))
+            assert q.dtype == unary.dtype
+            assert_close(q, expected, rtol=0, atol=tolerance, msg=f"{backend} engine={engine} layout {how}")
+        assert_close(backend.to_nhwc(u), unary, rtol=0, atol=0, msg="unary mutated")
+        assert_close(backend.to_nhwc(i), image, rtol=0, atol=0, msg="image mutated")
+        if len(unary) > 1:
+            singles = np.concatenate([backend.to_nhwc(backend.module.dense_crf(
+                to_backend(backend, unary[n:n + 1]), to_backend(backend, image[n:n + 1]), engine="framework",
+                **options)) for n in range(len(unary))])
+            assert_close(singles, expected, rtol=0, atol=tolerance, msg=f"{backend} singles")
+
+    check(profile, crf_cases(), prop)

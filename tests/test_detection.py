@@ -64,22 +64,6 @@ def test_cardinality_images_without_candidates_give_zero_rows(backend, inputs):
     assert to_numpy(detections).shape == (2, 12, 6) and not to_numpy(detections).any()
 
 
-def test_exception_bad_layer_inputs_name_the_argument(backend, inputs):
-    module = backend.module
-    probs, deltas, anchors = (backend.tensor(inputs[name]) for name in ("rpn_probs", "rpn_deltas", "anchors"))
-    with pytest.raises(ValueError, match="proposal_layer: argument 'anchors' must have shape"):
-        module.proposal_layer(probs, deltas, backend.tensor(inputs["anchors"][:, :5]))
-    with pytest.raises(ValueError, match="proposal_layer: argument 'proposal_count' must be a positive"):
-        module.proposal_layer(probs, deltas, anchors, proposal_count=0)
-    bad = inputs["rpn_deltas"].copy()
-    bad[0, 3, 1] = np.nan
-    with pytest.raises(ValueError, match="proposal_layer: argument 'rpn_deltas' must be finite"):
-        module.proposal_layer(probs, backend.tensor(bad), anchors)
-    with pytest.raises(ValueError, match="detection_layer: argument 'class_deltas' must have shape"):
-        module.detection_layer(backend.tensor(inputs["rois"]), backend.tensor(inputs["class_probs"]),
-                               backend.tensor(inputs["class_deltas"][..., :3]))
-
-
 def test_cardinality_no_anchors_or_rois_give_zero_padded_outputs(backend):
     module = backend.module
     proposals = module.proposal_layer(*(backend.tensor(np.zeros((2, 0, k), np.float32)) for k in (2, 4, 4)),

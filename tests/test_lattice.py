@@ -4,7 +4,9 @@ adjoint, its gradients."""
 import numpy as np
 import pytest
 
+from impls import native
 from impls.testing import Backend, assert_close, to_numpy
+from tests.strategies import PROFILES, check, installed_frameworks, lattice_cases, lay_out, to_backend
 
 
 def _points(rng, count, dim, box, channels=4, dtype=np.float64):
@@ -55,10 +57,10 @@ def test_feature_wide_features_take_the_row_path(backend, rng):
     """d = 16 features spread over thousands of lattice units do not fit one int64 key:
     the lattice falls back to row-wise unique and must give the same result."""
     values, features = _points(rng, 200, 16, 4000.0)
-    reference = _filter(Backend("numpy"), values, features)
-    assert_close(_filter(backend, values, features), reference)
+    oracle = _filter(Backend("numpy"), values, features)
+    assert_close(_filter(backend, values, features), oracle)
     # Points that far apart only see themselves: each output is its own input times a gain.
-    gains = reference / values
+    gains = oracle / values
     assert_close(gains, np.repeat(gains[:, :1], values.shape[1], axis=1), rtol=1e-9)
     assert (gains > 0).all()
 
@@ -146,6 +148,48 @@ def test_feature_wide_features_take_the_row_path_inside_tf_function(rng):
     from impls.tf.lattice import PermutohedralLattice
 
     values, features = _points(rng, 200, 16, 4000.0)
-    reference = _filter(Backend("numpy"), values, features)
+    oracle = _filter(Backend("numpy"), values, features)
     graph_filter = tf.function(lambda v, f: PermutohedralLattice(f).filter(v))
-    assert_close(graph_filter(tf.constant(values), tf.constant(features)), reference)
+    assert_close(graph_filter(tf.constant(values), tf.constant(features)), oracle)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_lattice_filter_is_linear_per_channel_and_backends_equal_numpy_oracle(profile):
+    """Hypothesis (tests/strategies.py): every layout, 1 to 80 points in 1 to 6 dimensions."""
+    import impls.numpy
+
+    backends = installed_frameworks()
+
+    def prop(case):
+        values, features, how_v, how_f = case
+        expected = impls.numpy.permutohedral_filter(values, features)
+        assert expected.shape == values.shape and expected.dtype == features.dtype
+        v, f = lay_out(values, how_v), lay_out(features, how_f)
+        got = impls.numpy.permutohedral_filter(v, f)
+        np.testing.assert_array_equal(v, values)
+        np.testing.assert_array_equal(f, features)
+        assert_close(got, expected, msg=f"layouts {how_v}/{how_f}")
+        # Channels are filtered independently ("a batch of channels equals single channels").
+        columns = np.concatenate([impls.numpy.permutohedral_filter(v[:, c:c + 1], f) for c in range(v.shape[1])],
+                                 axis=1)
+        assert_close(columns, expected, msg="channels != single channels")
+        # Linear in the values.
+        scale = 2.5
+        combined = impls.numpy.permutohedral_filter(scale * values + 1.0, features)
+        ones = impls.numpy.permutohedral_filter(np.ones_like(values), features)
+        size = float(np.abs(combined).max())
+        assert_close(combined, scale * expected + ones, rtol=1e-4, atol=1e-5 * (1 + size), msg="not linear")
+        for backend in backends:
+            tv, tf_ = to_backend(backend, values, how_v), to_backend(backend, features, how_f)
+            out = np.asarray(backend.module.permutohedral_filter(tv, tf_))
+            assert_close(out, expected, msg=f"{backend} layouts {how_v}/{how_f}")
+        if native.available():
+            # The native lattice is built in float32 (as pydensecrf's); values filter in their dtype.
+            oracle = impls.numpy.permutohedral_filter(values, features.astype(np.float32))
+            out = native.Lattice(f).filter(v)
+            np.testing.assert_array_equal(v, values)
+            np.testing.assert_array_equal(f, features)
+            assert out.dtype == values.dtype
+            assert_close(out, oracle.astype(values.dtype), rtol=1e-4, atol=1e-5, msg="native")
+
+    check(profile, lattice_cases(), prop)

@@ -1,10 +1,11 @@
-"""Segmentation metrics: every backend against a plain-loop NumPy reference, on random label maps
+"""Segmentation metrics: every backend against a plain-loop NumPy oracle, on random label maps
 with empty classes and ignored pixels."""
 
 import numpy as np
 import pytest
 
 from impls.testing import assert_close, to_numpy
+from tests.strategies import PROFILES, check, installed_frameworks, label_map_cases, lay_out, rng_of, to_backend
 
 IGNORE = 255
 SCORES = ("per_class_iou", "mean_iou", "pixel_accuracy", "frequency_weighted_iou")
@@ -49,7 +50,7 @@ def random_maps(rng, shape, num_classes, used, ignored_fraction=0.1):
 
 
 @pytest.mark.parametrize("shape, num_classes, used", [((37, 41), 5, 5), ((2, 23, 19), 21, 6), ((3, 8, 8), 4, 1)])
-def test_feature_metrics_match_the_loop_reference(backend, rng, shape, num_classes, used):
+def test_feature_metrics_match_the_loop_oracle(backend, rng, shape, num_classes, used):
     pred, label = random_maps(rng, shape, num_classes, used)
     expected_confusion = loop_confusion(pred, label, num_classes, IGNORE)
     module = backend.module
@@ -127,3 +128,56 @@ def test_exception_bad_label_maps(backend, pred, label, num_classes, error, matc
 def test_exception_confusion_not_square(backend):
     with pytest.raises(ValueError, match=r"square \(C, C\) matrix, got shape \(2, 3\)"):
         backend.module.mean_iou(backend.tensor(np.zeros((2, 3), np.int64)))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_metrics_equal_brute_force_and_backends_batch_sums_and_labels_permute(profile):
+    """Hypothesis (tests/strategies.py): 1 to 255 classes, all or none of the pixels ignored, every layout."""
+    import impls.numpy
+
+    backends = installed_frameworks()
+
+    def prop(case):
+        pred, label, classes, how, seed = case
+        p, t = lay_out(pred, how), lay_out(label, how)
+        confusion = impls.numpy.confusion_matrix(p, t, classes)
+        np.testing.assert_array_equal(p, pred)
+        np.testing.assert_array_equal(t, label)
+        assert confusion.dtype == np.int64 and confusion.shape == (classes, classes)
+        np.testing.assert_array_equal(confusion, loop_confusion(pred, label, classes, IGNORE))
+        # A batch's confusion is the sum of its images'.
+        np.testing.assert_array_equal(sum(impls.numpy.confusion_matrix(p[n], t[n], classes) for n in range(len(p))),
+                                      confusion)
+        iou = impls.numpy.per_class_iou(confusion)
+        assert iou.shape == (classes,)
+        assert np.all(np.isnan(iou) | ((iou >= 0) & (iou <= 1)))
+        mean = impls.numpy.mean_iou(confusion)
+        if np.isnan(iou).all():
+            assert np.isnan(mean)
+        else:
+            assert np.isclose(mean, np.nanmean(iou))
+        accuracy = impls.numpy.pixel_accuracy(confusion)
+        labelled = np.count_nonzero(label != 255)
+        if labelled:
+            assert np.isclose(accuracy, np.count_nonzero((pred == label) & (label != 255)) / labelled)
+        else:
+            assert np.isnan(accuracy)
+        # Renaming the classes permutes the matrix and leaves the scores unchanged.
+        permutation = rng_of(seed).permutation(classes)
+        relabel = np.where(label == 255, 255, permutation[np.minimum(label, classes - 1)])
+        permuted = impls.numpy.confusion_matrix(permutation[pred], relabel, classes)
+        expected = np.zeros_like(confusion)
+        expected[np.ix_(permutation, permutation)] = confusion
+        np.testing.assert_array_equal(permuted, expected)
+        assert_close(impls.numpy.per_class_iou(permuted)[permutation], iou, equal_nan=True)
+        assert_close(impls.numpy.mean_iou(permuted), mean, equal_nan=True)
+        assert_close(impls.numpy.pixel_accuracy(permuted), accuracy, equal_nan=True)
+        for backend in backends:
+            got = backend.module.confusion_matrix(to_backend(backend, pred, how), to_backend(backend, label, how),
+                                                  classes)
+            np.testing.assert_array_equal(np.asarray(got), confusion, err_msg=str(backend))
+            for score, value in (("per_class_iou", iou), ("mean_iou", mean), ("pixel_accuracy", accuracy)):
+                assert_close(np.asarray(getattr(backend.module, score)(got)), np.asarray(value), equal_nan=True,
+                             rtol=1e-6, atol=1e-12, msg=f"{backend} {score}")
+
+    check(profile, label_map_cases(), prop)

@@ -235,26 +235,3 @@ def test_cardinality_empty_box_sets_give_empty_outputs(backend):
     maps = [backend.from_nhwc(np.zeros((2, size, size, 3), np.float32)) for size in (16, 8, 4, 2)]
     levels = module.pyramid_roi_align(backend.tensor(np.zeros((2, 0, 4), np.float32)), maps, (64, 64), 2)
     assert to_numpy(levels).shape == ((2, 0, 2, 2, 3) if backend.layout == "NHWC" else (2, 0, 3, 2, 2))
-
-
-def test_exception_bad_crop_and_roi_arguments_name_the_argument(backend):
-    module = backend.module
-    image = backend.from_nhwc(np.zeros((2, 5, 5, 3), np.float32))
-    box = backend.tensor(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32))
-    index = backend.tensor(np.zeros(1, np.int32))
-    cases = [
-        (lambda: module.crop_and_resize(image, box, index, 0), ValueError, "'crop_size' must be a positive"),
-        (lambda: module.crop_and_resize(image, box, backend.tensor(np.array([2], np.int32)), 3), ValueError,
-         "'box_indices' must hold indices in \\[0, 1\\]"),
-        (lambda: module.crop_and_resize(image, backend.tensor(np.array([[0, np.nan, 1, 1]], np.float32)), index, 3),
-         ValueError, "'boxes' must be finite"),
-        (lambda: module.crop_and_resize(image, backend.tensor(np.zeros((1, 3), np.float32)), index, 3), ValueError,
-         "'boxes' must have shape \\(K, 4\\)"),
-        (lambda: module.crop_and_resize(image, box, index, 3, method="cubic"), ValueError, "'method' must be one of"),
-        (lambda: module.roi_align(image, backend.tensor(np.array([[3, 0, 0, 1, 1]], np.float32)), 2), ValueError,
-         "'boxes' must hold indices in \\[0, 1\\]"),
-        (lambda: module.roi_align(image, box, 2), ValueError, "'boxes' must have shape \\(K, 5\\)"),
-    ]
-    for call, error, match in cases:
-        with pytest.raises(error, match=match):
-            call()

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import skimage.transform
+from hypothesis import strategies as st
 
-from impls.numpy import bilinear_kernel as reference_kernel
-from impls.numpy import upsample_bilinear as reference_upsample
+from impls import native
+from impls.numpy import bilinear_kernel as oracle_kernel
+from impls.numpy import upsample_bilinear as oracle_upsample
 from impls.testing import Backend, assert_close
+from tests.strategies import PROFILES, check, installed_frameworks, lay_out, to_backend, upsample_cases
 
 FACTORS = range(1, 65)
 # 1x1 up, odd and even heights and widths.
@@ -48,7 +51,7 @@ class TestBilinearKernel:
 
     @pytest.mark.parametrize("factor", range(1, 65))
     def test_feature_separable_tent_that_partitions_unity(self, factor):
-        kernel = reference_kernel(factor)
+        kernel = oracle_kernel(factor)
         taps = np.sqrt(np.diag(kernel))
         assert_close(kernel, np.outer(taps, taps))
         # Taps f apart sum to 1: every interior output is a convex combination.
@@ -58,13 +61,13 @@ class TestBilinearKernel:
 
     def test_feature_matches_fcn_surgery_values(self):
         # FCN's upsample_filt(4) and upsample_filt(3), written out.
-        assert_close(reference_kernel(2)[0], np.array([1, 3, 3, 1]) / 16)
-        assert_close(reference_kernel(2)[1], np.array([3, 9, 9, 3]) / 16)
-        assert_close(np.diag(reference_kernel(3)), np.array([1, 4, 9, 4, 1]) / 9)
+        assert_close(oracle_kernel(2)[0], np.array([1, 3, 3, 1]) / 16)
+        assert_close(oracle_kernel(2)[1], np.array([3, 9, 9, 3]) / 16)
+        assert_close(np.diag(oracle_kernel(3)), np.array([1, 4, 9, 4, 1]) / 9)
 
     def test_backends_agree(self, backend):
         for factor in (1, 2, 3, 32, 64):
-            assert_close(backend.module.bilinear_kernel(factor), reference_kernel(factor))
+            assert_close(backend.module.bilinear_kernel(factor), oracle_kernel(factor))
 
 
 class TestUpsampleBilinear:
@@ -100,7 +103,7 @@ class TestUpsampleBilinear:
         difference is up to about 1e-2.
         """
         x = rng.random((7, 5, 3))
-        ours = reference_upsample(x[None], factor)[0]
+        ours = oracle_upsample(x[None], factor)[0]
         assert_close(ours, _rescale(x, factor, mode="constant", cval=0, clip=False))
         clipped_default = _rescale(x, factor, mode="constant", cval=0)
         assert_close(np.clip(ours, x.min(), x.max()), clipped_default)
@@ -111,7 +114,7 @@ class TestUpsampleBilinear:
     def test_feature_skimage_border_difference_is_real_on_random_7x5(self, rng):
         factors = range(2, 17)
         biggest = max(
-            np.abs(reference_upsample(x[None], f)[0] - _rescale(x, f, mode="constant", cval=0)).max()
+            np.abs(oracle_upsample(x[None], f)[0] - _rescale(x, f, mode="constant", cval=0)).max()
             for f in factors for x in [rng.random((7, 5, 3))]
         )
         assert 1e-3 < biggest < 5e-2
@@ -132,7 +135,7 @@ class TestUpsampleBilinear:
         assert_close(interpolated, edge)
         # tf.image.resize computes in float32 whatever the input dtype.
         assert_close(resized.astype(np.float32), edge.astype(np.float32))
-        ours = reference_upsample(x, factor)
+        ours = oracle_upsample(x, factor)
         inside = _away_from_border(ours.shape, factor)
         assert_close(ours[inside], edge[inside])
         assert np.abs(ours - edge).max() > 0.1, "at the border FCN's upsampler interpolates towards 0"
@@ -360,11 +363,11 @@ def _strided_correlation(backend, upstream, factor):
         import torch
 
         g = backend.from_nhwc(upstream)
-        kernel = torch.from_numpy(reference_kernel(factor)).to(g).expand(channels, 1, -1, -1)
+        kernel = torch.from_numpy(oracle_kernel(factor)).to(g).expand(channels, 1, -1, -1)
         return backend.to_nhwc(torch.nn.functional.conv2d(g, kernel, stride=factor, padding=crop, groups=channels))
     import tensorflow as tf
 
-    kernel = np.tile(reference_kernel(factor)[:, :, None, None], (1, 1, channels, 1)).astype(upstream.dtype)
+    kernel = np.tile(oracle_kernel(factor)[:, :, None, None], (1, 1, channels, 1)).astype(upstream.dtype)
     return tf.nn.depthwise_conv2d(upstream, kernel, strides=[1, factor, factor, 1],
                                   padding=[[0, 0], [crop, crop], [crop, crop], [0, 0]]).numpy()
 
@@ -381,3 +384,56 @@ def test_feature_layer_dtype_accepts_names_and_framework_dtypes(backend, dtype_n
 def test_exception_layer_rejects_integer_dtype(backend):
     with pytest.raises(TypeError, match="argument 'dtype' must be one of .* got int32"):
         backend.module.BilinearUpsample(2, 2, dtype="int32")
+
+
+# --- properties (hypothesis; tests/strategies.py) ----------------------------------------------------
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_upsample_backends_and_layouts_equal_numpy_oracle_batch_equals_singles(profile):
+    import impls.numpy
+
+    backends = installed_frameworks()
+
+    def prop(case):
+        x, factor, how = case
+        expected = impls.numpy.upsample_bilinear(x, factor)
+        assert expected.shape == (x.shape[0], x.shape[1] * factor, x.shape[2] * factor, x.shape[3])
+        assert expected.dtype == x.dtype
+        view = lay_out(x, how)
+        got = impls.numpy.upsample_bilinear(view, factor)
+        np.testing.assert_array_equal(view, x)  # not mutated
+        assert_close(got, expected, msg=f"layout {how}")
+        singles = np.concatenate([impls.numpy.upsample_bilinear(view[n:n + 1], factor) for n in range(len(x))])
+        assert_close(singles, expected, msg="batch != singles")
+        for backend in backends:
+            tensor = to_backend(backend, x, how)
+            out = backend.to_nhwc(backend.module.upsample_bilinear(tensor, factor))
+            assert_close(backend.to_nhwc(tensor), x, rtol=0, atol=0, msg=f"{backend} mutated x")
+            assert out.dtype == x.dtype
+            assert_close(out, expected, msg=f"{backend} factor {factor} layout {how}")
+
+    check(profile, upsample_cases(), prop)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_property_bilinear_kernel_is_a_symmetric_rank_one_tent_equal_in_every_backend(profile):
+    import impls.numpy
+
+    backends = installed_frameworks()
+
+    def prop(factor):
+        kernel = impls.numpy.bilinear_kernel(factor)
+        size = 2 * factor - factor % 2
+        assert kernel.shape == (size, size) and (kernel >= 0).all() and (kernel > 0).any()
+        np.testing.assert_array_equal(kernel, kernel.T)
+        np.testing.assert_array_equal(kernel, kernel[::-1, ::-1])
+        taps = kernel[size // 2] / np.sqrt(kernel[size // 2, size // 2])
+        assert_close(kernel, np.outer(taps, taps), rtol=1e-12, atol=1e-15, msg="not rank one")
+        assert np.isclose(kernel.sum(), factor**2)
+        if native.available():
+            assert_close(native.bilinear_kernel(factor), kernel, rtol=0, atol=1e-15, msg="native")
+        for backend in backends:
+            assert_close(np.asarray(backend.module.bilinear_kernel(factor)), kernel, rtol=0, atol=1e-7,
+                         msg=str(backend))
+
+    check(profile, st.integers(1, 64), prop)
