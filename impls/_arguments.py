@@ -99,6 +99,17 @@ def box_scale_and_shift(shape, *, op: str) -> tuple[Box, Box]:
     return (float(height - 1), float(width - 1)) * 2, (0.0, 0.0, 1.0, 1.0)
 
 
+def checked_box_sets(sets: dict, check, *, op: str, rows_match: bool = False) -> list:
+    """Each named box argument through the backend's `check(value, op=, name=)`, in order; with
+    `rows_match`, each after the first must have one row per row of the first."""
+    checked = {name: check(value, op=op, name=name) for name, value in sets.items()}
+    if rows_match:
+        (first, first_boxes), *others = checked.items()
+        for name, boxes in others:
+            _checks.same_length(boxes.shape[0], first_boxes.shape[0], op=op, name=name, other=first)
+    return list(checked.values())
+
+
 def box_window(value, *, op: str) -> Box:
     """A window (y1, x1, y2, x2) of four finite numbers, as floats; `window[:2] * 2` and
     `window[2:] * 2` are the lower and upper bounds of a box row (y1, x1, y2, x2)."""

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-import impls._arguments as _arguments
-from impls import _boxmath, _checks
+from impls import _arguments, _boxmath, _checks
 from impls._types import Shape, Sizes, Tensor
 from impls.numpy._ops import OPS
 
@@ -217,12 +216,4 @@ def _finite_float(array, *, op, name):
 def _spec(array):
     """What impls._arguments reads of a NumPy array: its shape and dtype name."""
     return _arguments.Spec(array.shape, str(array.dtype))
-
-
-def _divide_or_zero(a, b):
-    return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
-
-
-def _concat_columns(columns):
-    return np.concatenate(columns, axis=1)
 

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-import impls._arguments as _arguments
-from impls import _boxmath, _checks
+from impls import _arguments, _boxmath, _checks
 from impls._docs import same_doc_as
 from impls._types import Shape, Sizes, Tensor
 from impls.numpy import boxes as oracle
@@ -52,19 +51,14 @@ def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
 
 @same_doc_as(oracle.box_refinement)
 def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
-    boxes = _float_boxes(boxes, op="box_refinement")
-    gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
-    _checks.same_length(gt_boxes.shape[0], boxes.shape[0], op="box_refinement", name="gt_boxes", other="boxes")
-    return _boxmath.refinement(OPS, *_common_float(boxes, gt_boxes))
+    return _boxmath.refinement(OPS, *_float_box_sets("box_refinement", rows_match=True, boxes=boxes,
+                                                      gt_boxes=gt_boxes))
 
 
 @same_doc_as(oracle.apply_box_deltas)
 def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = _arguments.DEFAULT_BOX_STD) -> Tensor:
-    boxes = _float_boxes(boxes, op="apply_box_deltas")
-    deltas = _float_boxes(deltas, op="apply_box_deltas", name="deltas")
-    _checks.same_length(deltas.shape[0], boxes.shape[0], op="apply_box_deltas", name="deltas", other="boxes")
+    boxes, deltas = _float_box_sets("apply_box_deltas", rows_match=True, boxes=boxes, deltas=deltas)
     std = _checks.positive_numbers(std, 4, op="apply_box_deltas", name="std")
-    boxes, deltas = _common_float(boxes, deltas)
     return _boxmath.apply_deltas(OPS, boxes, deltas * tf.constant(std, deltas.dtype))
 
 
@@ -78,9 +72,7 @@ def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
 
 @same_doc_as(oracle.box_iou)
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
-    boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
-    boxes1, boxes2 = _common_float(boxes1, boxes2)
+    boxes1, boxes2 = _float_box_sets("box_iou", boxes1=boxes1, boxes2=boxes2)
     return _boxmath.iou(OPS, boxes1[:, None, :], boxes2[None, :, :])
 
 
@@ -124,11 +116,11 @@ def _spec(tensor):
     return _arguments.Spec(tuple(tensor.shape), tensor.dtype.name)
 
 
+def _float_box_sets(op, *, rows_match=False, **sets):
+    """The named box arguments checked (impls._arguments.checked_box_sets), in one float dtype."""
+    return _common_float(*_arguments.checked_box_sets(sets, _float_boxes, op=op, rows_match=rows_match))
+
+
 def _common_float(*tensors):
     dtype = tf.float64 if any(t.dtype == tf.float64 for t in tensors) else tensors[0].dtype
     return tuple(tf.cast(t, dtype) for t in tensors)
-
-
-def _divide_or_zero(a, b):
-    return tf.where(b > 0, tf.math.divide_no_nan(a, b), tf.zeros_like(a))
-

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-import impls._arguments as _arguments
-from impls import _boxmath, _checks
+from impls import _arguments, _boxmath, _checks
 from impls._docs import same_doc_as
 from impls._types import Shape, Sizes, Tensor
 from impls.numpy import boxes as oracle
@@ -51,19 +50,14 @@ def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
 
 @same_doc_as(oracle.box_refinement)
 def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
-    boxes = _float_boxes(boxes, op="box_refinement")
-    gt_boxes = _float_boxes(gt_boxes, op="box_refinement", name="gt_boxes")
-    _checks.same_length(len(gt_boxes), len(boxes), op="box_refinement", name="gt_boxes", other="boxes")
-    return _boxmath.refinement(OPS, *_common_float(boxes, gt_boxes))
+    return _boxmath.refinement(OPS, *_float_box_sets("box_refinement", rows_match=True, boxes=boxes,
+                                                      gt_boxes=gt_boxes))
 
 
 @same_doc_as(oracle.apply_box_deltas)
 def apply_box_deltas(boxes: Tensor, deltas: Tensor, std: Sizes = _arguments.DEFAULT_BOX_STD) -> Tensor:
-    boxes = _float_boxes(boxes, op="apply_box_deltas")
-    deltas = _float_boxes(deltas, op="apply_box_deltas", name="deltas")
-    _checks.same_length(len(deltas), len(boxes), op="apply_box_deltas", name="deltas", other="boxes")
+    boxes, deltas = _float_box_sets("apply_box_deltas", rows_match=True, boxes=boxes, deltas=deltas)
     std = _checks.positive_numbers(std, 4, op="apply_box_deltas", name="std")
-    boxes, deltas = _common_float(boxes, deltas)
     return _boxmath.apply_deltas(OPS, boxes, deltas * _like(std, deltas))
 
 
@@ -77,9 +71,7 @@ def clip_boxes(boxes: Tensor, window: Sequence[float]) -> Tensor:
 
 @same_doc_as(oracle.box_iou)
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    boxes1 = _float_boxes(boxes1, op="box_iou", name="boxes1")
-    boxes2 = _float_boxes(boxes2, op="box_iou", name="boxes2")
-    boxes1, boxes2 = _common_float(boxes1, boxes2)
+    boxes1, boxes2 = _float_box_sets("box_iou", boxes1=boxes1, boxes2=boxes2)
     return _boxmath.iou(OPS, boxes1[:, None, :], boxes2[None, :, :])
 
 
@@ -136,6 +128,11 @@ def _finite(tensor, *, op, name):
     return tensor
 
 
+def _float_box_sets(op, *, rows_match=False, **sets):
+    """The named box arguments checked (impls._arguments.checked_box_sets), in one float dtype."""
+    return _common_float(*_arguments.checked_box_sets(sets, _float_boxes, op=op, rows_match=rows_match))
+
+
 def _common_float(*tensors):
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else tensors[0].dtype
     return tuple(t.to(dtype) for t in tensors)
@@ -144,15 +141,4 @@ def _common_float(*tensors):
 def _like(values, tensor):
     return torch.as_tensor(values, dtype=tensor.dtype, device=tensor.device)
 
-
-def _minimum(a, b):
-    return torch.minimum(a, b) if isinstance(b, torch.Tensor) else a.clamp(max=b)
-
-
-def _maximum(a, b):
-    return torch.maximum(a, b) if isinstance(b, torch.Tensor) else a.clamp(min=b)
-
-
-def _divide_or_zero(a, b):
-    return torch.where(b > 0, a / torch.where(b > 0, b, 1), 0)
 
