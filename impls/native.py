@@ -62,7 +62,7 @@ _team_threads_forced = False  # team_threads() holds the choice
 def _share_threads_with_torch() -> None:
     """Once torch is imported, the CPU engine's teams run on OpenMP's threads, which torch's own
     operations use (and leave spinning for a while after each): its own threads would compete
-    with those for the cores (native/lattice/parallel.h)."""
+    with those for the cores (native/runtime/parallel.h)."""
     if not _team_threads_forced and "torch" in sys.modules and not _native.uses_openmp_threads():
         _native.use_openmp_threads(True)
 
