@@ -5,6 +5,7 @@ a TypeError for a wrong type or dtype, a ValueError for a wrong value or shape."
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
 
@@ -239,3 +240,76 @@ def indices_in_range(low, high, count: int, *, op: str, name: str) -> None:
     if count and (low < 0 or high >= count):
         raise ValueError(f"{op}: argument '{name}' must hold indices in [0, {count - 1}], got values in "
                          f"[{low}, {high}]")
+
+
+def instance(value, types, *, op: str, name: str, expected: str):
+    """`value` if it is an instance of `types`, else a TypeError saying `expected` (words: "a torch.nn.Module")."""
+    if not isinstance(value, types):
+        raise TypeError(f"{op}: argument '{name}' must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def integer(value, *, op: str, name: str, expected: str = "an integer") -> int:
+    """`value` as an int by `operator.index` (Python and NumPy integers), else a TypeError."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: argument '{name}' must be {expected}, got {value!r} of type "
+                        f"{type(value).__name__}") from None
+
+
+def in_interval(value, low, high, *, op: str, name: str, closed_high: bool = False):
+    """`value` itself (not converted: a NumPy scalar keeps its precision) if low < value < high (<= high
+    with `closed_high`); a TypeError where it does not compare with numbers, a ValueError outside or NaN."""
+    interval = f"({low}, {high}{']' if closed_high else ')'}"
+    try:
+        inside = bool(low < value <= high) if closed_high else bool(low < value < high)
+    except TypeError:
+        raise TypeError(f"{op}: argument '{name}' must be a number in {interval}, got {value!r} of type "
+                        f"{type(value).__name__}") from None
+    except ValueError:  # an array of several values has no truth value
+        raise ValueError(f"{op}: argument '{name}' must be a number in {interval}, got {value!r}") from None
+    if not inside:
+        raise ValueError(f"{op}: argument '{name}' must be in {interval}, got {value}")
+    return value
+
+
+def non_negative_number(value, *, op: str, name: str) -> float:
+    """`value` as a float >= 0 (inf included; a TypeError for a non-number, a ValueError for a negative or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: argument '{name}' must be a non-negative number, "
+                        f"got {value!r} of type {type(value).__name__}")
+    if not value >= 0:  # NaN fails too
+        raise ValueError(f"{op}: argument '{name}' must be a non-negative number, got {value}")
+    return float(value)
+
+
+def nonzero_numbers(value, *, op: str, name: str, expected: str, at_most: int | None = None) -> list:
+    """The items of a sequence of real numbers (or real arrays) that features are divided by, as a list:
+    none zero or NaN, and at most `at_most` of them where given. `expected` says what the sequence is
+    ("standard deviations, one per axis of 'shape'"). The values are not converted."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{op}: argument '{name}' must be a sequence of {expected}, got {value!r}")
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{op}: argument '{name}' must be a sequence of {expected}, got {value!r} of type "
+                        f"{type(value).__name__}") from None
+    shown = value if isinstance(value, (list, tuple, np.ndarray)) else tuple(items)
+    for item in items:
+        array = np.asarray(item)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{op}: argument '{name}' must be a sequence of {expected} (real numbers), got {shown!r}")
+        if np.any(array == 0) or np.any(np.isnan(array)):
+            raise ValueError(f"{op}: argument '{name}' must be a sequence of {expected}, none zero or NaN "
+                             f"(features are divided by them), got {shown!r}")
+    if at_most is not None and len(items) > at_most:
+        raise ValueError(f"{op}: argument '{name}' must be a sequence of {expected} (at most {at_most}), "
+                         f"got {len(items)}: {shown!r}")
+    return items
+
+
+def same_shape(first_shape, second_shape, *, op: str, first: str, second: str) -> None:
+    if tuple(first_shape) != tuple(second_shape):
+        raise ValueError(f"{op}: arguments '{first}' and '{second}' must have the same shape, "
+                         f"got {tuple(first_shape)} and {tuple(second_shape)}")

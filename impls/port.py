@@ -20,8 +20,11 @@ nothing is copied. The returned report lists what moved.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
+
+from impls import _checks
 
 __all__ = ["PortReport", "torch_to_tf", "tf_to_torch", "layer_differences", "first_difference"]
 
@@ -56,6 +59,7 @@ class PortReport:
 
 def torch_to_tf(torch_module, keras_model) -> PortReport:
     """Copies every weight of a torch module into the Keras layer or model with the same layer names."""
+    _check_models(("torch_module", torch_module), ("keras_model", keras_model), op="torch_to_tf")
     plan = _plan(torch_module, keras_model, to_keras=True)
     for name, kind, module, _, _ in plan:
         # None is torch's cumulative moving average; Keras' momentum 1 - m would become 1.0,
@@ -76,6 +80,7 @@ def tf_to_torch(keras_model, torch_module) -> PortReport:
     """Copies every weight of a Keras layer or model into the torch module with the same layer names."""
     import torch
 
+    _check_models(("keras_model", keras_model), ("torch_module", torch_module), op="tf_to_torch")
     plan = _plan(torch_module, keras_model, to_keras=False)
     with torch.no_grad():
         for _, kind, module, layer, weights in plan:
@@ -84,6 +89,17 @@ def tf_to_torch(keras_model, torch_module) -> PortReport:
             if kind == "BatchNorm":
                 module.eps, module.momentum = float(layer.epsilon), 1.0 - float(layer.momentum)
     return _report("Keras -> torch", plan)
+
+
+def _check_models(*arguments, op):
+    """A torch module and a Keras layer (a model is one), checked in the order of the arguments."""
+    import keras
+    import torch
+
+    kinds = {"torch_module": (torch.nn.Module, "a torch.nn.Module"),
+             "keras_model": (keras.layers.Layer, "a Keras layer or model (keras.layers.Layer)")}
+    for name, value in arguments:
+        _checks.instance(value, kinds[name][0], op=op, name=name, expected=kinds[name][1])
 
 
 def _plan(torch_module, keras_model, *, to_keras):
@@ -219,6 +235,20 @@ def _check_shapes(plan, source, target):
 def layer_differences(torch_maps, keras_maps) -> list[tuple[str, float]]:
     """[(layer, relative max error)] of two `feature_maps` results (torch NCHW, Keras NHWC), in the
     torch order: max |torch - Keras| / max |Keras| per layer present in both."""
+    return _differences(torch_maps, keras_maps, op="layer_differences")
+
+
+def _differences(torch_maps, keras_maps, *, op):
+    import torch
+
+    _checks.instance(torch_maps, Mapping, op=op, name="torch_maps",
+                     expected="a dict of torch feature maps (a torch model's feature_maps result)")
+    _checks.instance(keras_maps, Mapping, op=op, name="keras_maps",
+                     expected="a dict of Keras feature maps (a Keras model's feature_maps result)")
+    wrong = [name for name, value in torch_maps.items() if not isinstance(value, torch.Tensor)]
+    if wrong:
+        raise TypeError(f"{op}: argument 'torch_maps' must map names to torch tensors, got "
+                        f"{type(torch_maps[wrong[0]]).__name__} for {wrong[0]!r}")
     table = []
     for name, value in torch_maps.items():
         if name not in keras_maps:
@@ -237,5 +267,7 @@ def layer_differences(torch_maps, keras_maps) -> list[tuple[str, float]]:
 def first_difference(torch_maps, keras_maps, *, rtol=1e-4):
     """(layer, relative max error) of the first layer whose outputs differ by more than `rtol`
     (shapes that differ count as infinite), or None when every layer agrees: where a port broke."""
-    return next(((name, error) for name, error in layer_differences(torch_maps, keras_maps) if not error <= rtol),
+    rtol = _checks.non_negative_number(rtol, op="first_difference", name="rtol")
+    differences = _differences(torch_maps, keras_maps, op="first_difference")
+    return next(((name, error) for name, error in differences if not error <= rtol),
                 None)
