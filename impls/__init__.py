@@ -1,6 +1,6 @@
 """Segmentation parity and dense-CRF benchmark harness.
 
-Backends share public names: `impls.numpy` (reference, (N, H, W, C)), `impls.torch`
+Backends share public names: `impls.numpy` (the oracle, (N, H, W, C)), `impls.torch`
 ((N, C, H, W)) and `impls.tf` ((N, H, W, C)). Import the backend you need; importing
 `impls` alone loads no framework (it loads the compiled engine, impls._native, and with it
 OpenMP's library: see _bound_openmp_spinning).

@@ -11,7 +11,7 @@ import numpy as np
 from impls import _checks, _meanfield
 from impls._ops import Ops
 
-# Initial kernel weights of the reference Caffe model (torrvision/crfasrnn, TVG_CRFRNN prototxt:
+# Initial kernel weights of the original Caffe model (torrvision/crfasrnn, TVG_CRFRNN prototxt:
 # spatial_filter_weight 3, bilateral_filter_weight 5), as diagonal matrices; the compatibility
 # starts as the Potts model, -I. (The Keras port crfasrnn_keras starts both kernels at I.)
 SPATIAL_WEIGHT = 3.0
@@ -19,7 +19,7 @@ BILATERAL_WEIGHT = 5.0
 WEIGHT_NAMES = ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix")
 
 
-class CrfRnnReference:
+class CrfRnnDoc:
     """CRF-as-RNN (Zheng et al., ICCV 2015): `iterations` steps of dense-CRF mean field unrolled
     as a recurrent layer with trainable kernel weights and label compatibility.
 
@@ -38,7 +38,7 @@ class CrfRnnReference:
     bilateral_srgb=theta_beta, bilateral_compat=w_b, iterations=iterations,
     normalization="after")`.
 
-    Every image of a batch gets its own lattices. Initial weights follow the reference Caffe
+    Every image of a batch gets its own lattices. Initial weights follow the original Caffe
     model: spatial 3 I, bilateral 5 I, compatibility -I (Potts).
 
     Args:

@@ -554,9 +554,68 @@ MODULE_CASES: dict[str, list[Bad]] = {
     ],
     "impls.densecrf.utils.unary_from_labels": [
         Bad("labels", lambda: _module("impls.densecrf.utils").unary_from_labels(np.zeros((2, 2), np.float32), 2, 0.5)),
+        Bad("n_labels", lambda: _module("impls.densecrf.utils").unary_from_labels(np.zeros((2, 2), np.int64), 0, 0.5)),
+        Bad("gt_prob", lambda: _module("impls.densecrf.utils").unary_from_labels(np.zeros((2, 2), np.int64), 2, "0.5")),
+        Bad("labels", lambda: _module("impls.densecrf.utils").unary_from_labels(np.array([[0, 3]]), 2, 0.5)),
     ],
     "impls.densecrf.utils.compute_unary": [
         Bad("labels", lambda: _module("impls.densecrf.utils").compute_unary(np.zeros((2, 2), np.float32), 2)),
+        Bad("M", lambda: _module("impls.densecrf.utils").compute_unary(np.zeros((2, 2), np.int64), 0)),
+    ],
+    # A 1-D softmax is one pixel (pydensecrf gives (C, 1) too): a 0-d one has no class axis (IndexError there).
+    "impls.densecrf.utils.unary_from_softmax": [
+        Bad("sm", lambda: _module("impls.densecrf.utils").unary_from_softmax(np.float32(0.5))),
+        Bad("sm", lambda: _module("impls.densecrf.utils").unary_from_softmax(np.zeros((0, 4), np.float32))),
+        Bad("scale", lambda: _module("impls.densecrf.utils").unary_from_softmax(np.full((2, 3), 0.5), scale=0)),
+    ],
+    "impls.densecrf.utils.softmax_to_unary": [
+        Bad("sm", lambda: _module("impls.densecrf.utils").softmax_to_unary(np.float32(0.5))),
+        Bad("GT_PROB", lambda: _module("impls.densecrf.utils").softmax_to_unary(np.full((2, 3), 0.5), 2)),
+    ],
+    "impls.densecrf.utils.create_pairwise_gaussian": [
+        Bad("sdims", lambda: _module("impls.densecrf.utils").create_pairwise_gaussian((0, 3), (4, 4))),
+        Bad("sdims", lambda: _module("impls.densecrf.utils").create_pairwise_gaussian((3, 3, 3), (4, 4))),
+        Bad("shape", lambda: _module("impls.densecrf.utils").create_pairwise_gaussian((3, 3), (4.0, 4))),
+    ],
+    "impls.densecrf.utils.create_pairwise_bilateral": [
+        Bad("img", lambda: _module("impls.densecrf.utils").create_pairwise_bilateral((3, 3), (13, 13, 13),
+                                                                                  np.zeros((4, 4), np.uint8), 2)),
+        Bad("schan", lambda: _module("impls.densecrf.utils").create_pairwise_bilateral((3, 3), (13, 0, 13),
+                                                                                    np.zeros((4, 4, 3), np.uint8), 2)),
+        Bad("sdims", lambda: _module("impls.densecrf.utils").create_pairwise_bilateral((3, 3, 3), 13,
+                                                                                    np.zeros((4, 4, 3), np.uint8), 2)),
+        Bad("chdim", lambda: _module("impls.densecrf.utils").create_pairwise_bilateral((3, 3), 13, np.zeros((4, 4, 3)),
+                                                                                    2.0)),
+    ],
+    "impls.accuracy.require": [
+        Bad("at_least", lambda: _module("impls.accuracy").require("m", 0.5, reproduce="cmd")),
+        Bad("value", lambda: _module("impls.accuracy").require("m", "high", at_least=0.5, reproduce="cmd")),
+    ],
+    "impls.accuracy.crf_gain": [
+        Bad("crf", lambda: _module("impls.accuracy").crf_gain(
+            lambda unary, image: unary[..., :1], [(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.int64),
+                                                   np.zeros((2, 2, 3), np.float32))], 3)),
+        Bad("num_classes", lambda: _module("impls.accuracy").crf_gain(lambda unary, image: unary, [], 0)),
+        Bad("scenes", lambda: _module("impls.accuracy").crf_gain(lambda unary, image: unary, [(1, 2)], 3)),
+    ],
+    "impls.accuracy.label_agreement": [
+        Bad("reference", lambda: _module("impls.accuracy").label_agreement(np.zeros((2, 3)), np.zeros((3, 2)))),
+        Bad("channel_axis", lambda: _module("impls.accuracy").label_agreement(np.zeros((2, 3)), np.zeros((2, 3)),
+                                                                              channel_axis=2)),
+    ],
+    "impls.port.torch_to_tf": [
+        Bad("torch_module", lambda: _module("impls.port").torch_to_tf(object(), object())),
+    ],
+    "impls.port.tf_to_torch": [
+        Bad("keras_model", lambda: _module("impls.port").tf_to_torch(object(), object())),
+    ],
+    "impls.port.layer_differences": [
+        Bad("torch_maps", lambda: _module("impls.port").layer_differences([1], {})),
+        Bad("keras_maps", lambda: _module("impls.port").layer_differences({}, [1])),
+    ],
+    "impls.port.first_difference": [
+        Bad("rtol", lambda: _module("impls.port").first_difference({}, {}, rtol=-1)),
+        Bad("torch_maps", lambda: _module("impls.port").first_difference([1], {})),
     ],
     "impls.densecrf.eigen.matrixXf": [
         Bad("arr", lambda: _module("impls.densecrf.eigen").matrixXf(np.zeros((2, 2)))),
@@ -586,47 +645,7 @@ MODULE_CASES: dict[str, list[Bad]] = {
 
 # Entry points that take a checkable argument but do not refuse bad input in the one form yet: each a
 # strict xfail, so that the fix shows (XPASS fails the run) and its case moves to MODULE_CASES.
-KNOWN_GAPS: list[tuple[str, Bad, str]] = [
-    ("impls.densecrf.utils.unary_from_labels",
-     Bad("n_labels", lambda: _module("impls.densecrf.utils").unary_from_labels(np.zeros((2, 2), np.int64), 0, 0.5)),
-     "n_labels=0 divides by zero (ZeroDivisionError), as pydensecrf's utils"),
-    ("impls.densecrf.utils.unary_from_softmax",
-     Bad("sm", lambda: _module("impls.densecrf.utils").unary_from_softmax(np.zeros(3, np.float32))),
-     "a 1-D softmax is taken as 3 labels of no pixel: pydensecrf's utils check nothing"),
-    ("impls.densecrf.utils.softmax_to_unary",
-     Bad("sm", lambda: _module("impls.densecrf.utils").softmax_to_unary(np.zeros(3, np.float32))),
-     "pydensecrf's deprecated alias of unary_from_softmax: checks nothing"),
-    ("impls.densecrf.utils.create_pairwise_gaussian",
-     Bad("sdims", lambda: _module("impls.densecrf.utils").create_pairwise_gaussian((0, 3), (4, 4))),
-     "a zero standard deviation divides by zero (a RuntimeWarning, then inf features)"),
-    ("impls.densecrf.utils.create_pairwise_bilateral",
-     Bad("img", lambda: _module("impls.densecrf.utils").create_pairwise_bilateral((3, 3), (13, 13, 13),
-                                                                                  np.zeros((4, 4), np.uint8), 2)),
-     "a 2-D image is NumPy's AxisError ('source: axis 2 is out of bounds'), not named"),
-    ("impls.accuracy.require",
-     Bad("at_least", lambda: _module("impls.accuracy").require("m", 0.5, reproduce="cmd")),
-     "\"require: give 'at_least' or 'at_most'\": not the form"),
-    ("impls.accuracy.crf_gain",
-     Bad("crf", lambda: _module("impls.accuracy").crf_gain(
-         lambda unary, image: unary[..., :1], [(np.zeros((2, 2, 3), np.float32), np.zeros((2, 2, 3), np.uint8),
-                                                np.zeros((2, 2), np.int64))], 3)),
-     "\"crf_gain: the CRF returned shape ...\": not the form"),
-    ("impls.accuracy.label_agreement",
-     Bad("reference", lambda: _module("impls.accuracy").label_agreement(np.zeros((2, 3)), np.zeros((3, 2)))),
-     "\"label_agreement: shapes differ, ...\": not the form"),
-    ("impls.port.torch_to_tf",
-     Bad("torch_module", lambda: _module("impls.port").torch_to_tf(object(), object())),
-     "anything but a torch module and a Keras model is an AttributeError"),
-    ("impls.port.tf_to_torch",
-     Bad("keras_model", lambda: _module("impls.port").tf_to_torch(object(), object())),
-     "anything but a Keras model and a torch module is an AttributeError"),
-    ("impls.port.layer_differences",
-     Bad("torch_maps", lambda: _module("impls.port").layer_differences([1], {})),
-     "a list instead of a dict of feature maps is an AttributeError"),
-    ("impls.port.first_difference",
-     Bad("rtol", lambda: _module("impls.port").first_difference({}, {}, rtol=-1)),
-     "a negative rtol is taken"),
-]
+KNOWN_GAPS: list[tuple[str, Bad, str]] = []
 
 # Public names with no checkable argument, and why. Constants and submodules in an `__all__` (ENGINES,
 # CONST_KERNEL ..., HOST_TARGETS, eigen) are data, not entry points, and are not listed.
@@ -674,10 +693,7 @@ def test_exception_known_gaps_in_refusing_bad_input(key, bad):
     assert_refused(bad, what=key)
 
 
-def test_exception_lattice_object_filter_refuses_values_of_other_points(backend, request):
-    if backend.name == "tf":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="impls.tf's PermutohedralLattice.filter does not "
-                                              "check the rows of 'values' (TF's InvalidArgumentError from a Mul)"))
+def test_exception_lattice_object_filter_refuses_values_of_other_points(backend):
     lattice = backend.module.PermutohedralLattice(backend.tensor(FEATURES))
     assert_refused(Bad("values", lambda: lattice.filter(backend.tensor(VALUES[:3]))), what=str(backend))
 

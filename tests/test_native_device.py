@@ -114,12 +114,12 @@ def test_feature_device_results_do_not_depend_on_the_thread_count(rng):
 
 def test_gradcheck_device_native_filter_in_float64(device, rng):
     torch = pytest.importorskip("torch")
-    from impls.torch.lattice import NativeLattice
+    from impls.torch.lattice import DifferentiableNativeLattice
 
     features, values = _points(rng, 40, 3, channels=2, dtype=np.float64)
     with device.target():
-        lattice = NativeLattice(torch.from_numpy(device.put(features)) if device.name != "cuda"
-                                else device.put(features))
+        lattice = DifferentiableNativeLattice(torch.from_numpy(device.put(features)) if device.name != "cuda"
+                                            else device.put(features))
     values = torch.from_numpy(values)
     values = (values.cuda() if device.name == "cuda" else values).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: lattice.filter(v), (values,))

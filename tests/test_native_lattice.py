@@ -96,10 +96,10 @@ def test_feature_step_and_inference_agree():
 
 def test_gradcheck_torch_native_filter_in_float64(rng):
     torch = pytest.importorskip("torch")
-    from impls.torch.lattice import NativeLattice
+    from impls.torch.lattice import DifferentiableNativeLattice
 
     features, values = _points(rng, 40, 3, channels=2, dtype=np.float64)
-    lattice = NativeLattice(torch.from_numpy(features))
+    lattice = DifferentiableNativeLattice(torch.from_numpy(features))
     values = torch.from_numpy(values).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: lattice.filter(v), (values,))
     assert torch.autograd.gradgradcheck(lambda v: lattice.filter(v), (values,))
@@ -108,8 +108,8 @@ def test_gradcheck_torch_native_filter_in_float64(rng):
 def test_gradcheck_tf_native_gradient_matches_torch(rng):
     torch = pytest.importorskip("torch")
     tf = pytest.importorskip("tensorflow")
-    from impls.tf.lattice import NativeLattice as TfNativeLattice
-    from impls.torch.lattice import NativeLattice as TorchNativeLattice
+    from impls.tf.lattice import DifferentiableNativeLattice as TfNativeLattice
+    from impls.torch.lattice import DifferentiableNativeLattice as TorchNativeLattice
 
     features, values = _points(rng, 60, 5, channels=3, dtype=np.float64)
     upstream = rng.random(values.shape)

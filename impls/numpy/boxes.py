@@ -1,5 +1,5 @@
 """Mask R-CNN's box arithmetic (matterport's mrcnn/utils.py and model.py): anchors, box coding,
-clipping, IoU and non-maximum suppression. The reference implementation, in plain NumPy.
+clipping, IoU and non-maximum suppression. The oracle, in plain NumPy.
 
 Boxes are rows (y1, x1, y2, x2), as matterport writes them, in pixels or normalised to [0, 1]
 (see `norm_boxes`). The docstrings here document every backend: `impls.torch` and `impls.tf`

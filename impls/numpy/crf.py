@@ -38,7 +38,7 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
     ("after") and NO_NORMALIZATION ("none").
 
     Engines: the default, "auto", is the fast path: the native C++/CUDA mean field when it
-    can serve the inputs. The reference is asked for by name: engine="framework" runs the
+    can serve the inputs. The framework engine is asked for by name: engine="framework" runs the
     backend's own operations, and `impls.numpy.dense_crf(..., engine="framework")` (pure
     NumPy, float64-capable) is the oracle every other path is tested against.
 
@@ -57,7 +57,7 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
             built and can serve the inputs (float32; CPU, or CUDA with a CUDA build; in
             torch, no gradient required of the unary, otherwise the native filter runs
             under autograd), else the framework's own operations; "native" insists on
-            the native path, "framework" avoids it (the reference). The choice is logged
+            the native path, "framework" avoids it (in NumPy, the oracle). The choice is logged
             (logger "impls", INFO).
 
     Returns:

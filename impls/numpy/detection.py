@@ -1,6 +1,6 @@
 """Mask R-CNN's inference post-processing, built from the box blocks: matterport's ProposalLayer
 (RPN outputs to proposals) and DetectionLayer (head outputs to detections), as functions. The
-reference implementation, in plain NumPy; batched, N first in every backend.
+oracle, in plain NumPy; batched, N first in every backend.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Gaussian filtering in feature space on the permutohedral lattice (Adams, Baek & Davis,
 Eurographics 2010), as Krahenbuhl & Koltun's dense CRF (and so pydensecrf) uses it.
 
-The reference: impls._lattice's build and filter (written once for every backend) on NumPy's
+The oracle: impls._lattice's build and filter (written once for every backend) on NumPy's
 operations (impls.numpy._ops), float32 or float64.
 """
 

@@ -1,5 +1,5 @@
 """Instance masks: matterport's unmold_mask (a mask head's output pasted into the image) and the
-balloon sample's colour splash. The reference implementation, on scikit-image as matterport;
+balloon sample's colour splash. The oracle, on scikit-image as matterport;
 single images, layout (H, W, C) here and in TF, (C, H, W) in torch.
 """
 
@@ -16,9 +16,6 @@ from impls._types import Shape, Tensor
 from impls.numpy.boxes import _spec
 
 __all__ = ["unmold_mask", "color_splash"]
-
-# skimage.color.rgb2gray's weights (ITU-R BT.709 luma), as the balloon sample uses them.
-GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
 
 
 def unmold_mask(mask: Tensor, box: Sequence[int], image_shape: Shape, threshold: float = 0.5) -> Tensor:
@@ -48,20 +45,6 @@ def unmold_mask(mask: Tensor, box: Sequence[int], image_shape: Shape, threshold:
     full = np.zeros((height, width), dtype=bool)
     full[y1:y2, x1:x2] = resized >= threshold
     return full
-
-
-def resize_weights(source: int, target: int) -> np.ndarray:
-    """(target, source) weights of a 1-D order-1 resize with skimage's constant mode: output
-    pixel i samples source coordinate (i + 0.5) source / target - 0.5, and taps beyond the edge
-    are 0. Applied along both axes it is the resize of `unmold_mask` in torch and TF."""
-    positions = (np.arange(target) + 0.5) * (source / target) - 0.5
-    low = np.floor(positions).astype(np.int64)
-    fraction = positions - low
-    weights = np.zeros((target, source + 2))  # one zero column each side for taps beyond the edge
-    rows = np.arange(target)
-    np.add.at(weights, (rows, np.clip(low + 1, 0, source + 1)), 1.0 - fraction)
-    np.add.at(weights, (rows, np.clip(low + 2, 0, source + 1)), fraction)
-    return weights[:, 1:-1]
 
 
 def color_splash(image: Tensor, mask: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
 """Pooling features inside boxes: TF's crop_and_resize, torchvision's RoIAlign and matterport's
-PyramidROIAlign. The reference implementation, in plain NumPy, layout (N, H, W, C).
+PyramidROIAlign. The oracle, in plain NumPy, layout (N, H, W, C).
 
 crop_and_resize and RoIAlign sample the same bilinear surface with different conventions:
 crop_and_resize maps normalised box edges onto pixel centres by (H-1) and samples c evenly
@@ -11,20 +11,19 @@ agree (`tests/test_roi.py`) and where they do not.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 
 from impls import _arguments, _checks
+from impls._sampling import pyramid_levels, roi_align_samples
 from impls._types import Shape, Size2, Tensor
 from impls.numpy.boxes import _finite_float, _spec
 
 __all__ = ["crop_and_resize", "roi_align", "pyramid_roi_align"]
 
 CROP_METHODS = _arguments.CROP_METHODS
-# matterport's PyramidROIAlign pools from P2..P5; a 224 x 224 box of a 224 x 224 image is level 4.
+# matterport's PyramidROIAlign pools from P2..P5 (impls._sampling.pyramid_levels picks the level).
 PYRAMID_LEVELS = _arguments.PYRAMID_LEVELS
-CANONICAL_LEVEL, CANONICAL_SIZE = 4, 224.0
 
 
 def crop_and_resize(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_size: Size2, method: str = "bilinear",
@@ -116,8 +115,8 @@ def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale
     width are raised to at least 1. It is cut into output_size bins, each the mean of a grid
     of bilinear samples at the centres of `sampling_ratio` x `sampling_ratio` sub-bins
     (ceil(bin size) per axis when sampling_ratio <= 0). A sample above -1 and below H (W) is
-    clamped into the map; one further out counts as 0. The reference evaluates each box on
-    its own: a per-sample brute force over separable bilinear weights.
+    clamped into the map; one further out counts as 0. The NumPy oracle evaluates each box
+    on its own: a per-sample brute force over separable bilinear weights.
 
     Args:
         features: (N, H, W, C) floats.
@@ -146,53 +145,6 @@ def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale
         rows = np.tensordot(box.rows, source[int(batch), box.row_span, box.column_span], axes=(1, 0))
         pooled[k] = np.einsum("qw,pwc->pqc", box.columns, rows) / box.count
     return pooled
-
-
-class RoiSamples(NamedTuple):
-    """One box's separable RoIAlign weights over its support: rows (out_h, len(row_span)) and
-    columns (out_w, len(column_span)) sum each bin's bilinear sample weights; `count` samples
-    per bin."""
-
-    rows: np.ndarray
-    columns: np.ndarray
-    row_span: slice
-    column_span: slice
-    count: int
-
-
-def roi_align_samples(corners, feature_size, output_size, spatial_scale, sampling_ratio, aligned) -> RoiSamples:
-    """One box's RoIAlign weights (torchvision's sampling and boundary rules), from its four
-    numbers in plain NumPy; the backends apply them to their tensors."""
-    x1, y1, x2, y2 = (float(c) * spatial_scale - (0.5 if aligned else 0.0) for c in corners)
-    axes = []
-    for start, end, size, bins in ((y1, y2, feature_size[0], output_size[0]),
-                                   (x1, x2, feature_size[1], output_size[1])):
-        extent = end - start if aligned else max(end - start, 1.0)
-        grid = sampling_ratio if sampling_ratio > 0 else int(np.ceil(extent / bins))
-        bin_size = extent / bins
-        positions = (start + np.arange(bins)[:, None] * bin_size + (np.arange(grid)[None, :] + 0.5) * bin_size / grid)
-        weights = _bilinear_weights(positions.reshape(-1), size).reshape(bins, grid, size).sum(axis=1)
-        used = np.flatnonzero(weights.any(axis=0))
-        span = slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(0, 0)
-        axes.append((weights[:, span], span, grid))
-    (rows, row_span, row_grid), (columns, column_span, column_grid) = axes
-    return RoiSamples(rows, columns, row_span, column_span, max(row_grid * column_grid, 1))
-
-
-def _bilinear_weights(positions, size):
-    """(S, size) weights of torchvision's bilinear_interpolate along one axis."""
-    weights = np.zeros((len(positions), size))
-    valid = (positions >= -1.0) & (positions <= size)
-    clamped = np.maximum(positions, 0.0)
-    low = np.floor(clamped).astype(np.int64)
-    at_end = low >= size - 1
-    low = np.where(at_end, size - 1, low)
-    high = np.where(at_end, size - 1, low + 1)
-    fraction = np.where(at_end, 0.0, clamped - low)
-    rows = np.arange(len(positions))
-    np.add.at(weights, (rows, low), np.where(valid, 1.0 - fraction, 0.0))
-    np.add.at(weights, (rows, high), np.where(valid, fraction, 0.0))
-    return weights
 
 
 def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape: Shape, pool_size: Size2) -> Tensor:
@@ -230,15 +182,3 @@ def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape
         chosen = np.flatnonzero(flat_levels == level)
         pooled[chosen] = crop_and_resize(feature_map, flat_boxes[chosen], batch[chosen], pool_size)
     return pooled.reshape(batch_size, count, *pool_size, feature_maps[0].shape[-1])
-
-
-def pyramid_levels(boxes, image_shape):
-    """(...,) int levels of normalised boxes (..., 4), in float32 as matterport's graph."""
-    boxes = boxes.astype(np.float32)
-    height, width = (np.float32(v) for v in image_shape[:2])
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # log2 as matterport's graph writes it: log(x) / log(2), in float32.
-        level = np.log(np.sqrt(area) / (np.float32(CANONICAL_SIZE) / np.sqrt(height * width))) / np.log(np.float32(2))
-    level = np.where(area > 0, CANONICAL_LEVEL + np.round(level), PYRAMID_LEVELS[0])
-    return np.clip(level, PYRAMID_LEVELS[0], PYRAMID_LEVELS[-1]).astype(np.int64)

@@ -1,13 +1,13 @@
 """The training pieces of the FCN and DeepLab seeds: the pixel-wise softmax loss that ignores
 labels outside the classes, labels downscaled by nearest neighbour, and the poly learning rate.
-NumPy is the reference of the framework versions."""
+NumPy is the oracle of the framework versions."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from impls import _checks
-from impls._training import nearest_indices
+from impls._training import nearest_indices, poly_learning_rate
 from impls._types import Tensor
 
 __all__ = ["segmentation_loss", "downscale_labels", "poly_learning_rate"]
@@ -40,11 +40,3 @@ def downscale_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     labels = np.asarray(labels)
     rows, cols = nearest_indices(labels.shape, size, op="downscale_labels")
     return labels[:, rows][:, :, cols]
-
-
-def poly_learning_rate(base_lr: float, step: int, max_steps: int, power: float = 0.9) -> float:
-    """DeepLab's "poly" policy: base_lr * (1 - step / max_steps) ** power, 0 from max_steps on."""
-    max_steps = _checks.positive_int(max_steps, op="poly_learning_rate", name="max_steps")
-    if step < 0:
-        raise ValueError(f"poly_learning_rate: argument 'step' must be >= 0, got {step}")
-    return base_lr * max(0.0, 1.0 - step / max_steps) ** power

@@ -1,4 +1,4 @@
-"""FCN bilinear upsampling: the reference implementation, in plain NumPy.
+"""FCN bilinear upsampling: the oracle implementation, in plain NumPy.
 
 The docstrings here are the documentation of every backend: `impls.torch` and
 `impls.tf` provide the same names and signatures, in their native layout.
@@ -6,23 +6,11 @@ The docstrings here are the documentation of every backend: `impls.torch` and
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from impls import _checks
+from impls import _checks, _sampling
 
 __all__ = ["bilinear_kernel", "upsample_bilinear", "BilinearUpsample"]
-
-
-@functools.cache
-def _bilinear_taps(factor: int) -> np.ndarray:
-    size = 2 * factor - factor % 2
-    # The centre sits on a tap for odd sizes and between two taps for even ones.
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    taps = 1.0 - np.abs(np.arange(size) - center) / factor
-    taps.setflags(write=False)
-    return taps
 
 
 def bilinear_kernel(factor):
@@ -36,9 +24,7 @@ def bilinear_kernel(factor):
         1-D tent `1 - |i - c| / f`, centred at c = f - 1 (odd k) or f - 0.5 (even k),
         exactly as FCN's `surgery.upsample_filt` makes it.
     """
-    factor = _checks.positive_int(factor, op="bilinear_kernel", name="factor")
-    taps = _bilinear_taps(factor)
-    return np.outer(taps, taps)
+    return _sampling.bilinear_kernel(factor)
 
 
 def upsample_bilinear(x, factor):

@@ -15,7 +15,7 @@ from impls._engines import choose_engine
 from impls._ops import Ops
 from impls._types import Compat, Sizes, Tensor
 from impls.tf._ops import OPS
-from impls.tf.lattice import NativeLattice
+from impls.tf.lattice import DifferentiableNativeLattice
 
 log = logging.getLogger("impls")
 
@@ -51,7 +51,7 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
     return tf.map_fn(lambda pair: one_image(*pair), (unary, image), fn_output_signature=unary.dtype)
 
 
-NATIVE_OPS = OPS.with_lattice(NativeLattice)
+NATIVE_OPS = OPS.with_lattice(DifferentiableNativeLattice)
 
 
 def ops_for(engine: str) -> Ops:

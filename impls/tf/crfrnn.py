@@ -1,4 +1,4 @@
-"""CRF-as-RNN as a Keras 3 layer on TensorFlow, layout (N, H, W, C); see impls._crfrnn.CrfRnnReference."""
+"""CRF-as-RNN as a Keras 3 layer on TensorFlow, layout (N, H, W, C); see impls._crfrnn.CrfRnnDoc."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["CrfRnn"]
 
 
 @keras.saving.register_keras_serializable(package="impls")
-@same_doc_as(_crfrnn.CrfRnnReference)
+@same_doc_as(_crfrnn.CrfRnnDoc)
 class CrfRnn(keras.layers.Layer):
     def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5, **kwargs):
         super().__init__(**kwargs)

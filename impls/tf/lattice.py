@@ -18,18 +18,22 @@ __all__ = ["PermutohedralLattice", "permutohedral_filter", "gaussian_filter_exac
 @same_doc_as(oracle.PermutohedralLattice)
 class PermutohedralLattice(_lattice.Lattice):
     def __init__(self, features: Tensor):
-        super().__init__(OPS, _as_features(features, op="PermutohedralLattice"))
+        features = _as_features(features, op="PermutohedralLattice")
+        # num_points is a tensor (symbolic in a graph); the static row count, None where unknown.
+        self._static_num_points = _shape(features)[0]
+        super().__init__(OPS, features)
 
     def filter(self, values, *, reverse=False):
         values = tf.cast(tf.convert_to_tensor(values), self.dtype)
-        _lattice.check_filter_values(_shape(values), None)
+        _lattice.check_filter_values(_shape(values), self._static_num_points)
         return super().filter(values, reverse=reverse)
 
 
-class NativeLattice:
-    """The native C++ lattice behind the interface of PermutohedralLattice, built eagerly on
-    the CPU and filtering through tf.numpy_function, so it also runs inside tf.function
-    (not XLA); its gradient is the transposed filter (tf.custom_gradient)."""
+class DifferentiableNativeLattice:
+    """impls.native.Lattice (the native C++ lattice) behind the interface of
+    PermutohedralLattice, built eagerly on the CPU and filtering through tf.numpy_function,
+    so it also runs inside tf.function (not XLA); its gradient is the transposed filter
+    (tf.custom_gradient)."""
 
     def __init__(self, features):
         self._lattice = native.Lattice(features)

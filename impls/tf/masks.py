@@ -10,12 +10,12 @@ import tensorflow as tf
 
 from impls import _arguments
 from impls._docs import same_doc_as
+from impls._sampling import GRAY_WEIGHTS, resize_weights
 from impls._types import Shape, Tensor
 from impls.numpy import masks as oracle
 from impls.tf.boxes import _spec
 
 __all__ = ["unmold_mask", "color_splash"]
-GRAY_WEIGHTS = oracle.GRAY_WEIGHTS
 
 
 @same_doc_as(oracle.unmold_mask)
@@ -25,8 +25,8 @@ def unmold_mask(mask: Tensor, box: Sequence[int], image_shape: Shape, threshold:
     (y1, x1, y2, x2), (height, width), threshold = _arguments.unmold_mask(tuple(mask.shape), box, image_shape,
                                                                           threshold)
     source = tf.cast(mask, tf.float64)
-    rows = tf.constant(oracle.resize_weights(mask.shape[0], y2 - y1))
-    columns = tf.constant(oracle.resize_weights(mask.shape[1], x2 - x1))
+    rows = tf.constant(resize_weights(mask.shape[0], y2 - y1))
+    columns = tf.constant(resize_weights(mask.shape[1], x2 - x1))
     resized = tf.clip_by_value(rows @ source @ tf.transpose(columns), tf.reduce_min(source), tf.reduce_max(source))
     # skimage resizes a float32 mask to float32: threshold the value it would have stored.
     inside = tf.cast(resized, mask.dtype if mask.dtype.is_floating else tf.float64) >= threshold

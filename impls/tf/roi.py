@@ -1,5 +1,5 @@
 """Pooling features inside boxes in TensorFlow, layout (N, H, W, C): crop_and_resize is
-tf.image.crop_and_resize itself, a live oracle of the NumPy reference."""
+tf.image.crop_and_resize itself, a live oracle of the NumPy backend."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from impls import _arguments, _checks
+from impls import _arguments, _checks, _sampling
 from impls._arguments import PYRAMID_LEVELS
 from impls._docs import same_doc_as
 from impls._types import Shape, Size2, Tensor
@@ -43,8 +43,8 @@ def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale
     _arguments.roi_batch([row[0] for row in host_boxes], features.shape[0])
     pooled = []
     for batch, *corners in host_boxes:
-        box = oracle.roi_align_samples(corners, tuple(features.shape[1:3]), output_size, spatial_scale,
-                                       sampling_ratio, aligned)
+        box = _sampling.roi_align_samples(corners, tuple(features.shape[1:3]), output_size, spatial_scale,
+                                          sampling_ratio, aligned)
         rows, columns = (tf.constant(w, features.dtype) for w in (box.rows, box.columns))
         support = features[int(batch), box.row_span, box.column_span]
         summed = tf.einsum("qw,pwc->pqc", columns, tf.einsum("ph,hwc->pwc", rows, support))
@@ -64,8 +64,8 @@ def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape
     # the crops put back in the boxes' order.
     y1, x1, y2, x2 = tf.split(boxes, 4, axis=2)
     area = (y2 - y1) * (x2 - x1)
-    level = tf.math.log(tf.sqrt(area) / (224.0 / tf.sqrt(float(height * width)))) / tf.math.log(2.0)
-    level = tf.where(area > 0, 4.0 + tf.round(level), float(PYRAMID_LEVELS[0]))
+    level = tf.math.log(tf.sqrt(area) / (_sampling.CANONICAL_SIZE / tf.sqrt(float(height * width)))) / tf.math.log(2.0)
+    level = tf.where(area > 0, _sampling.CANONICAL_LEVEL + tf.round(level), float(PYRAMID_LEVELS[0]))
     level = tf.cast(tf.clip_by_value(level, PYRAMID_LEVELS[0], PYRAMID_LEVELS[-1]), tf.int32)[..., 0]
     pooled, order = [], []
     for index, feature_map in zip(PYRAMID_LEVELS, feature_maps, strict=True):

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from impls import _checks
 from impls._docs import same_doc_as
-from impls._training import nearest_indices
+from impls._training import nearest_indices, poly_learning_rate
 from impls._types import Tensor
 from impls.numpy import training as oracle
 
@@ -33,9 +33,6 @@ def downscale_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     labels = tf.convert_to_tensor(labels)
     rows, cols = nearest_indices(tuple(labels.shape), size, op="downscale_labels")
     return tf.gather(tf.gather(labels, rows, axis=1), cols, axis=2)
-
-
-poly_learning_rate = oracle.poly_learning_rate
 
 
 def learning_rate_multipliers(model, classifier="aspp"):

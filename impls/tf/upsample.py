@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from impls import _checks
+from impls import _checks, _sampling
 from impls._docs import same_doc_as
 from impls.numpy import upsample as oracle
 
@@ -24,7 +24,7 @@ def _as_batch(x, *, op):
 
 @same_doc_as(oracle.bilinear_kernel)
 def bilinear_kernel(factor):
-    return tf.constant(oracle.bilinear_kernel(factor))
+    return tf.constant(_sampling.bilinear_kernel(factor))
 
 
 @same_doc_as(oracle.upsample_bilinear)
@@ -58,7 +58,7 @@ class BilinearUpsample(keras.layers.Layer):
         self._size = 2 * self.factor - self.factor % 2
 
     def build(self, input_shape):
-        initial = np.einsum("hw,oi->hwoi", oracle.bilinear_kernel(self.factor), np.eye(self.channels))
+        initial = np.einsum("hw,oi->hwoi", _sampling.bilinear_kernel(self.factor), np.eye(self.channels))
         self.kernel = self.add_weight(
             name="kernel", shape=initial.shape, initializer=keras.initializers.Constant(initial),
         )

@@ -15,7 +15,7 @@ from impls._engines import choose_engine
 from impls._ops import Ops
 from impls._types import Compat, Sizes, Tensor
 from impls.torch._ops import OPS
-from impls.torch.lattice import NativeLattice
+from impls.torch.lattice import DifferentiableNativeLattice
 
 log = logging.getLogger("impls")
 
@@ -59,7 +59,7 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
     return torch.stack(results)
 
 
-NATIVE_OPS = OPS.with_lattice(NativeLattice)
+NATIVE_OPS = OPS.with_lattice(DifferentiableNativeLattice)
 
 
 def ops_for(engine: str) -> Ops:

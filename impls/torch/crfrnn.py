@@ -1,4 +1,4 @@
-"""CRF-as-RNN as a torch nn.Module, layout (N, C, H, W); see impls._crfrnn.CrfRnnReference."""
+"""CRF-as-RNN as a torch nn.Module, layout (N, C, H, W); see impls._crfrnn.CrfRnnDoc."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from impls.torch.crf import ops_for
 __all__ = ["CrfRnn"]
 
 
-@same_doc_as(_crfrnn.CrfRnnReference)
+@same_doc_as(_crfrnn.CrfRnnDoc)
 class CrfRnn(torch.nn.Module):
     def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5, **kwargs):
         super().__init__()

@@ -27,11 +27,12 @@ class PermutohedralLattice(_lattice.Lattice):
         return super().filter(values.to(self.dtype), reverse=reverse)
 
 
-class NativeLattice:
-    """The native C++/CUDA lattice behind the interface of PermutohedralLattice,
-    differentiable in the values: the backward pass is the transposed filter (the blur in
-    reverse order), itself differentiable. CPU tensors, or CUDA tensors with a CUDA build;
-    float32 or float64 values (the lattice itself is built in float32)."""
+class DifferentiableNativeLattice:
+    """impls.native.Lattice (the native C++/CUDA lattice) behind the interface of
+    PermutohedralLattice, differentiable in the values under autograd: the backward pass is
+    the transposed filter (the blur in reverse order), itself differentiable. CPU tensors, or
+    CUDA tensors with a CUDA build; float32 or float64 values (the lattice itself is built in
+    float32)."""
 
     def __init__(self, features):
         self._lattice = native.Lattice(features)

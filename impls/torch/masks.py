@@ -10,12 +10,12 @@ import torch
 
 from impls import _arguments
 from impls._docs import same_doc_as
+from impls._sampling import GRAY_WEIGHTS, resize_weights
 from impls._types import Shape, Tensor
 from impls.numpy import masks as oracle
 from impls.torch.boxes import _spec, _tensor
 
 __all__ = ["unmold_mask", "color_splash"]
-GRAY_WEIGHTS = oracle.GRAY_WEIGHTS
 
 
 @same_doc_as(oracle.unmold_mask)
@@ -25,7 +25,7 @@ def unmold_mask(mask: Tensor, box: Sequence[int], image_shape: Shape, threshold:
     (y1, x1, y2, x2), (height, width), threshold = _arguments.unmold_mask(tuple(mask.shape), box, image_shape,
                                                                           threshold)
     source = mask.to(torch.float64)
-    rows, columns = (torch.as_tensor(oracle.resize_weights(size, target), device=mask.device)
+    rows, columns = (torch.as_tensor(resize_weights(size, target), device=mask.device)
                      for size, target in ((mask.shape[0], y2 - y1), (mask.shape[1], x2 - x1)))
     resized = (rows @ source @ columns.T).clamp(source.min(), source.max())
     # skimage resizes a float32 mask to float32: threshold the value it would have stored.

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from impls import _arguments, _checks
+from impls import _arguments, _checks, _sampling
 from impls._arguments import PYRAMID_LEVELS
 from impls._docs import same_doc_as
 from impls._types import Shape, Size2, Tensor
@@ -49,7 +49,7 @@ def crop_and_resize(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_size
 
 
 def _crop_samples(start, end, size, count):
-    """As the NumPy reference: float32, in the order of TF's kernel."""
+    """As the NumPy oracle's: float32, in the order of TF's kernel."""
     start, end = start.to(torch.float32), end.to(torch.float32)
     extent = float(size - 1)
     if count > 1:
@@ -82,8 +82,8 @@ def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale
     _arguments.roi_batch([row[0] for row in host_boxes], features.shape[0])
     pooled = features.new_zeros((len(host_boxes), features.shape[1], *output_size))
     for k, (batch, *corners) in enumerate(host_boxes):
-        box = oracle.roi_align_samples(corners, tuple(features.shape[2:]), output_size, spatial_scale,
-                                       sampling_ratio, aligned)
+        box = _sampling.roi_align_samples(corners, tuple(features.shape[2:]), output_size, spatial_scale,
+                                          sampling_ratio, aligned)
         rows, columns = (torch.as_tensor(w, dtype=features.dtype, device=features.device)
                          for w in (box.rows, box.columns))
         support = features[int(batch), :, box.row_span, box.column_span]
@@ -97,7 +97,7 @@ def pyramid_roi_align(boxes: Tensor, feature_maps: Sequence[Tensor], image_shape
     boxes, feature_maps = _tensor(boxes, op=op, name="boxes"), [_as_tensor(m) for m in feature_maps]
     image_size, pool_size = _arguments.pyramid_roi_align(_spec(boxes), [tuple(m.shape) for m in feature_maps],
                                                          image_shape, pool_size, channel_axis=1)
-    levels = oracle.pyramid_levels(_finite(boxes, op=op, name="boxes").detach().cpu().numpy(), image_size)
+    levels = _sampling.pyramid_levels(_finite(boxes, op=op, name="boxes").detach().cpu().numpy(), image_size)
     batch_size, count = boxes.shape[:2]
     flat_levels = torch.as_tensor(levels.reshape(-1), device="cpu")
     flat_boxes = boxes.reshape(-1, 4)

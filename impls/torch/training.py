@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from impls import _checks
 from impls._docs import same_doc_as
-from impls._training import nearest_indices
+from impls._training import nearest_indices, poly_learning_rate
 from impls._types import Tensor
 from impls.numpy import training as oracle
 
@@ -33,9 +33,6 @@ def segmentation_loss(logits: Tensor, labels: Tensor) -> Tensor:
 def downscale_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     rows, cols = nearest_indices(tuple(labels.shape), size, op="downscale_labels")
     return labels[:, torch.from_numpy(rows).to(labels.device)][:, :, torch.from_numpy(cols).to(labels.device)]
-
-
-poly_learning_rate = oracle.poly_learning_rate
 
 
 def parameter_groups(model, base_lr, classifier="aspp"):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impls import _checks
+from impls import _checks, _sampling
 from impls._docs import same_doc_as
 from impls.numpy import upsample as oracle
 
@@ -21,7 +21,7 @@ def _check_batch(x, *, op):
 
 @same_doc_as(oracle.bilinear_kernel)
 def bilinear_kernel(factor):
-    return torch.from_numpy(oracle.bilinear_kernel(factor))
+    return torch.from_numpy(_sampling.bilinear_kernel(factor))
 
 
 @same_doc_as(oracle.upsample_bilinear)
