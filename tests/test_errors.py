@@ -7,11 +7,11 @@ a ValueError (a wrong value or shape) whose message has one form,
 
 (or "arguments 'a' and 'b' must ..." where the fault is a mismatch between two arguments; "must be
 finite (no NaN or inf)" and "has k of n values outside [0, C)" have no one value to show). A public
-name with neither a case here (BACKEND_CASES, LAYER_CASES, TORCH_CASES, MODULE_CASES, or KNOWN_GAPS:
-strict xfails of the entry points that do not refuse yet) nor a reasoned entry in EXEMPT fails
-`test_cardinality_every_public_entry_point_has_a_bad_input_case`. The op files keep the exception
-tests that pin a specific message or error type; these cases check that each entry point refuses
-and names. The backend cases run on conftest's backend x device grid.
+name with neither a case here (BACKEND_CASES, LAYER_CASES, TORCH_CASES, MODULE_CASES) nor a
+reasoned entry in EXEMPT fails `test_cardinality_every_public_entry_point_has_a_bad_input_case`.
+The op files keep the exception tests that pin a specific message or error type; these cases
+check that each entry point refuses and names. The backend cases run on conftest's backend x
+device grid.
 """
 
 from __future__ import annotations
@@ -643,10 +643,6 @@ MODULE_CASES: dict[str, list[Bad]] = {
     ],
 }
 
-# Entry points that take a checkable argument but do not refuse bad input in the one form yet: each a
-# strict xfail, so that the fix shows (XPASS fails the run) and its case moves to MODULE_CASES.
-KNOWN_GAPS: list[tuple[str, Bad, str]] = []
-
 # Public names with no checkable argument, and why. Constants and submodules in an `__all__` (ENGINES,
 # CONST_KERNEL ..., HOST_TARGETS, eigen) are data, not entry points, and are not listed.
 EXEMPT: dict[str, str] = {
@@ -686,13 +682,6 @@ def test_exception_module_entry_point_refuses_bad_input_naming_the_argument(key)
         assert_refused(bad, what=f"{key} case {number} ({bad.argument})")
 
 
-@pytest.mark.parametrize("key, bad", [pytest.param(key, bad, id=key, marks=pytest.mark.xfail(strict=True, reason=why))
-                                      for key, bad, why in KNOWN_GAPS])
-def test_exception_known_gaps_in_refusing_bad_input(key, bad):
-    _skip_unless_importable(key)
-    assert_refused(bad, what=key)
-
-
 def test_exception_lattice_object_filter_refuses_values_of_other_points(backend):
     lattice = backend.module.PermutohedralLattice(backend.tensor(FEATURES))
     assert_refused(Bad("values", lambda: lattice.filter(backend.tensor(VALUES[:3]))), what=str(backend))
@@ -719,8 +708,8 @@ def _resolve(key):
 
 
 def test_cardinality_every_public_entry_point_has_a_bad_input_case():
-    """A new public name needs a bad-input case (BACKEND_CASES, LAYER_CASES, MODULE_CASES, or KNOWN_GAPS
-    while it refuses nothing) or a reason in EXEMPT; a key that names no public entry point is stale."""
+    """A new public name needs a bad-input case (BACKEND_CASES, LAYER_CASES, MODULE_CASES) or a
+    reason in EXEMPT; a key that names no public entry point is stale."""
     for framework in ("torch", "tensorflow"):
         pytest.importorskip(framework)
     missing = []
@@ -728,7 +717,7 @@ def test_cardinality_every_public_entry_point_has_a_bad_input_case():
         for name in _entry_points(path):
             if not BACKEND_CASES.get(name) and not LAYER_CASES.get(name):
                 missing.append(f"{path}.{name}")
-    keys = [key for key, cases in MODULE_CASES.items() if cases] + [key for key, _, _ in KNOWN_GAPS] + list(EXEMPT)
+    keys = [key for key, cases in MODULE_CASES.items() if cases] + list(EXEMPT)
     covered = {id(_resolve(key)) for key in keys if _resolve(key) is not None}
     public = {f"{path}.{name}": value for path in OTHER_MODULES for name, value in _entry_points(path).items()}
     missing += [key for key, value in public.items() if id(value) not in covered]
