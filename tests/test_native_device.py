@@ -218,10 +218,13 @@ def test_feature_former_host_engine_names_still_work_and_warn():
 
 @pytest.mark.parametrize("variable, value", [("IMPLS_NATIVE_HOST_TARGET", "device-on-host"),
                                              ("IMPLS_NATIVE_HOST_ENGINE", "device")])  # the deprecated name
-def test_feature_host_target_is_read_from_the_environment_at_import(variable, value):
+def test_feature_host_target_is_read_from_the_environment_at_import(variable, value, tmp_path):
     env = {key: item for key, item in os.environ.items() if not key.startswith("IMPLS_NATIVE_HOST_")}
     env.update({variable: value, "PYTHONPATH": str(pathlib.Path(native.__file__).parents[1])})
     command = "from impls import native; print(native.host_target())"
+    # From a folder of its own: `-c` puts the working directory first on sys.path, and a checkout's
+    # impls/ (without the compiled module) would shadow the installed package.
     result = subprocess.run([sys.executable, "-W", "error", "-c", command], env=env, capture_output=True, text=True,
-                            check=True)
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "device-on-host"
