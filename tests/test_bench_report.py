@@ -144,6 +144,13 @@ def test_exception_variant_out_of_the_table(fields, message):
         Variant(*fields)
 
 
+def test_feature_no_scaling_section_without_native_sweep_cases():
+    results = json.loads(SMALL.read_text())
+    results["benchmarks"] = [b for b in results["benchmarks"] if b.get("extra_info", {}).get("backend")
+                             not in ("native", "native1")]
+    assert "## Native: time per pixel" not in report.render(results)
+
+
 def test_feature_report_turns_sweep_medians_into_images_per_second():
     results = json.loads(SMALL.read_text())
     for workers, median in ((1, 0.5), (2, 0.25)):
