@@ -118,8 +118,7 @@ def _spec(tensor):
 
 def _float_boxes(boxes, *, op, name="boxes"):
     _checks.boxes(tuple(_tensor(boxes, op=op, name=name).shape), op=op, name=name)
-    if boxes.dtype in (torch.bool, torch.complex64, torch.complex128):
-        raise TypeError(f"{op}: argument '{name}' must hold real numbers, got dtype {boxes.dtype}")
+    _arguments.numbers(_spec(boxes).dtype, op=op, name=name)
     return _finite(boxes if boxes.is_floating_point() else boxes.to(torch.float32), op=op, name=name)
 
 
