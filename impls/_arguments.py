@@ -53,13 +53,15 @@ def numbers(dtype: str, *, op: str, name: str) -> str:
 
 
 def _number(value, *, op: str, name: str) -> float:
-    """`value` as a float that is not NaN."""
+    """`value` as a float that is not NaN (a string is not a number here, though float() parses it)."""
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{op}: argument '{name}' must be a number, got {value!r}") from None
     if np.isnan(value):
-        raise ValueError(f"{op}: argument '{name}' must not be NaN")
+        raise ValueError(f"{op}: argument '{name}' must be a number, not NaN, got {value}")
     return value
 
 
@@ -271,7 +273,7 @@ def proposal_layer(rpn_probs: Spec, rpn_deltas: Spec, anchors: Spec, proposal_co
     proposal_count = _checks.positive_int(proposal_count, op=op, name="proposal_count")
     pre_nms_limit = _checks.positive_int(pre_nms_limit, op=op, name="pre_nms_limit")
     std = _checks.positive_numbers(std, 4, op=op, name="std")
-    return proposal_count, float(nms_threshold), pre_nms_limit, std
+    return proposal_count, _number(nms_threshold, op=op, name="nms_threshold"), pre_nms_limit, std
 
 
 def detection_layer(rois: Spec, class_probs: Spec, class_deltas: Spec, window, min_confidence, nms_threshold,
@@ -289,6 +291,7 @@ def detection_layer(rois: Spec, class_probs: Spec, class_deltas: Spec, window, m
                          f"(N, R, classes, 4), got {class_deltas.shape}")
     for name, spec in (("rois", rois), ("class_probs", class_probs), ("class_deltas", class_deltas)):
         numbers(spec.dtype, op=op, name=name)
-    return (box_window(window, op=op), float(min_confidence), float(nms_threshold),
+    return (box_window(window, op=op), _number(min_confidence, op=op, name="min_confidence"),
+            _number(nms_threshold, op=op, name="nms_threshold"),
             _checks.positive_int(max_instances, op=op, name="max_instances"),
             _checks.positive_numbers(std, 4, op=op, name="std"))

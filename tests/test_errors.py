@@ -360,11 +360,14 @@ BACKEND_CASES: dict[str, list[Bad]] = {
         Bad("rpn_deltas", lambda b: _proposals(b, rpn_deltas=np.where(np.arange(DETECTION["rpn_deltas"].size).reshape(
             DETECTION["rpn_deltas"].shape) == 13, NAN, DETECTION["rpn_deltas"]).astype(np.float32)),
             "proposal_layer: argument 'rpn_deltas' must be finite", error=ValueError),
+        Bad("nms_threshold", lambda b: _proposals(b, nms_threshold="high"), error=TypeError),
     ],
     "detection_layer": [
         Bad("class_deltas", lambda b: _detections(b, class_deltas=DETECTION["class_deltas"][..., :3]),
             "detection_layer: argument 'class_deltas' must have shape", error=ValueError),
         Bad("window", lambda b: _detections(b, window=(0, 0, NAN, 1))),
+        Bad("min_confidence", lambda b: _detections(b, min_confidence="0.7"), error=TypeError),
+        Bad("nms_threshold", lambda b: _detections(b, nms_threshold=NAN)),
     ],
 }
 
