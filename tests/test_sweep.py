@@ -7,6 +7,7 @@ and lost --apply labels are recomputed; a real Ctrl-C to `python -m impls.sweep`
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -441,6 +442,22 @@ def test_feature_local_cluster_listens_on_localhost_only(monkeypatch):
     with pytest.raises(Stop):
         sweep._client(1, None)
     assert seen["host"] == "127.0.0.1" and seen["dashboard_address"] == "127.0.0.1:0"
+
+
+def test_feature_ctrl_c_race_in_distributed_is_not_logged():
+    """distributed's sync() may cancel a future it has not set yet when Ctrl-C lands early; the
+    command's filter drops tornado's record of that NameError and nothing else."""
+    def record(error):
+        try:
+            raise error
+        except Exception:
+            return logging.LogRecord("tornado.application", logging.ERROR, __file__, 1, "Exception in callback",
+                                     None, sys.exc_info())
+
+    race = record(NameError("cannot access free variable 'future' where it is not associated with a value"))
+    assert not sweep._CANCEL_RACE_FILTER.filter(race)
+    assert sweep._CANCEL_RACE_FILTER.filter(record(NameError("name 'other' is not defined")))
+    assert sweep._CANCEL_RACE_FILTER.filter(record(ValueError("future")))
 
 
 def test_feature_ctrl_c_to_the_process_group_prints_only_the_resume_message(tmp_path):
