@@ -157,3 +157,38 @@ def check_images(shape, dtype_name, *, op, layout, min_size=1):
 
 def _classes(num_classes, *, op):
     return _checks.positive_int(num_classes, op=op, name="num_classes")
+
+
+# crfasrnn_keras's network (its get_crfrnn_model_def: FCN-8s on VGG-16, then CRF-as-RNN), by
+# the Keras 2 layer names its weight file uses: (layer, kind, [(weight, shape in the Keras
+# layout)]), in the order of the network. Convolution kernels are HWIO, transposed convolution
+# kernels HWOI (Keras' Conv2DTranspose), the CRF's matrices (C, C).
+CRFASRNN_CLASSES = 21
+CRFASRNN_THETAS = dict(theta_alpha=160.0, theta_beta=3.0, theta_gamma=3.0)
+CRFASRNN_ITERATIONS = 10
+# Offsets of its Cropping2D layers (score-pool4: 5, score-pool3: 9, the output: 31 at the top
+# and left; the bottom/right crops of a 500x500 input, 5, 9 and 37, follow from the sizes).
+CRFASRNN_CROPS = {"score-pool4": 5, "score-pool3": 9, "upsample": 31}
+CRFASRNN_WEIGHT_NAMES = ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix")
+
+
+def crfasrnn_layers(num_classes: int = CRFASRNN_CLASSES) -> list[tuple[str, str, list[tuple[str, tuple]]]]:
+    """[(layer, kind, [(weight, Keras shape)])] of crfasrnn_keras's network, weighted layers only."""
+    c = num_classes
+    layers, channels = [], 3
+    for _, block in VGG16:
+        for name, width in block:
+            layers.append((name, "convolution", [("kernel", (3, 3, channels, width)), ("bias", (width,))]))
+            channels = width
+    layers += [
+        ("fc6", "convolution", [("kernel", (7, 7, 512, 4096)), ("bias", (4096,))]),
+        ("fc7", "convolution", [("kernel", (1, 1, 4096, 4096)), ("bias", (4096,))]),
+        ("score-fr", "convolution", [("kernel", (1, 1, 4096, c)), ("bias", (c,))]),
+        ("score2", "transposed convolution", [("kernel", (4, 4, c, c)), ("bias", (c,))]),
+        ("score-pool4", "convolution", [("kernel", (1, 1, 512, c)), ("bias", (c,))]),
+        ("score4", "transposed convolution", [("kernel", (4, 4, c, c))]),
+        ("score-pool3", "convolution", [("kernel", (1, 1, 256, c)), ("bias", (c,))]),
+        ("upsample", "transposed convolution", [("kernel", (16, 16, c, c))]),
+        ("crfrnn", "CrfRnn", [(name, (c, c)) for name in CRFASRNN_WEIGHT_NAMES]),
+    ]
+    return layers
