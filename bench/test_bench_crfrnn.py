@@ -1,9 +1,11 @@
 """The CRF-as-RNN layer, forward and forward + backward, in torch and Keras (CPU, and torch on
-CUDA when present), 21 classes, 5 iterations, one image at each size of the sweep.
+CUDA when present), 21 classes, 5 iterations, one image at each size of the sweep; and the
+whole network of crfasrnn_keras (CrfRnnNet: FCN-8s + CrfRnn, 10 iterations) on its 500x500 input.
 
 Before timing, each layer's softmax output is checked against the NumPy dense CRF with the
-equivalent Potts parameters (the layer's defining property), so a fast wrong answer cannot
-reach the report.
+equivalent Potts parameters (the layer's defining property), and the network's output against
+the original crfasrnn_keras's on the same photograph and seeded weights (reference/), so a fast
+wrong answer cannot reach the report.
 """
 
 from __future__ import annotations
@@ -84,3 +86,60 @@ def _runner(backend, logits, image, *, backward):
         return out.numpy()[0]
 
     return run
+
+
+# crfasrnn_keras's network: its fixed input size and CRF iterations.
+NET_SIZE = 500
+NET_ITERATIONS = 10
+# |our CRF logits - the original's|, float32 (measured on the CPU: torch 1.6e-5, Keras 3.7e-5, of
+# logits up to 16); the margin is for GPU convolution algorithms.
+NET_ATOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def crfasrnn_nets(tmp_path_factory):
+    """`net(backend)`: crfasrnn_keras's network in that backend with the seeded weights of
+    tests/keras2_h5.py, the file written and each backend's network loaded once per module."""
+    pytest.importorskip("h5py")
+    from impls import crfasrnn_keras
+    from impls.port import load_keras2_h5
+    from tests.keras2_h5 import write_crfasrnn_h5
+
+    path = write_crfasrnn_h5(tmp_path_factory.mktemp("crfasrnn") / "crfrnn_keras_model.h5")
+    nets = {}
+
+    def net(backend):
+        if backend not in nets:
+            model = crfasrnn_keras.get_crfrnn_model_def(backend.name)
+            load_keras2_h5(model, path, strict=True)
+            nets[backend] = model.to(backend.device) if backend.name == "torch" else model
+        return nets[backend]
+
+    return net
+
+
+def test_crfrnnnet(benchmark, budget, layer_backend, crfasrnn_nets, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from impls import crfasrnn_keras
+    from reference import generate
+
+    work = NET_SIZE * NET_SIZE * CLASSES * NET_ITERATIONS
+    variant = Variant(layer_backend.name, layer_backend.device)
+    budget.check("crfrnnnet forward", variant, work)
+    Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")  # the photograph the original ran on
+    batch = crfasrnn_keras.get_preprocessed_image(tmp_path / "coffee.png")[0]
+    net = crfasrnn_nets(layer_backend)
+
+    def run():
+        return crfasrnn_keras.predict(net, batch)[0]
+
+    with np.load(generate.FOLDER / "crfasrnn_keras.npz", allow_pickle=False) as golden:
+        expected = golden["crf_logits"]
+    assert_close(run()[::5, ::5], expected, rtol=0, atol=NET_ATOL, msg=f"{variant} CrfRnnNet vs crfasrnn_keras")
+    benchmark.group = f"crfrnnnet forward {NET_SIZE}x{NET_SIZE}, {CLASSES} classes, {NET_ITERATIONS} iterations"
+    benchmark.extra_info.update(op="crfrnnnet forward", case=f"{NET_SIZE}x{NET_SIZE}", backend=layer_backend.name,
+                                device=layer_backend.device, pixels=NET_SIZE * NET_SIZE, labels=CLASSES)
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
+    budget.record("crfrnnnet forward", variant, work, benchmark)

@@ -192,3 +192,72 @@ def crfasrnn_layers(num_classes: int = CRFASRNN_CLASSES) -> list[tuple[str, str,
         ("crfrnn", "CrfRnn", [(name, (c, c)) for name in CRFASRNN_WEIGHT_NAMES]),
     ]
     return layers
+
+
+class CrfRnnNetDoc:
+    """crfasrnn_keras's whole network (its get_crfrnn_model_def): FCN-8s on VGG-16 with
+    CRF-as-RNN on top (Zheng et al., ICCV 2015), for any batch and input size.
+
+    The layers follow the Keras original: zero padding 100, conv1_1 3x3 "valid" and the other
+    3x3 convolutions "same", all with ReLU; pool1 2x2/2 rounding down, pool2-pool5 2x2/2
+    rounding up (Keras "same"); fc6 7x7 and fc7 1x1 (4096 channels, ReLU, dropout 0.5, active
+    only in training); score-fr 1x1; score2 a 4x4/2 transposed convolution with bias, plus
+    score-pool4 (1x1 on pool4) cropped at offset 5; score4 4x4/2 without bias, plus score-pool3
+    (1x1 on pool3) cropped at offset 9; upsample 16x16/8 without bias, cropped at offset 31 to
+    the input's height and width. The original's fixed Cropping2D sizes (5, 9 and (31, 37) for
+    500x500 inputs) are computed from the input size instead (`crfasrnn_crops`), so every size
+    from 1x1 up works. Finally CrfRnn (the framework's own, named "crfrnn") refines the scores,
+    fed the network's input itself as its image, as the original does: the pre-processed,
+    mean-subtracted BGR image. Every image of a batch is refined (the original used image 0).
+
+    Initial weights as crfasrnn_keras's: Keras' defaults for the convolutions (torch's own
+    in the torch model), the bilinear kernel for the transposed convolutions (bias 0), and the
+    CRF's matrices I, I and -I (not CrfRnn's 3 I, 5 I).
+
+    Args:
+        num_classes: C (21 for PASCAL VOC).
+        theta_alpha, theta_beta, theta_gamma: the CRF's kernel widths (CrfRnn's).
+        iterations: the CRF's mean-field steps.
+        **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
+            name (kept as `.name`).
+
+    Call with images in the framework's layout, torch (N, 3, H, W), Keras (N, H, W, 3), float;
+    returns the CRF's logits, (N, C, H, W) or (N, H, W, C). `feature_maps(x)` returns every
+    named layer's output in order (conv1_1 ... pool5, fc6, fc7, score-fr, score2, score-pool4,
+    score4, score-pool3, upsample (cropped), crfrnn), for localising a port that differs.
+    Layer names are the Keras 2 original's (`crfasrnn_layers`), which its weight file uses.
+    """
+
+
+def check_crfrnn_net(num_classes, theta_alpha, theta_beta, theta_gamma, iterations) -> dict:
+    """CrfRnn's checked configuration, its messages naming CrfRnnNet."""
+    from impls import _crfrnn  # not at the top: the FCN/DeepLab models do not need it
+
+    try:
+        return _crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
+    except (TypeError, ValueError) as error:
+        raise type(error)(str(error).replace("CrfRnn:", "CrfRnnNet:", 1)) from None
+
+
+def crfasrnn_crops(height: int, width: int) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+    """{layer: ((top, bottom), (left, right))} of crfasrnn_keras's three crops for an input of
+    height x width: the layer's output is cut to the size of the map it is added to (score2,
+    score4) or of the input (upsample); the top/left offsets are the original's fixed ones. For
+    500x500 this gives the original's Cropping2D numbers, (5, 5), (9, 9) and (31, 37)."""
+    sides = [_crfasrnn_side_crops(_checks.positive_int(size, op="crfasrnn_crops", name=name))
+             for name, size in (("height", height), ("width", width))]
+    return {layer: (sides[0][layer], sides[1][layer]) for layer in CRFASRNN_CROPS}
+
+
+def _crfasrnn_side_crops(size):
+    """{layer: (before, after)} along one spatial axis of `size` pixels."""
+    pooled = [(size + 2 * FIRST_PAD - 2) // 2]  # conv1_1 "valid" (-2), pool1 rounding down
+    for _ in range(4):
+        pooled.append(-(-pooled[-1] // 2))  # pool2-pool5, Keras "same": rounding up
+    _, _, pool3, pool4, pool5 = pooled
+    score2 = 2 * (pool5 - 6) + 2  # fc6 7x7 "valid", then a 4x4/2 transposed convolution
+    score4 = 2 * score2 + 2
+    upsample = 8 * score4 + 8  # 16x16/8
+    kept = {"score-pool4": (pool4, score2), "score-pool3": (pool3, score4), "upsample": (upsample, size)}
+    return {layer: (CRFASRNN_CROPS[layer], total - CRFASRNN_CROPS[layer] - target)
+            for layer, (total, target) in kept.items()}

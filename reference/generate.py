@@ -186,6 +186,13 @@ PRODUCERS = {
 }
 
 
+# Goldens written by another script in its own environment (reference/crfasrnn_oracle.py runs the
+# original crfasrnn_keras: Keras 2 and its compiled op): generate() keeps their manifest entries,
+# --check leaves them out, verify() checks their checksums and those of their "companions" (files
+# beside them, such as the layout of Keras 2's weight file) where present.
+EXTERNAL = {"crfasrnn_keras.npz": "reference/crfasrnn_oracle.py"}
+
+
 def save_npz(path: str | pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez, reproducibly: members in name order, stored uncompressed, with a fixed timestamp."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -213,7 +220,8 @@ def generate(folder: pathlib.Path, *, log: Callable[[str], object] = print,
     """Writes the goldens (all, or the file names in `only`) into `folder` and returns the manifest
     (also written there)."""
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {"command": COMMAND, "files": {}}
+    previous = load_manifest(folder)["files"] if (folder / MANIFEST).exists() else {}
+    manifest = {"command": COMMAND, "files": {name: entry for name, entry in previous.items() if name in EXTERNAL}}
     for file_name, (produce, what, exact) in PRODUCERS.items():
         if only is not None and file_name not in only:
             continue
@@ -241,6 +249,10 @@ def verify(folder: pathlib.Path, manifest: dict) -> list[str]:
         for key in ("sha256", "arrays"):
             if expected[key] != found[key]:
                 problems.append(f"{name}: {key} is {found[key]}, the manifest says {expected[key]}")
+        for companion, checksum in expected.get("companions", {}).items():
+            if (folder / companion).exists() and \
+                    hashlib.sha256((folder / companion).read_bytes()).hexdigest() != checksum:
+                problems.append(f"{companion} (beside {name}): sha256 differs from the manifest's")
     return problems
 
 
@@ -273,7 +285,7 @@ def manifest_diff(old: dict, new: dict) -> str:
     """Unified diff of the checksums and shapes of two manifests (versions left out)."""
     def essential(manifest):
         files = {name: {"sha256": entry["sha256"], "arrays": entry["arrays"]} for name, entry in
-                 manifest["files"].items()}
+                 manifest["files"].items() if name not in EXTERNAL}
         return json.dumps(files, indent=2, sort_keys=True).splitlines()
 
     return "\n".join(difflib.unified_diff(essential(old), essential(new), "MANIFEST.json", "regenerated",

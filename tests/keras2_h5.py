@@ -70,7 +70,9 @@ def _names_attribute(group, key, names, split):
         while encoded.nbytes / chunks > ATTRIBUTE_LIMIT:
             chunks += 1
     if chunks == 1:
-        group.attrs[key] = encoded
+        # A list, as Keras 2 passes it: h5py 3 stores it as variable-length strings (the real
+        # file's type, reference/crfasrnn_keras_h5_layout.json); [] as an empty float64 array.
+        group.attrs[key] = [name.encode("utf8") for name in names]
         return
     for index, chunk in enumerate(np.array_split(encoded, chunks)):
         group.attrs[f"{key}{index}"] = chunk
@@ -111,13 +113,18 @@ def crfasrnn_weights(seed: int = CRFASRNN_SEED, num_classes: int = 21) -> list[t
 
 
 def crfasrnn_layer_order() -> list[str]:
-    """Every layer of crfasrnn_keras's model, in Keras 2's model.layers order."""
+    """Every layer of crfasrnn_keras's model, in Keras 2's model.layers order: by decreasing depth
+    from the output, so score-pool4 (behind its Cropping2D) comes before score2, and score-pool3
+    before score4, as the real `save_weights` file lists them (reference/crfasrnn_keras_h5_layout.json,
+    written by Keras 2 itself). The weightless layers carry Keras <= 2.2.4's one-based automatic
+    names (zero_padding2d_1, ...; tf.keras counts from zero_padding2d), as the original's 2017
+    file, which this one stands in for, did."""
     order = ["input_1", "zero_padding2d_1"]
     for block in range(1, 6):
         convs = 2 if block <= 2 else 3
         order += [f"conv{block}_{i}" for i in range(1, convs + 1)] + [f"pool{block}"]
-    order += ["fc6", "dropout_1", "fc7", "dropout_2", "score-fr", "score2", "score-pool4", "cropping2d_1", "add_1",
-              "score4", "score-pool3", "cropping2d_2", "add_2", "upsample", "cropping2d_3", "crfrnn"]
+    order += ["fc6", "dropout_1", "fc7", "dropout_2", "score-fr", "score-pool4", "score2", "cropping2d_1", "add_1",
+              "score-pool3", "score4", "cropping2d_2", "add_2", "upsample", "cropping2d_3", "crfrnn"]
     return order
 
 

@@ -376,6 +376,9 @@ _LOGITS, _IMAGE = np.zeros((1, 2, 3, 3), np.float32), np.zeros((1, 2, 3, 3), np.
 # The trainable layers and models of torch and TF (no NumPy counterpart): name -> bad calls(backend). The
 # models' calls on images of 4 channels are test_fcn's and test_deeplab's (building VGG-16 takes seconds).
 LAYER_CASES: dict[str, list[Bad]] = {
+    "CrfRnnNet": [Bad("num_classes", lambda b: b.module.CrfRnnNet(1)),
+                  Bad("theta_alpha", lambda b: b.module.CrfRnnNet(theta_alpha=0)),
+                  Bad("iterations", lambda b: b.module.CrfRnnNet(iterations=0))],
     "CrfRnn": [
         Bad("num_classes", lambda b: b.module.CrfRnn(1)),
         Bad("num_classes", lambda b: b.module.CrfRnn("3")),
@@ -616,6 +619,17 @@ MODULE_CASES: dict[str, list[Bad]] = {
         Bad("torch_maps", lambda: _module("impls.port").layer_differences([1], {})),
         Bad("keras_maps", lambda: _module("impls.port").layer_differences({}, [1])),
     ],
+    "impls.port.load_keras2_h5": [
+        Bad("model", lambda: _module("impls.port").load_keras2_h5(object(), "weights.h5")),
+        Bad("path", lambda: _module("impls.port").load_keras2_h5(__import__("torch").nn.Conv2d(1, 1, 1), 3)),
+        Bad("strict", lambda: _module("impls.port").load_keras2_h5(__import__("torch").nn.Conv2d(1, 1, 1),
+                                                                   "weights.h5", strict="yes")),
+        Bad("exclude", lambda: _module("impls.port").load_keras2_h5(__import__("torch").nn.Conv2d(1, 1, 1),
+                                                                    "weights.h5", exclude="conv1")),
+        Bad("rename", lambda: _module("impls.port").load_keras2_h5(__import__("torch").nn.Conv2d(1, 1, 1),
+                                                                   "weights.h5", rename={"conv1": 2})),
+    ],
+    "impls.port.read_keras2_h5": [Bad("path", lambda: _module("impls.port").read_keras2_h5(3))],
     "impls.port.first_difference": [
         Bad("rtol", lambda: _module("impls.port").first_difference({}, {}, rtol=-1)),
         Bad("torch_maps", lambda: _module("impls.port").first_difference([1], {})),
@@ -663,6 +677,7 @@ EXEMPT: dict[str, str] = {
     "impls.accuracy.GateFailure": "an exception type",
     "impls.accuracy.CrfGain": "a result record (before, after) that crf_gain builds",
     "impls.port.PortReport": "a result record that torch_to_tf and tf_to_torch build",
+    "impls.port.Keras2Report": "a result record that load_keras2_h5 builds",
     "impls.sweep.SweepResult": "a result record that run builds",
     "impls.sweep.SweepError": "an exception type",
     "impls.sweep.main": "the command line: bad input is exit status 2 and one line on stderr (test_sweep's "

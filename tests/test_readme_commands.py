@@ -115,6 +115,8 @@ RUN = {
     "python -m impls.examples.color_splash --output splash.png": "test_feature_readme_example_commands_run",
     "python -m impls.examples.sweep_synthetic OUT": "test_feature_readme_sweep_synthetic_example_runs",
     "python -m impls.examples.crfrnn_synthetic --framework torch": "test_feature_readme_crfrnn_example_trains",
+    "python -m impls.examples.crfrnn_demo image.jpg --weights crfrnn_keras_model.h5 --framework torch "
+    "--output labels.png": "test_feature_readme_crfrnn_demo_segments_a_photo",
 }
 
 
@@ -142,6 +144,12 @@ PYTHON_BLOCKS = {
               "images = np.random.default_rng(0).uniform(0, 255, (1, 45, 51, 3)).astype(np.float32)\n"
               "x_nhwc, x_nchw = images, torch.from_numpy(images.transpose(0, 3, 1, 2).copy())\n",
         needs=("torch", "tensorflow")),
+    "from impls import crfasrnn_keras, port": Block(
+        given=f"import sys\nsys.path.append({str(README.parent)!r})  # the checkout's tests/, behind impls\n"
+              "from tests.keras2_h5 import write_crfasrnn_h5\n"
+              "write_crfasrnn_h5('crfrnn_keras_model.h5')  # the real file's layout, seeded weights\n",
+        check="assert model.get_submodule('crfrnn').compatibility_matrix.shape == (21, 21)",
+        needs=("torch", "h5py")),
 }
 GIVEN_ARRAYS = (  # the inputs the NumPy blocks name: unary, image, pred, label
     "import numpy as np\n"
@@ -328,6 +336,33 @@ def test_feature_readme_crfrnn_example_trains(framework, tmp_path):
     result = run_shell(snippet.text.replace("--framework torch", f"--framework {framework}"), tmp_path, timeout=600)
     gain = float(re.search(r"\(gain ([-+0-9.]+)\)", result.stdout).group(1))
     assert gain >= MIN_CRFRNN_GAIN, f"{result.stdout.strip()}; required gain at least {MIN_CRFRNN_GAIN}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_feature_readme_crfrnn_demo_segments_a_photo(framework, tmp_path):
+    """The README's demo command, in torch and (its "or `tf`") in Keras, on a photo (scikit-image's
+    coffee, 400x600, as a JPEG) with seeded weights in the layout of crfasrnn_keras's real file
+    (which cannot be downloaded here): labels.png is a VOC palette image of the photo's size."""
+    _require({"torch": "torch", "tf": "tensorflow"}[framework], "h5py", "skimage")
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    from impls.voc import palette
+    from tests.keras2_h5 import write_crfasrnn_h5
+
+    (snippet,) = snippets_run_by("test_feature_readme_crfrnn_demo_segments_a_photo")
+    photo = skimage.data.coffee()
+    Image.fromarray(photo).save(tmp_path / "image.jpg", quality=90)
+    write_crfasrnn_h5(tmp_path / "crfrnn_keras_model.h5")
+    result = run_shell(snippet.text.replace("--framework torch", f"--framework {framework}"), tmp_path, timeout=600)
+    assert f"{framework}: wrote labels.png (600x400)" in result.stdout, result.stdout
+    with Image.open(tmp_path / "labels.png") as labels:
+        assert labels.mode == "P" and labels.size == (photo.shape[1], photo.shape[0])
+        colours = np.asarray(labels.getpalette(), np.uint8).reshape(-1, 3)
+        assert np.array_equal(colours, palette()[:len(colours)]) and len(colours) >= 21
+        assert np.asarray(labels).max() < 21
 
 
 def test_exception_readme_parser_sees_commands_blocks_and_prose():

@@ -18,6 +18,7 @@ from impls.tf.boxes import (  # noqa: E402
 )
 from impls.tf.crf import dense_crf  # noqa: E402
 from impls.tf.crfrnn import CrfRnn  # noqa: E402
+from impls.tf.crfrnnnet import CrfRnnNet  # noqa: E402
 from impls.tf.deeplab import ASPP, DeepLabV2  # noqa: E402
 from impls.tf.detection import detection_layer, proposal_layer  # noqa: E402
 from impls.tf.fcn import FCN  # noqa: E402
@@ -37,7 +38,7 @@ __all__ = [
     "pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas", "clip_boxes", "box_iou",
     "nms", "crop_and_resize", "roi_align", "pyramid_roi_align", "unmold_mask", "color_splash",
     "proposal_layer", "detection_layer",
-    "CrfRnn", "FCN", "ASPP", "DeepLabV2",
+    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2",
 ]
 # Trainable layers and models of the frameworks, with no NumPy counterpart.
-LAYERS = ["CrfRnn", "FCN", "ASPP", "DeepLabV2"]
+LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2"]

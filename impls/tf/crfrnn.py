@@ -58,3 +58,50 @@ class CrfRnn(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="impls")
+class CrfRnnLayer(CrfRnn):
+    """crfasrnn_keras's CrfRnnLayer, drop-in: the same constructor, weights and call, computed by
+    impls' CrfRnn (see impls._crfrnn.CrfRnnDoc for the iteration).
+
+    Call on `[unaries, rgb]`, two NHWC tensors: the (N, H, W, C) float scores and the (N, H, W, 3)
+    image the CRF's bilateral kernel sees (crfasrnn_keras feeds its network's input, the
+    mean-subtracted BGR image); returns refined (N, H, W, C) logits. Unlike the original, any
+    height and width work (`image_dims` is only kept in the config) and every image of a batch
+    is refined (the original refined image 0 alone and returned a batch of one).
+
+    The weights keep the original's names, spatial_ker_weights, bilateral_ker_weights and
+    compatibility_matrix ((C, C), variable paths `<layer name>/<weight name>`, so that a Keras 2
+    weight file loads by the layer's name), and its initial values I, I and -I.
+
+    Args:
+        image_dims: (H, W) of the original's fixed input; kept, not enforced.
+        num_classes: C.
+        theta_alpha, theta_beta, theta_gamma: the kernel widths (CrfRnn's).
+        num_iterations: mean-field steps (CrfRnn's `iterations`).
+        **kwargs: Keras layer options (name, dtype, trainable, ...).
+    """
+
+    def __init__(self, image_dims, num_classes, theta_alpha, theta_beta, theta_gamma, num_iterations, **kwargs):
+        super().__init__(num_classes, theta_alpha, theta_beta, theta_gamma, num_iterations, **kwargs)
+        self.image_dims = tuple(int(d) for d in image_dims)
+        eye = np.eye(self.config["num_classes"])
+        for name, value in zip(_crfrnn.WEIGHT_NAMES, (eye, eye, -eye), strict=True):
+            getattr(self, name).assign(value)
+
+    def call(self, inputs):
+        if not isinstance(inputs, list | tuple) or len(inputs) != 2:
+            raise ValueError(f"CrfRnnLayer: argument 'inputs' must be a list [unaries, rgb] of two tensors, got "
+                             f"{type(inputs).__name__}" + (f" of {len(inputs)}" if isinstance(inputs, list | tuple)
+                                                           else ""))
+        unaries, rgb = inputs
+        return super().call(unaries, rgb)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_iterations"] = config.pop("iterations")
+        return {**config, "image_dims": self.image_dims}

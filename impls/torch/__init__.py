@@ -12,6 +12,7 @@ from impls.torch.boxes import (
 )
 from impls.torch.crf import dense_crf
 from impls.torch.crfrnn import CrfRnn
+from impls.torch.crfrnnnet import CrfRnnNet
 from impls.torch.deeplab import ASPP, DeepLabV2
 from impls.torch.detection import detection_layer, proposal_layer
 from impls.torch.fcn import FCN
@@ -31,7 +32,7 @@ __all__ = [
     "pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas", "clip_boxes", "box_iou",
     "nms", "crop_and_resize", "roi_align", "pyramid_roi_align", "unmold_mask", "color_splash",
     "proposal_layer", "detection_layer",
-    "CrfRnn", "FCN", "ASPP", "DeepLabV2",
+    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2",
 ]
 # Trainable layers and models of the frameworks, with no NumPy counterpart.
-LAYERS = ["CrfRnn", "FCN", "ASPP", "DeepLabV2"]
+LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2"]

@@ -1,0 +1,109 @@
+"""crfasrnn_keras's network (FCN-8s + CRF-as-RNN) as a Keras 3 model on TensorFlow, layout
+(N, H, W, C); see impls._models.CrfRnnNetDoc."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from impls import _models, _sampling
+from impls._docs import same_doc_as
+from impls.tf.crfrnn import CrfRnn
+
+__all__ = ["CrfRnnNet"]
+
+_OP = "CrfRnnNet"
+
+
+@keras.saving.register_keras_serializable(package="impls")
+@same_doc_as(_models.CrfRnnNetDoc)
+class CrfRnnNet(keras.Model):
+    def __init__(self, num_classes=21, theta_alpha=160.0, theta_beta=3.0, theta_gamma=3.0, iterations=10, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config = _models.check_crfrnn_net(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
+        self.num_classes = c = config["num_classes"]
+        self.named = {}
+        for _, layers in _models.VGG16:
+            for name, width in layers:
+                # conv1_1 is "valid" after the explicit 100-pixel zero padding; the others "same".
+                self._add(keras.layers.Conv2D(width, 3, padding="valid" if name == "conv1_1" else "same", name=name))
+        self._add(keras.layers.Conv2D(4096, 7, name="fc6"))
+        self._add(keras.layers.Conv2D(4096, 1, name="fc7"))
+        self.drop = keras.layers.Dropout(0.5)
+        self._add(keras.layers.Conv2D(c, 1, name="score-fr"))
+        self._add(_bilinear_transposed(c, 2, use_bias=True, name="score2"))
+        self._add(keras.layers.Conv2D(c, 1, name="score-pool4"))
+        self._add(_bilinear_transposed(c, 2, use_bias=False, name="score4"))
+        self._add(keras.layers.Conv2D(c, 1, name="score-pool3"))
+        self._add(_bilinear_transposed(c, 8, use_bias=False, name="upsample"))
+        crfrnn = self._add(CrfRnn(name="crfrnn", **config))
+        eye = np.eye(c, dtype=np.float32)  # crfasrnn_keras's initial matrices, not CrfRnn's 3 I and 5 I
+        for name, value in zip(_models.CRFASRNN_WEIGHT_NAMES, (eye, eye, -eye), strict=True):
+            getattr(crfrnn, name).assign(value)
+
+    def _add(self, layer):
+        """Keep a sublayer by its Keras 2 name (given at construction), which impls.port matches."""
+        self.named[layer.name] = layer
+        return layer
+
+    def call(self, images, training=False):
+        return self.feature_maps(images, training=training)["crfrnn"]
+
+    def feature_maps(self, images, training=False) -> OrderedDict:
+        """Every named layer's output, in the order of the net, ending with "crfrnn"."""
+        images = tf.convert_to_tensor(images)
+        maps = self._fcn_maps(images, training)
+        maps["crfrnn"] = self.named["crfrnn"](maps["upsample"], images)
+        return maps
+
+    def _fcn_maps(self, images, training) -> OrderedDict:
+        """The FCN-8s part's maps, up to the cropped "upsample" scores (the CRF's input)."""
+        _models.check_images(tuple(images.shape), images.dtype.name, op=_OP, layout="NHWC")
+        layer, maps = self.named, OrderedDict()
+        pad = _models.FIRST_PAD
+        x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        for block, layers in _models.VGG16:
+            for name, _ in layers:
+                x = maps[name] = tf.nn.relu(layer[name](x))
+            # pool1 rounds down ("VALID"), pool2-pool5 up ("SAME" on 2x2/2), as the original's.
+            x = maps[f"pool{block}"] = tf.nn.max_pool2d(x, 2, 2, "VALID" if block == 1 else "SAME")
+        x = maps["fc6"] = self.drop(tf.nn.relu(layer["fc6"](x)), training=training)
+        x = maps["fc7"] = self.drop(tf.nn.relu(layer["fc7"](x)), training=training)
+        x = maps["score-fr"] = layer["score-fr"](x)
+        x = maps["score2"] = layer["score2"](x)
+        maps["score-pool4"] = layer["score-pool4"](maps["pool4"])
+        x = x + _crop(maps["score-pool4"], "score-pool4", images, x)
+        x = maps["score4"] = layer["score4"](x)
+        maps["score-pool3"] = layer["score-pool3"](maps["pool3"])
+        x = x + _crop(maps["score-pool3"], "score-pool3", images, x)
+        maps["upsample"] = _crop(layer["upsample"](x), "upsample", images, images)
+        return maps
+
+    def get_config(self):
+        return {**super().get_config(), **self.config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _bilinear_transposed(channels, factor, *, use_bias, name):
+    """A learnt 2 factor x 2 factor / factor transposed convolution ("valid"), initialised as
+    crfasrnn_keras's weight file starts: per-class bilinear upsampling (kernel HWOI), bias 0."""
+    kernel = _sampling.bilinear_kernel(factor)[:, :, None, None] * np.eye(channels)[None, None]
+    return keras.layers.Conv2DTranspose(channels, 2 * factor, strides=factor, padding="valid", use_bias=use_bias,
+                                        kernel_initializer=keras.initializers.Constant(kernel), name=name)
+
+
+def _crop(x, layer, images, like):
+    """Keras' Cropping2D with impls._models.crfasrnn_crops' numbers for the images' size; when
+    that size is unknown (traced), the original's offset and the size of `like`."""
+    height, width = images.shape[1:3]
+    if height is not None and width is not None:
+        (top, bottom), (left, right) = _models.crfasrnn_crops(height, width)[layer]
+        return x[:, top:x.shape[1] - bottom, left:x.shape[2] - right]
+    offset, size = _models.CRFASRNN_CROPS[layer], tf.shape(like)
+    return x[:, offset:offset + size[1], offset:offset + size[2]]
