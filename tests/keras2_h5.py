@@ -34,7 +34,8 @@ CRFASRNN_SEED = 2017
 def write_keras2_h5(path, layers, *, layout: str = "save_weights", split_attributes: bool = False,
                     keras_version: str = "2.2.4") -> pathlib.Path:
     """Writes `layers`, [(layer name, [(weight name such as "conv1_1/kernel:0", array)])] (an
-    empty list for a layer without weights), as Keras 2 did. `layout` "save_weights" or "save"
+    empty list for a layer without weights), as Keras 2 did; a shape tuple instead of an array
+    makes a dataset without data (reads give zeros; the file stays small). `layout` "save_weights" or "save"
     (the weights under model_weights); `split_attributes` forces the numbered-attribute form
     that Keras used for attributes over 64 KB."""
     import h5py
@@ -57,7 +58,10 @@ def write_keras2_h5(path, layers, *, layout: str = "save_weights", split_attribu
             group = root.create_group(name)
             _names_attribute(group, "weight_names", [weight for weight, _ in weights], split_attributes)
             for weight, value in weights:
-                group.create_dataset(weight, data=value)
+                if isinstance(value, tuple):  # a shape: a float32 dataset HDF5 allocates nothing for
+                    group.create_dataset(weight, shape=value, dtype=np.float32)
+                else:
+                    group.create_dataset(weight, data=value)
     return path
 
 
@@ -142,3 +146,13 @@ def _uniform(random, shape, limit):
 def write_crfasrnn_h5(path, seed: int = CRFASRNN_SEED, **options) -> pathlib.Path:
     """crfasrnn_keras's network with seeded weights as a Keras 2 `save_weights` file (534 MB)."""
     return write_keras2_h5(path, crfasrnn_weights(seed), **options)
+
+
+def crfasrnn_skeleton(num_classes: int = 21) -> list[tuple[str, list]]:
+    """crfasrnn_keras's file as `crfasrnn_weights` lists it, with shapes instead of values: a
+    few-kB file of the right structure, for tests of what the reader refuses."""
+    from impls._models import crfasrnn_layers
+
+    shapes = {layer: [(f"{layer}/{weight}:0", shape) for weight, shape in weights]
+              for layer, _, weights in crfasrnn_layers(num_classes)}
+    return [(layer, shapes.get(layer, [])) for layer in crfasrnn_layer_order()]

@@ -15,7 +15,7 @@ import keras  # noqa: E402
 import impls.tf  # noqa: E402
 import impls.torch  # noqa: E402
 from impls.tf.crfrnn import CrfRnnLayer  # noqa: E402
-from tests.keras2_h5 import crfasrnn_weights, write_crfasrnn_h5  # noqa: E402
+from tests.keras2_h5 import crfasrnn_skeleton, crfasrnn_weights, write_crfasrnn_h5, write_keras2_h5  # noqa: E402
 
 PARITY = 1e-4  # relative max error per layer (max |torch - TF| / max |TF|), TF32 and oneDNN off
 # Against the original's stored outputs: measured 1e-6 (torch) and 2.3e-6 (Keras) relative.
@@ -244,6 +244,92 @@ def test_feature_crfrnn_layer_builds_like_the_original_and_refines_every_image()
     for variable, value in zip(reference.weights, crfrnn.weights, strict=True):
         variable.assign(value)
     np.testing.assert_allclose(batched, reference(scores, images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _original_definition_in_keras3():
+    """crfasrnn_keras's get_crfrnn_model_def as its users wrote it (Keras 2 functional API, fixed
+    500x500 crops), in Keras 3 with our CrfRnnLayer: only the layer's import differs."""
+    layers = keras.layers
+    img_input = keras.Input(shape=(500, 500, 3))
+    x = layers.ZeroPadding2D(padding=(100, 100))(img_input)
+    pooled = {}
+    for block, convs in _models.VGG16:
+        for name, width in convs:
+            x = layers.Conv2D(width, (3, 3), activation="relu", padding="valid" if name == "conv1_1" else "same",
+                              name=name)(x)
+        x = layers.MaxPooling2D((2, 2), strides=(2, 2), name=f"pool{block}",
+                                padding="valid" if block == 1 else "same")(x)
+        pooled[block] = x
+    x = layers.Dropout(0.5)(layers.Conv2D(4096, (7, 7), activation="relu", name="fc6")(x))
+    x = layers.Dropout(0.5)(layers.Conv2D(4096, (1, 1), activation="relu", name="fc7")(x))
+    x = layers.Conv2D(21, (1, 1), name="score-fr")(x)
+    score2 = layers.Conv2DTranspose(21, (4, 4), strides=2, name="score2")(x)
+    score_pool4c = layers.Cropping2D((5, 5))(layers.Conv2D(21, (1, 1), name="score-pool4")(pooled[4]))
+    score4 = layers.Conv2DTranspose(21, (4, 4), strides=2, name="score4", use_bias=False)(
+        layers.Add()([score2, score_pool4c]))
+    score_pool3c = layers.Cropping2D((9, 9))(layers.Conv2D(21, (1, 1), name="score-pool3")(pooled[3]))
+    upsample = layers.Conv2DTranspose(21, (16, 16), strides=8, name="upsample", use_bias=False)(
+        layers.Add()([score4, score_pool3c]))
+    upscore = layers.Cropping2D(((31, 37), (31, 37)))(upsample)
+    output = CrfRnnLayer(image_dims=(500, 500), num_classes=21, theta_alpha=160., theta_beta=3., theta_gamma=3.,
+                         num_iterations=10, name="crfrnn")([upscore, img_input])
+    return keras.Model(img_input, output, name="crfrnn_net")
+
+
+def test_feature_the_originals_keras_definition_builds_with_the_drop_in_and_loads_the_file(seeded_file, tmp_path):
+    from PIL import Image
+
+    from impls import crfasrnn_keras
+    from reference import generate
+
+    skimage_data = pytest.importorskip("skimage.data")
+    model = _original_definition_in_keras3()
+    report = port.load_keras2_h5(model, seeded_file)
+    assert report.complete and len(report.moved) == 43, str(report)
+    Image.fromarray(skimage_data.coffee()).save(tmp_path / "coffee.png")
+    batch, *_ = crfasrnn_keras.get_preprocessed_image(tmp_path / "coffee.png")
+    with np.load(generate.FOLDER / "crfasrnn_keras.npz", allow_pickle=False) as data:
+        golden = data["crf_logits"]
+    ours = model(batch).numpy()[0, ::5, ::5]
+    assert np.abs(ours - golden).max() / np.abs(golden).max() <= ORIGINAL_PARITY
+
+
+def _broken(case):
+    """crfasrnn_keras's file structure (no data) with one fault: a tensor removed, one extra, or
+    a kernel stored transposed (OIHW instead of HWIO)."""
+    layers = dict(crfasrnn_skeleton())
+    if case == "removed":
+        layers["conv3_1"] = layers["conv3_1"][:1]  # its bias is gone
+    elif case == "extra":
+        layers["fc8"] = [("fc8/kernel:0", (1, 1, 4096, 21)), ("fc8/bias:0", (21,))]
+    else:
+        layers["score-pool3"] = [("score-pool3/kernel:0", (21, 256, 1, 1)), ("score-pool3/bias:0", (21,))]
+    return list(layers.items())
+
+
+@pytest.mark.parametrize("case, named", [("removed", r"mismatched: conv3_1: the file has weights \['kernel'\], "
+                                                     r"the target \['bias', 'kernel'\]"),
+                                         ("extra", r"unused \(no layer of that name in the model\): fc8"),
+                                         ("transposed", r"mismatched: score-pool3: kernel \(21, 256, 1, 1\) in the "
+                                                        r"file vs \(1, 1, 256, 21\) in the target")])
+def test_exception_a_broken_crfasrnn_file_is_refused_naming_the_layer(seeded, case, named, tmp_path):
+    path = write_keras2_h5(tmp_path / f"{case}.h5", _broken(case))
+    for model in seeded:
+        before = [np.array(w) for w in _weights(model)]
+        with pytest.raises(ValueError, match=r"(?s)does not match the model \(strict=True\); nothing was loaded:.*"
+                                             + named):
+            port.load_keras2_h5(model, path)
+        assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, _weights(model), strict=True))
+    # strict=False loads the rest (here: zeros, the file has no data) and reports the fault.
+    report = port.load_keras2_h5(impls.torch.CrfRnnNet(), path, strict=False, exclude=["fc6", "fc7"])
+    assert not report.complete and len(report.problems) == 1, str(report)
+
+
+def _weights(model):
+    """A few weights of either framework's network, to see that a refused load copied nothing."""
+    if isinstance(model, torch.nn.Module):
+        return [model.get_submodule(name).weight.detach().numpy() for name in ("conv1_1", "score-pool3", "fc7")]
+    return [model.named[name].kernel.numpy() for name in ("conv1_1", "score-pool3", "fc7")]
 
 
 def test_feature_crfrnn_layer_takes_any_size_and_keeps_its_config():
