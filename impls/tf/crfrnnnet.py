@@ -12,6 +12,7 @@ import tensorflow as tf
 from impls import _models, _sampling
 from impls._docs import same_doc_as
 from impls.tf.crfrnn import CrfRnn
+from impls.tf.fcn import add_vgg16, vgg16_maps
 
 __all__ = ["CrfRnnNet"]
 
@@ -26,13 +27,7 @@ class CrfRnnNet(keras.Model):
         self.config = config = _models.check_crfrnn_net(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
         self.num_classes = c = config["num_classes"]
         self.named = {}
-        for _, layers in _models.VGG16:
-            for name, width in layers:
-                # conv1_1 is "valid" after the explicit 100-pixel zero padding; the others "same".
-                self._add(keras.layers.Conv2D(width, 3, padding="valid" if name == "conv1_1" else "same", name=name))
-        self._add(keras.layers.Conv2D(4096, 7, name="fc6"))
-        self._add(keras.layers.Conv2D(4096, 1, name="fc7"))
-        self.drop = keras.layers.Dropout(0.5)
+        add_vgg16(self)  # with conv1_1 "valid" after the 100-pixel zero padding, as the original
         self._add(keras.layers.Conv2D(c, 1, name="score-fr"))
         self._add(_bilinear_transposed(c, 2, use_bias=True, name="score2"))
         self._add(keras.layers.Conv2D(c, 1, name="score-pool4"))
@@ -63,15 +58,8 @@ class CrfRnnNet(keras.Model):
         """The FCN-8s part's maps, up to the cropped "upsample" scores (the CRF's input)."""
         _models.check_images(tuple(images.shape), images.dtype.name, op=_OP, layout="NHWC")
         layer, maps = self.named, OrderedDict()
-        pad = _models.FIRST_PAD
-        x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-        for block, layers in _models.VGG16:
-            for name, _ in layers:
-                x = maps[name] = tf.nn.relu(layer[name](x))
-            # pool1 rounds down ("VALID"), pool2-pool5 up ("SAME" on 2x2/2), as the original's.
-            x = maps[f"pool{block}"] = tf.nn.max_pool2d(x, 2, 2, "VALID" if block == 1 else "SAME")
-        x = maps["fc6"] = self.drop(tf.nn.relu(layer["fc6"](x)), training=training)
-        x = maps["fc7"] = self.drop(tf.nn.relu(layer["fc7"](x)), training=training)
+        # pool1 rounds down ("VALID"), pool2-pool5 up ("SAME" on 2x2/2), as the original's.
+        x = vgg16_maps(self, images, maps, training=training, pool1_ceil=False)
         x = maps["score-fr"] = layer["score-fr"](x)
         x = maps["score2"] = layer["score2"](x)
         maps["score-pool4"] = layer["score-pool4"](maps["pool4"])

@@ -22,13 +22,7 @@ class FCN(keras.Model):
         super().__init__(**kwargs)
         self.variant, self.num_classes = _models.check_fcn(variant, num_classes)
         self.named = {}
-        for _, layers in _models.VGG16:
-            for name, width in layers:
-                # Caffe pads conv1_1 by 100 (below, explicitly); "same" is Caffe's pad 1 for 3x3/1.
-                self._add(keras.layers.Conv2D(width, 3, padding="valid" if name == "conv1_1" else "same", name=name))
-        self._add(keras.layers.Conv2D(4096, 7, name="fc6"))
-        self._add(keras.layers.Conv2D(4096, 1, name="fc7"))
-        self.drop = keras.layers.Dropout(0.5)
+        add_vgg16(self)
         self._add(keras.layers.Conv2D(num_classes, 1, name="score_fr"))
         if variant == "32s":
             self._add(BilinearUpsample(num_classes, 32, padding="valid", name="upscore"))
@@ -54,14 +48,7 @@ class FCN(keras.Model):
         images = tf.convert_to_tensor(images)
         _models.check_images(tuple(images.shape), images.dtype.name, op="FCN", layout="NHWC")
         layer, maps = self.named, OrderedDict()
-        pad = _models.FIRST_PAD
-        x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-        for block, layers in _models.VGG16:
-            for name, _ in layers:
-                x = maps[name] = tf.nn.relu(layer[name](x))
-            x = maps[f"pool{block}"] = max_pool_ceil(x, 2, 2)
-        x = maps["fc6"] = self.drop(tf.nn.relu(layer["fc6"](x)), training=training)
-        x = maps["fc7"] = self.drop(tf.nn.relu(layer["fc7"](x)), training=training)
+        x = vgg16_maps(self, images, maps, training=training)
         x = maps["score_fr"] = layer["score_fr"](x)
         crops = _models.FCN_CROPS[self.variant]
         if self.variant == "32s":
@@ -86,6 +73,35 @@ class FCN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def add_vgg16(model):
+    """Adds VGG-16 as FCN's Caffe nets name it to `model.named` (through model._add): conv1_1 ...
+    conv5_3 ("same" is Caffe's pad 1 for 3x3/1; conv1_1 is "valid", vgg16_maps pads its input by
+    100 first, as Caffe's conv1_1 and crfasrnn_keras's ZeroPadding2D), fc6 and fc7 as 7x7 and 1x1
+    convolutions, and `model.drop`, their dropout."""
+    for _, layers in _models.VGG16:
+        for name, width in layers:
+            model._add(keras.layers.Conv2D(width, 3, padding="valid" if name == "conv1_1" else "same", name=name))
+    model._add(keras.layers.Conv2D(4096, 7, name="fc6"))
+    model._add(keras.layers.Conv2D(4096, 1, name="fc7"))
+    model.drop = keras.layers.Dropout(0.5)
+
+
+def vgg16_maps(model, images, maps, *, training, pool1_ceil=True):
+    """Runs add_vgg16's layers of `model` on the NHWC images, each output stored in `maps` by name
+    (pool1 ... pool5 too); returns fc7's. The pools round up, as Caffe's (and Keras' "same" on
+    2x2/2), except pool1 where pool1_ceil is False (crfasrnn_keras's "valid" pool1)."""
+    layer, pad = model.named, _models.FIRST_PAD
+    x = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    for block, layers in _models.VGG16:
+        for name, _ in layers:
+            x = maps[name] = tf.nn.relu(layer[name](x))
+        ceil = pool1_ceil or block > 1
+        x = maps[f"pool{block}"] = max_pool_ceil(x, 2, 2) if ceil else tf.nn.max_pool2d(x, 2, 2, "VALID")
+    x = maps["fc6"] = model.drop(tf.nn.relu(layer["fc6"](x)), training=training)
+    x = maps["fc7"] = model.drop(tf.nn.relu(layer["fc7"](x)), training=training)
+    return x
 
 
 def max_pool_ceil(x, size, stride):

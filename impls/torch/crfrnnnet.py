@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from impls import _checks, _models
 from impls._docs import same_doc_as
 from impls.torch.crfrnn import CrfRnn
+from impls.torch.fcn import add_vgg16, vgg16_maps
 from impls.torch.upsample import bilinear_kernel
 
 __all__ = ["CrfRnnNet"]
@@ -26,16 +26,7 @@ class CrfRnnNet(nn.Module):
         self.name = _checks.torch_layer_name(kwargs, op=_OP)
         config = _models.check_crfrnn_net(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
         self.num_classes = c = config["num_classes"]
-        channels = 3
-        for _, layers in _models.VGG16:
-            for name, width in layers:
-                # conv1_1 is "valid" after the explicit 100-pixel zero padding; the others "same".
-                padding = _models.FIRST_PAD if name == "conv1_1" else 1
-                self.add_module(name, nn.Conv2d(channels, width, 3, padding=padding))
-                channels = width
-        self.fc6 = nn.Conv2d(512, 4096, 7)
-        self.fc7 = nn.Conv2d(4096, 4096, 1)
-        self.drop = nn.Dropout(0.5)
+        add_vgg16(self)  # conv1_1's pad 100 is the original's ZeroPadding2D before a "valid" conv1_1
         self.add_module("score-fr", nn.Conv2d(4096, c, 1))
         self.add_module("score2", _bilinear_transposed(c, 2, bias=True))
         self.add_module("score-pool4", nn.Conv2d(512, c, 1))
@@ -65,14 +56,8 @@ class CrfRnnNet(nn.Module):
         layer = dict(self.named_children())
         crops = _models.crfasrnn_crops(*images.shape[2:])
         maps = OrderedDict()
-        x = images
-        for block, layers in _models.VGG16:
-            for name, _ in layers:
-                x = maps[name] = F.relu(layer[name](x))
-            # pool1 rounds down ("valid"), pool2-pool5 up (Keras "same" on 2x2/2 is ceil mode).
-            x = maps[f"pool{block}"] = F.max_pool2d(x, 2, 2, ceil_mode=block > 1)
-        x = maps["fc6"] = self.drop(F.relu(self.fc6(x)))
-        x = maps["fc7"] = self.drop(F.relu(self.fc7(x)))
+        # pool1 rounds down ("valid"), pool2-pool5 up (Keras' "same" on 2x2/2 is ceil mode).
+        x = vgg16_maps(self, images, maps, pool1_ceil=False)
         x = maps["score-fr"] = layer["score-fr"](x)
         x = maps["score2"] = layer["score2"](x)
         maps["score-pool4"] = layer["score-pool4"](maps["pool4"])

@@ -20,15 +20,7 @@ class FCN(nn.Module):
         super().__init__()
         self.name = _checks.torch_layer_name(kwargs, op="FCN")
         self.variant, self.num_classes = _models.check_fcn(variant, num_classes)
-        channels = 3
-        for _, layers in _models.VGG16:
-            for name, width in layers:
-                padding = _models.FIRST_PAD if name == "conv1_1" else 1
-                self.add_module(name, nn.Conv2d(channels, width, 3, padding=padding))
-                channels = width
-        self.fc6 = nn.Conv2d(512, 4096, 7)
-        self.fc7 = nn.Conv2d(4096, 4096, 1)
-        self.drop = nn.Dropout(0.5)
+        add_vgg16(self)
         self.score_fr = nn.Conv2d(4096, num_classes, 1)
         if variant == "32s":
             self.upscore = BilinearUpsample(num_classes, 32, padding="valid")
@@ -50,13 +42,7 @@ class FCN(nn.Module):
         _models.check_images(tuple(images.shape), str(images.dtype).removeprefix("torch."), op="FCN",
                              layout="NCHW")
         maps = OrderedDict()
-        x = images
-        for block, layers in _models.VGG16:
-            for name, _ in layers:
-                x = maps[name] = F.relu(getattr(self, name)(x))
-            x = maps[f"pool{block}"] = F.max_pool2d(x, 2, 2, ceil_mode=True)
-        x = maps["fc6"] = self.drop(F.relu(self.fc6(x)))
-        x = maps["fc7"] = self.drop(F.relu(self.fc7(x)))
+        x = vgg16_maps(self, images, maps)
         x = maps["score_fr"] = self.score_fr(x)
         crops = _models.FCN_CROPS[self.variant]
         if self.variant == "32s":
@@ -74,6 +60,35 @@ class FCN(nn.Module):
             x = maps["upscore8"] = self.upscore8(x)
         maps["score"] = _crop(x, crops["score"], images)
         return maps
+
+
+def add_vgg16(module):
+    """Adds VGG-16 as FCN's Caffe nets name it to `module`: conv1_1 ... conv5_3 (conv1_1 padded
+    by 100, which is also crfasrnn_keras's ZeroPadding2D before a "valid" conv1_1), fc6 and fc7
+    as 7x7 and 1x1 convolutions, and their dropout."""
+    channels = 3
+    for _, layers in _models.VGG16:
+        for name, width in layers:
+            padding = _models.FIRST_PAD if name == "conv1_1" else 1
+            module.add_module(name, nn.Conv2d(channels, width, 3, padding=padding))
+            channels = width
+    module.fc6 = nn.Conv2d(512, 4096, 7)
+    module.fc7 = nn.Conv2d(4096, 4096, 1)
+    module.drop = nn.Dropout(0.5)
+
+
+def vgg16_maps(module, images, maps, *, pool1_ceil=True):
+    """Runs add_vgg16's layers of `module` on the images, each output stored in `maps` by name
+    (pool1 ... pool5 too); returns fc7's. The pools round up, as Caffe's, except pool1 where
+    pool1_ceil is False (crfasrnn_keras's "valid" pool1; its "same" pools 2-5 round up)."""
+    x = images
+    for block, layers in _models.VGG16:
+        for name, _ in layers:
+            x = maps[name] = F.relu(getattr(module, name)(x))
+        x = maps[f"pool{block}"] = F.max_pool2d(x, 2, 2, ceil_mode=pool1_ceil or block > 1)
+    x = maps["fc6"] = module.drop(F.relu(module.fc6(x)))
+    x = maps["fc7"] = module.drop(F.relu(module.fc7(x)))
+    return x
 
 
 def _crop(x, offset, like):
