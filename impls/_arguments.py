@@ -65,6 +65,14 @@ def _number(value, *, op: str, name: str) -> float:
     return value
 
 
+def _fraction(value, *, op: str, name: str) -> float:
+    """`value` as a float in [0, 1] (an IoU threshold); NaN and non-numbers refused by `_number`."""
+    value = _number(value, op=op, name=name)
+    if not 0 <= value <= 1:
+        raise ValueError(f"{op}: argument '{name}' must be in [0, 1], got {value}")
+    return value
+
+
 # boxes
 
 
@@ -130,9 +138,7 @@ def nms(boxes_shape, scores_shape, iou_threshold, max_output_size, score_thresho
     if len(scores_shape) != 1:
         raise ValueError(f"{op}: argument 'scores' must have shape (K,), got {tuple(scores_shape)}")
     _checks.same_length(scores_shape[0], boxes_shape[0], op=op, name="scores", other="boxes")
-    iou_threshold = _number(iou_threshold, op=op, name="iou_threshold")
-    if not 0 <= iou_threshold <= 1:
-        raise ValueError(f"{op}: argument 'iou_threshold' must be in [0, 1], got {iou_threshold}")
+    iou_threshold = _fraction(iou_threshold, op=op, name="iou_threshold")
     limit = boxes_shape[0] if max_output_size is None else _checks.non_negative_int(max_output_size, op=op,
                                                                                     name="max_output_size")
     score_threshold = -np.inf if score_threshold is None else _number(score_threshold, op=op, name="score_threshold")
@@ -216,12 +222,16 @@ def pyramid_roi_align(boxes: Spec, feature_shapes: Sequence[tuple], image_shape,
 # masks
 
 
-def unmold_mask(mask_shape, box, image_shape, threshold) -> tuple:
+def unmold_mask(mask_shape, box, image_shape, threshold, *, mask_dtype: str = "float32") -> tuple:
     """unmold_mask's box (y1, x1, y2, x2) as ints, image (H, W) and threshold, checked; `box` is
-    host numbers (a sequence or a NumPy array)."""
+    host numbers (a sequence or a NumPy array). The mask (`mask_dtype`, a dtype name) must be
+    float or bool (bool read as 0 and 1): matterport's skimage resize rescales integer masks
+    (uint8 by 1 / 255) and refuses bool, so integers are refused rather than read one way."""
     op = "unmold_mask"
     if len(mask_shape) != 2 or 0 in mask_shape:
         raise ValueError(f"{op}: argument 'mask' must be a non-empty 2-D (h, w) mask, got shape {tuple(mask_shape)}")
+    if kind(mask_dtype) not in "fb":
+        raise TypeError(f"{op}: argument 'mask' must be float or bool, got {mask_dtype}")
     height, width = _checks.size_pair(tuple(int(v) for v in tuple(image_shape)[:2]), op=op, name="image_shape")
     box = np.asarray(box)
     if box.shape != (4,) or box.dtype.kind not in "iu":
@@ -273,7 +283,7 @@ def proposal_layer(rpn_probs: Spec, rpn_deltas: Spec, anchors: Spec, proposal_co
     proposal_count = _checks.positive_int(proposal_count, op=op, name="proposal_count")
     pre_nms_limit = _checks.positive_int(pre_nms_limit, op=op, name="pre_nms_limit")
     std = _checks.positive_numbers(std, 4, op=op, name="std")
-    return proposal_count, _number(nms_threshold, op=op, name="nms_threshold"), pre_nms_limit, std
+    return proposal_count, _fraction(nms_threshold, op=op, name="nms_threshold"), pre_nms_limit, std
 
 
 def detection_layer(rois: Spec, class_probs: Spec, class_deltas: Spec, window, min_confidence, nms_threshold,
@@ -292,6 +302,6 @@ def detection_layer(rois: Spec, class_probs: Spec, class_deltas: Spec, window, m
     for name, spec in (("rois", rois), ("class_probs", class_probs), ("class_deltas", class_deltas)):
         numbers(spec.dtype, op=op, name=name)
     return (box_window(window, op=op), _number(min_confidence, op=op, name="min_confidence"),
-            _number(nms_threshold, op=op, name="nms_threshold"),
+            _fraction(nms_threshold, op=op, name="nms_threshold"),
             _checks.positive_int(max_instances, op=op, name="max_instances"),
             _checks.positive_numbers(std, 4, op=op, name="std"))

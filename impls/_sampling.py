@@ -17,6 +17,9 @@ from impls._arguments import PYRAMID_LEVELS
 
 # skimage.color.rgb2gray's weights (ITU-R BT.709 luma), as the balloon sample uses them.
 GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+# The same weights in units of 1e-4, exact integers: the luma of uint8 (r, g, b) times 255 is
+# (2125 r + 7154 g + 721 b) / 10000 exactly.
+LUMA_UNITS, LUMA_SCALE = (2125, 7154, 721), 10000
 
 # matterport's PyramidROIAlign pools from P2..P5; a 224 x 224 box of a 224 x 224 image is level 4.
 CANONICAL_LEVEL, CANONICAL_SIZE = 4, 224.0
@@ -66,18 +69,101 @@ class RoiSamples(NamedTuple):
     count: int
 
 
-def roi_align_samples(corners, feature_size, output_size, spatial_scale, sampling_ratio, aligned) -> RoiSamples:
-    """One box's RoIAlign weights (torchvision's sampling and boundary rules), from its four
-    numbers in plain NumPy; the backends apply them to their tensors."""
-    x1, y1, x2, y2 = (float(c) * spatial_scale - (0.5 if aligned else 0.0) for c in corners)
+class RoiTaps(NamedTuple):
+    """The bilinear taps of a group of boxes with the same sample grid (`roi_align_taps`):
+    `boxes` (G,) positions of the group's boxes among all; `index` (G, out_h, out_w, S) flat
+    positions (b H + y) W + x into the N H W pixels of the feature map and `weights` (same
+    shape, the features' float type) with the bin's sample count already divided out, so
+    that a bin is sum over S of weights * pixel."""
+
+    boxes: np.ndarray
+    index: np.ndarray
+    weights: np.ndarray
+
+
+def _roi_axes(boxes, output_size, spatial_scale, sampling_ratio, aligned, dtype):
+    """Per axis (y, then x): the (K,) starts, bin sizes and sample grids of torchvision's RoIAlign,
+    computed in `dtype` in the order of its CPU kernel (boxes (K, 5) rows (b, x1, y1, x2, y2))."""
+    real = np.dtype(dtype).type
+    corners = boxes[:, 1:].astype(dtype) * real(spatial_scale) - real(0.5 if aligned else 0.0)
     axes = []
-    for start, end, size, bins in ((y1, y2, feature_size[0], output_size[0]),
-                                   (x1, x2, feature_size[1], output_size[1])):
-        extent = end - start if aligned else max(end - start, 1.0)
-        grid = sampling_ratio if sampling_ratio > 0 else int(np.ceil(extent / bins))
-        bin_size = extent / bins
-        positions = (start + np.arange(bins)[:, None] * bin_size + (np.arange(grid)[None, :] + 0.5) * bin_size / grid)
-        weights = _bilinear_weights(positions.reshape(-1), size).reshape(bins, grid, size).sum(axis=1)
+    for low, high, bins in ((1, 3, output_size[0]), (0, 2, output_size[1])):
+        start, extent = corners[:, low], corners[:, high] - corners[:, low]
+        if not aligned:  # torchvision forces malformed boxes to 1 x 1
+            extent = np.maximum(extent, real(1))
+        bin_size = extent / real(bins)
+        if sampling_ratio > 0:
+            grid = np.full(len(boxes), sampling_ratio, np.int64)
+        else:  # ceil(extent / bins); no samples where that is not positive
+            grid = np.maximum(np.ceil(bin_size), 0).astype(np.int64)
+        axes.append((start, bin_size, grid))
+    return axes
+
+
+def _axis_taps(start, bin_size, grid, size, bins, dtype):
+    """(K, bins, grid, 2) indices and weights along one axis of boxes that share one `grid`:
+    torchvision's sample positions start + bin * bin_size + (i + 0.5) * bin_size / grid and its
+    bilinear_interpolate's boundary rules, all in `dtype` as its kernel computes in the input's
+    type. A sample outside [-1, size] gets weights 0 (so do its products with the other axis)."""
+    real = np.dtype(dtype).type
+    step = np.arange(bins).astype(dtype)[None, :, None] * bin_size[:, None, None]
+    within = (np.arange(grid) + 0.5).astype(dtype)[None, None, :] * bin_size[:, None, None] / real(grid)
+    positions = (start[:, None, None] + step) + within
+    valid = (positions >= -1) & (positions <= size)
+    positions = np.maximum(positions, real(0))
+    low = np.floor(np.where(valid, positions, 0)).astype(np.int64)
+    at_end = low >= size - 1
+    low = np.where(at_end, size - 1, low)
+    fraction = np.where(at_end, real(0), positions - low.astype(dtype))
+    weights = np.stack([real(1) - fraction, fraction], axis=-1) * valid[..., None]
+    index = np.stack([low, np.where(at_end, low, low + 1)], axis=-1)
+    return index, weights.astype(dtype)
+
+
+def roi_align_taps(boxes, feature_size, output_size, spatial_scale, sampling_ratio, aligned,
+                   dtype) -> list[RoiTaps]:
+    """Every box's RoIAlign taps at once (torchvision's sampling and boundary rules, positions
+    and weights computed in `dtype`, the features' float type, as its CPU kernel), grouped by
+    sample grid: one group for a positive `sampling_ratio`, one per distinct adaptive grid
+    otherwise. boxes: (K, 5) host rows (b, x1, y1, x2, y2) with b integral."""
+    boxes = np.asarray(boxes)
+    height, width = feature_size
+    (y_start, y_bin, y_grid), (x_start, x_bin, x_grid) = _roi_axes(boxes, output_size, spatial_scale,
+                                                                   sampling_ratio, aligned, dtype)
+    batch = boxes[:, 0].astype(np.int64)
+    groups = []
+    for grid_h, grid_w in sorted(set(zip(y_grid.tolist(), x_grid.tolist(), strict=True))):
+        chosen = np.flatnonzero((y_grid == grid_h) & (x_grid == grid_w))
+        if grid_h == 0 or grid_w == 0:  # no samples: the bins are 0
+            continue
+        rows, row_weights = _axis_taps(y_start[chosen], y_bin[chosen], grid_h, height, output_size[0], dtype)
+        columns, column_weights = _axis_taps(x_start[chosen], x_bin[chosen], grid_w, width, output_size[1], dtype)
+        # (G, out_h, grid_h, 2, out_w, grid_w, 2) -> (G, out_h, out_w, S)
+        row_index = (batch[chosen, None, None, None] * height + rows) * width
+        index = row_index[:, :, :, :, None, None, None] + columns[:, None, None, None, :, :, :]
+        weights = row_weights[:, :, :, :, None, None, None] * column_weights[:, None, None, None, :, :, :]
+        order = (0, 1, 4, 2, 3, 5, 6)
+        shape = (len(chosen), *output_size, -1)
+        weights = weights.transpose(order).reshape(shape) / np.dtype(dtype).type(grid_h * grid_w)
+        groups.append(RoiTaps(chosen, index.transpose(order).reshape(shape), weights))
+    return groups
+
+
+def roi_align_samples(corners, feature_size, output_size, spatial_scale, sampling_ratio, aligned,
+                      dtype=np.float64) -> RoiSamples:
+    """One box's RoIAlign weights (torchvision's sampling and boundary rules, positions and
+    bilinear weights computed in `dtype` as its kernel computes in the input's type), from its
+    four numbers (x1, y1, x2, y2) in plain NumPy; the per-sample weights are summed in float64."""
+    box = np.asarray([[0, *corners]], np.float64)
+    axes = []
+    for (start, bin_size, grid), size, bins in zip(
+            _roi_axes(box, output_size, spatial_scale, sampling_ratio, aligned, dtype), feature_size, output_size,
+            strict=True):
+        grid = int(grid[0])
+        weights = np.zeros((bins, size))
+        if grid > 0:
+            index, tap_weights = _axis_taps(start, bin_size, grid, size, bins, dtype)
+            np.add.at(weights, (np.arange(bins)[:, None, None], index[0]), tap_weights[0].astype(np.float64))
         used = np.flatnonzero(weights.any(axis=0))
         span = slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(0, 0)
         axes.append((weights[:, span], span, grid))
@@ -85,20 +171,39 @@ def roi_align_samples(corners, feature_size, output_size, spatial_scale, samplin
     return RoiSamples(rows, columns, row_span, column_span, max(row_grid * column_grid, 1))
 
 
-def _bilinear_weights(positions, size):
-    """(S, size) weights of torchvision's bilinear_interpolate along one axis."""
-    weights = np.zeros((len(positions), size))
-    valid = (positions >= -1.0) & (positions <= size)
-    clamped = np.maximum(positions, 0.0)
-    low = np.floor(clamped).astype(np.int64)
-    at_end = low >= size - 1
-    low = np.where(at_end, size - 1, low)
-    high = np.where(at_end, size - 1, low + 1)
-    fraction = np.where(at_end, 0.0, clamped - low)
-    rows = np.arange(len(positions))
-    np.add.at(weights, (rows, low), np.where(valid, 1.0 - fraction, 0.0))
-    np.add.at(weights, (rows, high), np.where(valid, fraction, 0.0))
-    return weights
+@functools.cache
+def gray_just_below(one_column: bool) -> np.ndarray:
+    """Sorted keys 65536 r + 256 g + b of the uint8 colours whose grey, as the balloon sample
+    computes it (skimage.color.rgb2gray(image) * 255 truncated to uint8), is one below their
+    exact luma n = (2125 r + 7154 g + 721 b) / 10000 when that is an integer.
+
+    Elsewhere the truncation is floor(n): float64 errors (1e-13) are far below the 1e-4 that
+    separates a non-integer n from an integer. Where n is an integer, rgb2gray's float64 sum
+    lands on n or a rounding error below it, decided by the order and fusing of BLAS's
+    multiply-adds: NumPy's matmul takes a dot product per pixel for an image one column wide
+    (`one_column`) and a matrix-vector product per row otherwise, and the BLAS kernels differ
+    by machine. So the few integer-luma colours (1722; every grey r = g = b among them) are
+    computed here by that same NumPy arithmetic, in the same layout, for the backends that
+    compute grey in integers."""
+    red, green = (v.ravel() for v in np.meshgrid(np.arange(256), np.arange(256), indexing="ij"))
+    # 721 b = -(2125 r + 7154 g) mod 10000 has one solution b mod 10000 (gcd(721, 10000) = 1).
+    inverse = pow(LUMA_UNITS[2], -1, LUMA_SCALE)
+    blue = (-(LUMA_UNITS[0] * red + LUMA_UNITS[1] * green) * inverse) % LUMA_SCALE
+    red, green, blue = red[blue < 256], green[blue < 256], blue[blue < 256]
+    exact = (LUMA_UNITS[0] * red + LUMA_UNITS[1] * green + LUMA_UNITS[2] * blue) // LUMA_SCALE
+    # skimage's img_as_float (x * (1 / 255) in float64), then rgb @ coeffs, as rgb2gray.
+    colours = np.stack([red, green, blue], axis=-1).astype(np.uint8).astype(np.float64) * (1 / 255)
+    colours = colours[:, None, :] if one_column else colours[None, :, :]
+    grey = (colours @ np.asarray(GRAY_WEIGHTS) * 255).astype(np.uint8).reshape(-1)
+    keys = np.sort((red * 65536 + green * 256 + blue)[grey != exact])
+    keys.setflags(write=False)
+    return keys
+
+
+def gray_lookup(one_column: bool) -> np.ndarray:
+    """`gray_just_below(one_column)` with a sentinel key 2**24 (no colour) at its end, so that
+    a backend's searchsorted position always indexes it."""
+    return np.append(gray_just_below(one_column), 1 << 24)
 
 
 def pyramid_levels(boxes, image_shape):

@@ -76,6 +76,27 @@ def test_feature_norm_and_denorm_round_trip_and_round_half_to_even(backend):
     np.testing.assert_array_equal(to_numpy(module.denorm_boxes(backend.tensor(halves), (9, 5))), [[4, 0, 6, 4]])
 
 
+def matterport_denorm_boxes(boxes, shape):
+    """mrcnn/utils.py denorm_boxes, written out (NumPy promotes float32 boxes to float64)."""
+    h, w = shape
+    scale = np.array([h - 1, w - 1, h - 1, w - 1])
+    shift = np.array([0, 0, 1, 1])
+    return np.around(np.multiply(boxes, scale) + shift).astype(np.int32)
+
+
+def test_feature_denorm_boxes_rounds_in_float64_as_matterports_utils(backend, rng):
+    """9 * float32(1/18) is 0.500000004 in float64 (pixel 1) and 0.5 in float32 (pixel 0)."""
+    box = np.full((1, 4), 1 / 18, np.float32)
+    np.testing.assert_array_equal(to_numpy(backend.module.denorm_boxes(backend.tensor(box), (10, 10))),
+                                  [[1, 1, 2, 2]])
+    np.testing.assert_array_equal(matterport_denorm_boxes(box, (10, 10)), [[1, 1, 2, 2]])
+    # Normalised boxes at float32 halves of pixels: k / (2 (H - 1)) for odd k.
+    halves = (rng.integers(0, 9, size=(200, 4)) * 2 + 1) / 18
+    boxes = np.concatenate([halves, rng.uniform(size=(200, 4))]).astype(np.float32)
+    np.testing.assert_array_equal(to_numpy(backend.module.denorm_boxes(backend.tensor(boxes), (10, 37))),
+                                  matterport_denorm_boxes(boxes, (10, 37)))
+
+
 def test_feature_box_coding_equals_the_oracle_and_inverts(backend, dtype, rng):
     module = backend.module
     boxes, targets = random_boxes(rng, 40).astype(dtype), random_boxes(rng, 40).astype(dtype)
@@ -216,6 +237,70 @@ def test_trap_nms_keeps_an_iou_equal_to_a_threshold_inexact_in_float32(backend):
     boxes = np.array([[2, 2, 5, 3], [3, 2, 4, 3]], np.float32)
     kept = backend.module.nms(backend.tensor(boxes), backend.tensor(np.array([2, 1], np.float32)), 1 / 3)
     np.testing.assert_array_equal(to_numpy(kept), [0, 1])
+
+
+# float32 boxes whose IoU (0.7000000477 in float64) rounds to 0.7 in float32: TF keeps both.
+NEAR_THRESHOLD_BOXES = np.array([[0.32213032, 0.03334048, 0.80754477, 0.37887961],
+                                 [0.32213032, 0.09431797, 0.80754477, 0.43985710]], np.float32)
+
+
+def test_feature_nms_decides_a_float32_iou_at_the_threshold_as_tf(backend):
+    """IoU computed in float32 as TF's kernel (and matterport's graph): 0.7 exactly, not above
+    the threshold, so both boxes are kept; a float64 IoU (0.70000005) suppressed the second."""
+    scores = np.array([0.9, 0.8], np.float32)
+    kept = backend.module.nms(backend.tensor(NEAR_THRESHOLD_BOXES), backend.tensor(scores), 0.7)
+    np.testing.assert_array_equal(to_numpy(kept), [0, 1])
+
+
+def near_threshold_pairs(rng, count):
+    """`count` float32 box pairs (count, 2, 4) and thresholds whose IoU is the threshold up to
+    float32 rounding: the second box is the first shifted right by w (1 - t) / (1 + t)."""
+    thresholds = rng.choice([0.3, 0.5, 0.7, 1 / 3, 0.65], size=count)
+    thresholds = np.where(rng.random(count) < 0.3, rng.uniform(0.05, 0.95, count), thresholds)
+    y1, x1 = rng.uniform(0, 0.5, (2, count))
+    height, width = rng.uniform(0.05, 0.5, (2, count))
+    shift = width * (1 - thresholds) / (1 + thresholds)
+    first = np.stack([y1, x1, y1 + height, x1 + width], axis=1)
+    second = np.stack([y1, x1 + shift, y1 + height, x1 + width + shift], axis=1)
+    return np.stack([first, second], axis=1).astype(np.float32), thresholds
+
+
+def test_feature_oracle_nms_equals_tf_on_float32_ious_within_1e6_of_the_threshold(rng):
+    tf = pytest.importorskip("tensorflow")
+    pairs, thresholds = near_threshold_pairs(rng, 3000)
+    iou64 = np.array([oracle.box_iou(pair[:1].astype(np.float64), pair[1:].astype(np.float64))[0, 0]
+                      for pair in pairs])
+    assert np.abs(iou64 - thresholds).max() < 1e-6
+    scores = np.array([0.9, 0.8], np.float32)
+    expected = np.array([len(tf.image.non_max_suppression(pair, scores, 2, iou_threshold=float(threshold)))
+                         for pair, threshold in zip(pairs, thresholds, strict=True)])
+    got = np.array([len(oracle.nms(pair, scores, threshold)) for pair, threshold in zip(pairs, thresholds,
+                                                                                       strict=True)])
+    assert 0.2 < np.mean(expected == 2) < 0.8  # both decisions are exercised
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_feature_nms_compares_float32_scores_with_the_threshold_in_float32(backend):
+    """TF: float32(0.1) > float32(0.1) is false, the box is not a candidate."""
+    scores = np.array([0.1, 0.2], np.float32)
+    boxes = np.array([[0, 0, 1, 1], [2, 2, 3, 3]], np.float32)
+    kept = backend.module.nms(backend.tensor(boxes), backend.tensor(scores), 0.5, score_threshold=0.1)
+    np.testing.assert_array_equal(to_numpy(kept), [1])
+
+
+def test_feature_nms_takes_float64_boxes_and_scores(backend, rng):
+    """float64 in every backend (TF's kernel takes half and float32 only: impls.tf casts), with
+    scores that differ beyond float32 kept in their float64 order."""
+    for _ in range(10):
+        boxes, scores = integer_boxes_with_ties(rng, int(rng.integers(0, 25)))
+        for options in NMS_OPTIONS:
+            kept = backend.module.nms(backend.tensor(boxes.astype(np.float64)),
+                                      backend.tensor(scores.astype(np.float64)), *options)
+            assert to_numpy(kept).dtype == np.int64
+            np.testing.assert_array_equal(to_numpy(kept), oracle.nms(boxes, scores, *options))
+    same = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.float64)
+    kept = backend.module.nms(backend.tensor(same), backend.tensor(np.array([0.9, 0.9 + 1e-12])), 0.5)
+    np.testing.assert_array_equal(to_numpy(kept), [1])
 
 
 def test_feature_nms_zero_area_boxes_never_overlap(backend):

@@ -324,6 +324,9 @@ BACKEND_CASES: dict[str, list[Bad]] = {
         Bad("boxes", lambda b: _crop(b, boxes=np.zeros((1, 3), np.float32)), "'boxes' must have shape \\(K, 4\\)",
             error=ValueError),
         Bad("method", lambda b: _crop(b, method="cubic"), "'method' must be one of", error=ValueError),
+        Bad("image", lambda b: b.module.crop_and_resize(_t(b, IMAGES[0]), b.tensor(BOX),
+                                                        b.tensor(np.zeros(1, np.int32)), 2),
+            "crop_and_resize: argument 'image' must be a 4-D \\((N, H, W, C|N, C, H, W)\\) tensor", error=ValueError),
     ],
     "roi_align": [
         Bad("boxes", lambda b: b.module.roi_align(_t(b, IMAGES), b.tensor(np.array([[3, 0, 0, 1, 1]], np.float32)), 2),
@@ -345,6 +348,8 @@ BACKEND_CASES: dict[str, list[Bad]] = {
             error=ValueError),
         Bad("mask", lambda b: _unmold(b, (0, 0, 3, 3), np.ones((2, 2, 2), np.float32)),
             "unmold_mask: argument 'mask' must be a non-empty 2-D", error=ValueError),
+        Bad("mask", lambda b: _unmold(b, (0, 0, 3, 3), np.ones((4, 4), np.uint8)),
+            "unmold_mask: argument 'mask' must be float or bool, got uint8", error=TypeError),
     ],
     "color_splash": [
         Bad("image", lambda b: b.module.color_splash(
@@ -361,13 +366,26 @@ BACKEND_CASES: dict[str, list[Bad]] = {
             DETECTION["rpn_deltas"].shape) == 13, NAN, DETECTION["rpn_deltas"]).astype(np.float32)),
             "proposal_layer: argument 'rpn_deltas' must be finite", error=ValueError),
         Bad("nms_threshold", lambda b: _proposals(b, nms_threshold="high"), error=TypeError),
+        Bad("nms_threshold", lambda b: _proposals(b, nms_threshold=1.5),
+            "proposal_layer: argument 'nms_threshold' must be in \\[0, 1\\], got 1.5", error=ValueError),
+        Bad("nms_threshold", lambda b: _proposals(b, nms_threshold=-0.1),
+            "proposal_layer: argument 'nms_threshold' must be in \\[0, 1\\], got -0.1", error=ValueError),
+        Bad("nms_threshold", lambda b: _proposals(b, nms_threshold=NAN),
+            "proposal_layer: argument 'nms_threshold' must be a number, not NaN", error=ValueError),
     ],
     "detection_layer": [
         Bad("class_deltas", lambda b: _detections(b, class_deltas=DETECTION["class_deltas"][..., :3]),
             "detection_layer: argument 'class_deltas' must have shape", error=ValueError),
         Bad("window", lambda b: _detections(b, window=(0, 0, NAN, 1))),
         Bad("min_confidence", lambda b: _detections(b, min_confidence="0.7"), error=TypeError),
-        Bad("nms_threshold", lambda b: _detections(b, nms_threshold=NAN)),
+        Bad("min_confidence", lambda b: _detections(b, min_confidence="x"),
+            "detection_layer: argument 'min_confidence' must be a number, got 'x'", error=TypeError),
+        Bad("nms_threshold", lambda b: _detections(b, nms_threshold=NAN),
+            "detection_layer: argument 'nms_threshold' must be a number, not NaN", error=ValueError),
+        Bad("nms_threshold", lambda b: _detections(b, nms_threshold=1.5),
+            "detection_layer: argument 'nms_threshold' must be in \\[0, 1\\], got 1.5", error=ValueError),
+        Bad("nms_threshold", lambda b: _detections(b, nms_threshold=-0.5),
+            "detection_layer: argument 'nms_threshold' must be in \\[0, 1\\], got -0.5", error=ValueError),
     ],
 }
 
@@ -418,6 +436,12 @@ TORCH_CASES: dict[str, list[Bad]] = {
     "dense_crf": [Bad("unary", lambda m: m.dense_crf(np.zeros((1, 2, 2, 2), np.float32), Backend("torch").from_nhwc(
         _IMAGE)))],
     "CrfRnn": [Bad("logits", lambda m: m.CrfRnn(3)(np.moveaxis(_LOGITS, -1, 1), Backend("torch").from_nhwc(_IMAGE)))],
+    # A 3-D (C, H, W) image: torch's message names its own layout.
+    "crop_and_resize": [Bad("image", lambda m: m.crop_and_resize(
+        Backend("torch").tensor(np.zeros((3, 5, 5), np.float32)), Backend("torch").tensor(BOX),
+        Backend("torch").tensor(np.zeros(1, np.int32)), 2),
+        "crop_and_resize: argument 'image' must be a 4-D \\(N, C, H, W\\) tensor, got shape \\(3, 5, 5\\)",
+        error=ValueError)],
 }
 
 

@@ -21,6 +21,26 @@ def test_feature_unmold_mask_equals_matterports_skimage_resize(backend, dtype, r
     np.testing.assert_array_equal(to_numpy(got), expected)
 
 
+@pytest.mark.parametrize("box, mask_shape", BOXES, ids=str)
+def test_feature_unmold_mask_reads_a_bool_mask_as_0_and_1(backend, rng, box, mask_shape):
+    mask = rng.random(mask_shape) < 0.5
+    mask[0, :] = True
+    for threshold in (0.5, 0.3):
+        expected = oracle.unmold_mask(mask.astype(np.float64), box, (40, 50, 3), threshold)
+        np.testing.assert_array_equal(oracle.unmold_mask(mask, box, (40, 50, 3), threshold), expected)
+        np.testing.assert_array_equal(to_numpy(backend.module.unmold_mask(backend.tensor(mask), box, (40, 50, 3),
+                                                                          threshold)), expected)
+
+
+@pytest.mark.parametrize("integer", ["uint8", "int32", "int64"])
+def test_exception_unmold_mask_refuses_integer_masks_in_every_backend(backend, integer):
+    """skimage would rescale a uint8 mask by 1 / 255 (matterport), a framework's resize would
+    read it raw: every backend refuses integers instead, naming the mask."""
+    mask = np.ones((4, 4), integer)
+    with pytest.raises(TypeError, match=f"unmold_mask: argument 'mask' must be float or bool, got {integer}"):
+        backend.module.unmold_mask(backend.tensor(mask), (0, 0, 3, 3), (10, 10))
+
+
 def test_trap_skimage_constant_resize_darkens_the_border_where_interpolate_clamps():
     """A mask of ones resized 2x: skimage's constant mode (matterport's unmold_mask) interpolates
     the outermost pixels towards 0, 0.75 at the edges and 0.5625 at the corners, before its
@@ -58,3 +78,41 @@ def test_feature_color_splash_equals_the_balloon_sample(backend, rng):
         np.testing.assert_array_equal(got, expected)
     any_instance = masks.any(axis=-1)
     np.testing.assert_array_equal(oracle.color_splash(image, masks)[any_instance], image[any_instance])
+
+
+def _splash(backend, image, masks):
+    if backend.layout == "NCHW":
+        got = backend.module.color_splash(backend.tensor(image.transpose(2, 0, 1)),
+                                          backend.tensor(masks.transpose(2, 0, 1)))
+        return to_numpy(got).transpose(1, 2, 0)
+    return to_numpy(backend.module.color_splash(backend.tensor(image), backend.tensor(masks)))
+
+
+def integer_luma_colours():
+    """The 1722 uint8 colours whose luma 0.2125 r + 0.7154 g + 0.0721 b is an integer (every
+    grey among them): rgb2gray's float64 lands on it or a rounding error below."""
+    red, green, blue = np.meshgrid(np.arange(256), np.arange(256), np.arange(256), indexing="ij")
+    exact = (2125 * red + 7154 * green + 721 * blue) % 10000 == 0
+    return np.stack([red[exact], green[exact], blue[exact]], axis=-1).astype(np.uint8)
+
+
+def test_feature_color_splash_greys_every_level_and_colour_as_skimage(backend, rng):
+    """Grey 33 of a 1 x 1 image is 32 in skimage (32.99999999999999 truncated); every grey level
+    and every integer-luma colour, in images one pixel wide (NumPy's matmul takes a dot
+    product per pixel) and wider (a matrix-vector product per row), and random colours."""
+    image = np.full((1, 1, 3), 33, np.uint8)
+    empty = np.zeros((1, 1, 0), bool)
+    np.testing.assert_array_equal(_splash(backend, image, empty), oracle.color_splash(image, empty))
+    assert _splash(backend, image, empty)[0, 0, 0] == oracle.color_splash(image, empty)[0, 0, 0] == 32
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    colours = integer_luma_colours()
+    assert len(colours) == 1722
+    for pixels in (levels, colours, rng.integers(0, 256, size=(4096, 3), dtype=np.uint8)):
+        for shape in ((1, len(pixels)), (len(pixels), 1), (2, len(pixels) // 2)):
+            image = pixels.reshape(*shape, 3)
+            masks = np.zeros((*shape, 1), bool)
+            masks.reshape(-1)[::7] = True
+            for count in (0, 1):
+                got = _splash(backend, image, masks[..., :count])
+                assert got.dtype == np.uint8
+                np.testing.assert_array_equal(got, oracle.color_splash(image, masks[..., :count]))

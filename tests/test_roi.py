@@ -46,8 +46,9 @@ def test_feature_oracle_crop_and_resize_equals_tf_image_crop_and_resize(rng, cro
                  expected.numpy().astype(np.float64), rtol=1e-5, atol=1e-5)  # TF computes in float32
 
 
-def torchvision_roi_align_loop(features, boxes, output_size, spatial_scale, sampling_ratio, aligned):
-    """torchvision/csrc/ops/cpu/roi_align_kernel.cpp, sample by sample (NHWC features)."""
+def torchvision_roi_align_loop(features, boxes, output_size, spatial_scale, sampling_ratio, aligned, real=float):
+    """torchvision/csrc/ops/cpu/roi_align_kernel.cpp, sample by sample (NHWC features); positions
+    and weights in `real` (np.float32 for float32 input, as its kernel's T)."""
     height, width = features.shape[1:3]
     pooled_height, pooled_width = output_size
     out = np.zeros((len(boxes), pooled_height, pooled_width, features.shape[-1]))
@@ -55,40 +56,41 @@ def torchvision_roi_align_loop(features, boxes, output_size, spatial_scale, samp
     def bilinear(feature_map, y, x):
         if y < -1.0 or y > height or x < -1.0 or x > width:
             return 0.0
-        y, x = max(y, 0.0), max(x, 0.0)
+        y, x = max(y, real(0.0)), max(x, real(0.0))
         y_low, x_low = int(y), int(x)
         if y_low >= height - 1:
             y_high = y_low = height - 1
-            y = float(y_low)
+            y = real(y_low)
         else:
             y_high = y_low + 1
         if x_low >= width - 1:
             x_high = x_low = width - 1
-            x = float(x_low)
+            x = real(x_low)
         else:
             x_high = x_low + 1
-        ly, lx = y - y_low, x - x_low
-        hy, hx = 1 - ly, 1 - lx
+        ly, lx = y - real(y_low), x - real(x_low)
+        hy, hx = real(1) - ly, real(1) - lx
         return (hy * hx * feature_map[y_low, x_low] + hy * lx * feature_map[y_low, x_high]
                 + ly * hx * feature_map[y_high, x_low] + ly * lx * feature_map[y_high, x_high])
 
-    offset = 0.5 if aligned else 0.0
+    offset, spatial_scale = real(0.5 if aligned else 0.0), real(spatial_scale)
     for k, (batch, x1, y1, x2, y2) in enumerate(boxes):
+        x1, y1, x2, y2 = real(x1), real(y1), real(x2), real(y2)
         start_w, start_h = x1 * spatial_scale - offset, y1 * spatial_scale - offset
         roi_width, roi_height = x2 * spatial_scale - offset - start_w, y2 * spatial_scale - offset - start_h
         if not aligned:
-            roi_width, roi_height = max(roi_width, 1.0), max(roi_height, 1.0)
-        bin_height, bin_width = roi_height / pooled_height, roi_width / pooled_width
-        grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_height / pooled_height)
-        grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_width / pooled_width)
+            roi_width, roi_height = max(roi_width, real(1.0)), max(roi_height, real(1.0))
+        bin_height, bin_width = roi_height / real(pooled_height), roi_width / real(pooled_width)
+        grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_height / real(pooled_height))
+        grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_width / real(pooled_width))
         count = max(grid_h * grid_w, 1)
         for ph in range(pooled_height):
             for pw in range(pooled_width):
                 total = 0.0
                 for iy in range(grid_h):
-                    y = start_h + ph * bin_height + (iy + 0.5) * bin_height / grid_h
+                    y = start_h + real(ph) * bin_height + real(iy + 0.5) * bin_height / real(grid_h)
                     for ix in range(grid_w):
-                        x = start_w + pw * bin_width + (ix + 0.5) * bin_width / grid_w
+                        x = start_w + real(pw) * bin_width + real(ix + 0.5) * bin_width / real(grid_w)
                         total = total + bilinear(features[int(batch)], y, x)
                 out[k, ph, pw] = total / count
     return out
@@ -112,6 +114,32 @@ def test_feature_oracle_roi_align_equals_torchvisions_per_sample_loop(rng, align
     expected = torchvision_roi_align_loop(features, boxes, (3, 2), 0.5, sampling_ratio, aligned)
     assert_close(oracle.roi_align(features, boxes, (3, 2), 0.5, sampling_ratio, aligned), expected,
                  rtol=1e-12, atol=1e-12)
+
+
+def test_feature_roi_align_samples_in_the_features_float_type(backend):
+    """torchvision's kernel computes sample positions in the input's type: with float32 features
+    bin (4, 3) of this box samples inside the map (2/9); in float64 (and before, in float32 too)
+    one more sample of it landed inside (4/9)."""
+    boxes = np.array([[0, -4, -6, -1, -1]])
+    for dtype, expected in ((np.float32, 2 / 9), (np.float64, 4 / 9)):
+        features = np.arange(1, 6, dtype=dtype).reshape(1, 1, 5, 1)
+        pooled = backend.module.roi_align(backend.from_nhwc(features), backend.tensor(boxes.astype(dtype)), (5, 4),
+                                          1 / 3, 3, True)
+        assert backend.to_nhwc(pooled)[0, 4, 3, 0] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("aligned", [False, True], ids=["unaligned", "aligned"])
+@pytest.mark.parametrize("sampling_ratio", [-1, 3])
+def test_feature_oracle_roi_align_equals_torchvisions_loop_in_float32(rng, aligned, sampling_ratio):
+    """Integer pixel boxes at spatial_scale 1/3 (and 1/3 ratios) put many samples within float32
+    rounding of the map's boundaries."""
+    features = rng.normal(size=(1, 4, 5, 2)).astype(np.float32)
+    corners = rng.integers(-9, 18, size=(200, 4)).astype(np.float32)
+    boxes = np.concatenate([np.zeros((200, 1), np.float32), np.minimum(corners[:, :2], corners[:, 2:]),
+                            np.maximum(corners[:, :2], corners[:, 2:])], axis=1)
+    expected = torchvision_roi_align_loop(features, boxes, (5, 4), 1 / 3, sampling_ratio, aligned, real=np.float32)
+    assert_close(oracle.roi_align(features, boxes, (5, 4), 1 / 3, sampling_ratio, aligned), expected, rtol=1e-5,
+                 atol=1e-5)
 
 
 @pytest.mark.parametrize("aligned", [False, True], ids=["unaligned", "aligned"])

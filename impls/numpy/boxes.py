@@ -80,12 +80,18 @@ def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
 def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
     """Normalised boxes back to pixels, the inverse of `norm_boxes`, rounded half to even.
 
+    As matterport's utils.denorm_boxes (the one detect() unmolds with): round(boxes * scale +
+    shift) computed in float64 in every backend, whatever the boxes' float type. matterport's
+    graph version (model.py denorm_boxes_graph) computes in float32 and differs where the
+    product lands within float32 rounding of a half: the float32 box 1/18 of a 10 x 10 image
+    is 9 * 0.055555556 = 0.500000004 in float64 (pixel 1) but 0.5 in float32 (pixel 0).
+
     Returns:
         (K, 4) int32 boxes in pixels.
     """
     boxes = _float_boxes(boxes, op="denorm_boxes")
     scale, shift = _arguments.box_scale_and_shift(shape, op="denorm_boxes")
-    return np.around(boxes * np.asarray(scale) + np.asarray(shift)).astype(np.int32)
+    return np.around(boxes.astype(np.float64) * np.asarray(scale) + np.asarray(shift)).astype(np.int32)
 
 
 def box_refinement(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
@@ -169,9 +175,13 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output_size: in
     decreasing score, equal scores by increasing index (as TF and torchvision; matterport's
     NumPy utils.non_max_suppression visits the higher index first). A candidate is kept unless
     its IoU with a kept box is above `iou_threshold` (strictly: IoU equal to the threshold is
-    kept, as in TF and torchvision). IoU here takes each box's corners in either order (min and
-    max, as TF) and is 0 when either box has no area, so zero-area boxes never suppress or get
-    suppressed. Selection stops after `max_output_size` boxes.
+    kept, as in TF and torchvision). IoU is computed in the boxes' float type (float32 for
+    float16 and float32 boxes, float64 for float64) in the order of TF's kernel, and compared
+    with `iou_threshold` rounded to that type, so float32 boxes whose IoU lies within a
+    rounding error of the threshold are decided as TF decides them (`score_threshold` is
+    likewise compared in the scores' float type). IoU here takes each box's corners in either
+    order (min and max, as TF) and is 0 when either box has no area, so zero-area boxes never
+    suppress or get suppressed. Selection stops after `max_output_size` boxes.
 
     Args:
         boxes: (K, 4) boxes.
@@ -187,8 +197,15 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output_size: in
     iou_threshold, limit, score_threshold = _arguments.nms(boxes.shape, scores.shape, iou_threshold, max_output_size,
                                                            score_threshold)
     boxes, scores = _finite_float(boxes, op="nms", name="boxes"), _finite_float(scores, op="nms", name="scores")
-    boxes = _boxmath.corners_in_order(OPS, boxes.astype(np.float64))
-    candidates = np.flatnonzero(scores > score_threshold)
+    # IoU in the boxes' float type, as TF's kernel (float32 for float16 and float32 boxes): the
+    # areas, the intersection, then intersection / (area1 + area2 - intersection), compared
+    # with the threshold rounded to that type; float64 arithmetic decides pairs at an IoU
+    # within a rounding error of the threshold differently.
+    dtype = np.float64 if boxes.dtype == np.float64 else np.float32
+    boxes = _boxmath.corners_in_order(OPS, boxes.astype(dtype))
+    iou_threshold = dtype(iou_threshold)
+    # TF compares float32 scores with the threshold in float32 too.
+    candidates = np.flatnonzero(scores > scores.dtype.type(score_threshold))
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
     kept = []
     while order.size and len(kept) < limit:

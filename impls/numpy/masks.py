@@ -29,16 +29,24 @@ def unmold_mask(mask: Tensor, box: Sequence[int], image_shape: Shape, threshold:
     are set.
 
     Args:
-        mask: (h, w) floats, the mask head's output for one instance.
+        mask: (h, w) floats or bools (read as 0 and 1; resized in float64), the mask head's
+            output for one instance. Integer masks are refused: skimage would rescale them by
+            their dtype's range (uint8 by 1 / 255), a framework's resize would not.
         box: (y1, x1, y2, x2) integer pixels with 0 <= y1 < y2 <= H and 0 <= x1 < x2 <= W.
         image_shape: (H, W) or (H, W, C) of the image.
         threshold: a number.
 
     Returns:
         (H, W) bool mask of the image.
+
+    Raises:
+        TypeError: the mask is not float or bool.
     """
     mask = np.asarray(mask)
-    box, (height, width), threshold = _arguments.unmold_mask(mask.shape, box, image_shape, threshold)
+    box, (height, width), threshold = _arguments.unmold_mask(mask.shape, box, image_shape, threshold,
+                                                             mask_dtype=str(mask.dtype))
+    if mask.dtype == bool:  # 0 and 1 (skimage's resize refuses bool at order 1)
+        mask = mask.astype(np.float64)
     y1, x1, y2, x2 = box
     resized = skimage.transform.resize(mask, (y2 - y1, x2 - x1), order=1, mode="constant", cval=0, clip=True,
                                        preserve_range=False, anti_aliasing=False)
@@ -51,7 +59,11 @@ def color_splash(image: Tensor, mask: Tensor) -> Tensor:
     """The balloon sample's colour splash: the image's colours where any instance is, grey elsewhere.
 
     Grey is skimage.color.rgb2gray (weights 0.2125, 0.7154, 0.0721 on the image scaled to
-    [0, 1]) times 255, and the result is cast to uint8 by truncation, as the sample does.
+    [0, 1]) times 255, and the result is cast to uint8 by truncation, as the sample does. Where
+    the exact luma is an integer (every grey level among them) rgb2gray's float64 lands on it
+    or just below it, as its BLAS kernel rounds: torch and TF compute the grey in integers and
+    take those colours from NumPy's own arithmetic (impls._sampling.gray_just_below), so
+    every backend gives skimage's uint8 grey (33, 33, 33 -> 32).
 
     Args:
         image: (H, W, 3) uint8 RGB image.

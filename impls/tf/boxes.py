@@ -45,8 +45,9 @@ def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
 def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
     boxes = _float_boxes(boxes, op="denorm_boxes")
     scale, shift = _arguments.box_scale_and_shift(shape, op="denorm_boxes")
-    # tf.round rounds half to even, as np.around.
-    return tf.cast(tf.round(boxes * tf.constant(scale, boxes.dtype) + tf.constant(shift, boxes.dtype)), tf.int32)
+    # In float64 as matterport's utils.denorm_boxes; tf.round rounds half to even, as np.around.
+    boxes = tf.cast(boxes, tf.float64)
+    return tf.cast(tf.round(boxes * tf.constant(scale, tf.float64) + tf.constant(shift, tf.float64)), tf.int32)
 
 
 @same_doc_as(oracle.box_refinement)
@@ -87,9 +88,26 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output_size: in
     scores = _finite(tf.cast(scores, boxes.dtype), op="nms", name="scores")
     if limit is None:  # a graph of unknown box count
         limit = tf.shape(boxes)[0]
+    if boxes.dtype == tf.float64:
+        return _nms_float64(boxes, scores, limit, iou_threshold, score_threshold)
     kept = tf.image.non_max_suppression(boxes, scores, limit, iou_threshold=iou_threshold,
                                         score_threshold=score_threshold)
     return tf.cast(kept, tf.int64)
+
+
+def _nms_float64(boxes, scores, limit, iou_threshold, score_threshold):
+    """NMS of float64 boxes and scores, which tf.image.non_max_suppression refuses (half and
+    float32 only): the candidates and their order are taken in float64 (stable: equal scores by
+    lower index), then TF's kernel runs on the boxes cast to float32 with the visiting order as
+    distinct float32 scores, so scores that differ beyond float32 keep their order. TF's kernel
+    computes IoU in float32 (NumPy and torch compute float64 boxes' IoU in float64: the same
+    kept boxes except where an IoU lies within float32 rounding of `iou_threshold`)."""
+    candidates = tf.where(scores > score_threshold)[:, 0]
+    order = tf.gather(candidates, tf.argsort(-tf.gather(scores, candidates), stable=True))
+    ranks = tf.cast(tf.range(tf.shape(order)[0], 0, -1), tf.float32)  # exact below 2**24 boxes
+    kept = tf.image.non_max_suppression(tf.cast(tf.gather(boxes, order), tf.float32), ranks, limit,
+                                        iou_threshold=iou_threshold)
+    return tf.gather(order, kept)
 
 
 def _float_boxes(boxes, *, op, name="boxes"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from impls import _arguments, _checks, _sampling
@@ -15,6 +16,9 @@ from impls.numpy import roi as oracle
 from impls.tf.boxes import _finite, _spec
 
 __all__ = ["crop_and_resize", "roi_align", "pyramid_roi_align"]
+
+# The most pixel values roi_align gathers at once (128 MiB of float32).
+_GATHER_CHUNK = 1 << 25
 
 
 @same_doc_as(oracle.crop_and_resize)
@@ -39,19 +43,27 @@ def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale
     features, boxes = tf.convert_to_tensor(features), tf.convert_to_tensor(boxes)
     output_size, spatial_scale, sampling_ratio = _arguments.roi_align(_spec(features), _spec(boxes), output_size,
                                                                       spatial_scale, sampling_ratio)
-    host_boxes = tf.cast(_finite(boxes, op=op, name="boxes"), tf.float64).numpy().tolist()
-    _arguments.roi_batch([row[0] for row in host_boxes], features.shape[0])
-    pooled = []
-    for batch, *corners in host_boxes:
-        box = _sampling.roi_align_samples(corners, tuple(features.shape[1:3]), output_size, spatial_scale,
-                                          sampling_ratio, aligned)
-        rows, columns = (tf.constant(w, features.dtype) for w in (box.rows, box.columns))
-        support = features[int(batch), box.row_span, box.column_span]
-        summed = tf.einsum("qw,pwc->pqc", columns, tf.einsum("ph,hwc->pwc", rows, support))
-        pooled.append(summed / tf.cast(box.count, features.dtype))
+    host_boxes = tf.cast(_finite(boxes, op=op, name="boxes"), tf.float64).numpy()
+    _arguments.roi_batch(host_boxes[:, 0], features.shape[0])
+    height, width, channels = features.shape[1:]
+    # Every box's bilinear taps at once (one group per sample grid), then one weighted gather of
+    # the (N H W, C) pixels per group, in chunks of at most _GATHER_CHUNK gathered values.
+    pixels = tf.reshape(features, (-1, channels))
+    real = np.float64 if features.dtype == tf.float64 else np.float32
+    positions, pooled = [], []
+    for group in _sampling.roi_align_taps(host_boxes, (height, width), output_size, spatial_scale, sampling_ratio,
+                                          aligned, real):
+        taps = group.index.shape[-1]
+        index, weights = group.index.reshape(-1, taps), group.weights.reshape(-1, taps)
+        step = max(1, _GATHER_CHUNK // (taps * max(channels, 1)))
+        bins = [tf.einsum("bs,bsc->bc", tf.constant(weights[i:i + step], features.dtype),
+                          tf.gather(pixels, index[i:i + step])) for i in range(0, len(index), step)]
+        positions.append(group.boxes)
+        pooled.append(tf.reshape(tf.concat(bins, axis=0), (-1, *output_size, channels)))
+    shape = (len(host_boxes), *output_size, channels)
     if not pooled:
-        return tf.zeros((0, *output_size, features.shape[-1]), features.dtype)
-    return tf.stack(pooled)
+        return tf.zeros(shape, features.dtype)
+    return tf.scatter_nd(np.concatenate(positions)[:, None], tf.concat(pooled, axis=0), shape)
 
 
 @same_doc_as(oracle.pyramid_roi_align)

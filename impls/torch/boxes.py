@@ -44,7 +44,8 @@ def norm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
 def denorm_boxes(boxes: Tensor, shape: Shape) -> Tensor:
     boxes = _float_boxes(boxes, op="denorm_boxes")
     scale, shift = _arguments.box_scale_and_shift(shape, op="denorm_boxes")
-    # torch.round rounds half to even, as np.around.
+    # In float64 as matterport's utils.denorm_boxes; torch.round rounds half to even, as np.around.
+    boxes = boxes.to(torch.float64)
     return torch.round(boxes * _like(scale, boxes) + _like(shift, boxes)).to(torch.int32)
 
 

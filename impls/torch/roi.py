@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from impls import _arguments, _checks, _sampling
 from impls._arguments import PYRAMID_LEVELS
@@ -78,16 +80,22 @@ def roi_align(features: Tensor, boxes: Tensor, output_size: Size2, spatial_scale
     features, boxes = _tensor(features, op=op, name="features"), _tensor(boxes, op=op, name="boxes")
     output_size, spatial_scale, sampling_ratio = _arguments.roi_align(_spec(features), _spec(boxes), output_size,
                                                                       spatial_scale, sampling_ratio)
-    host_boxes = _finite(boxes, op=op, name="boxes").detach().to("cpu", torch.float64).tolist()
-    _arguments.roi_batch([row[0] for row in host_boxes], features.shape[0])
-    pooled = features.new_zeros((len(host_boxes), features.shape[1], *output_size))
-    for k, (batch, *corners) in enumerate(host_boxes):
-        box = _sampling.roi_align_samples(corners, tuple(features.shape[2:]), output_size, spatial_scale,
-                                          sampling_ratio, aligned)
-        rows, columns = (torch.as_tensor(w, dtype=features.dtype, device=features.device)
-                         for w in (box.rows, box.columns))
-        support = features[int(batch), :, box.row_span, box.column_span]
-        pooled[k] = torch.einsum("cpw,qw->cpq", torch.einsum("ph,chw->cpw", rows, support), columns) / box.count
+    host_boxes = _finite(boxes, op=op, name="boxes").detach().to("cpu", torch.float64).numpy()
+    _arguments.roi_batch(host_boxes[:, 0], features.shape[0])
+    channels, height, width = features.shape[1:]
+    pooled = features.new_zeros((len(host_boxes), channels, *output_size))
+    # Every box's bilinear taps at once (one group per sample grid), then one weighted gather
+    # of the (N H W, C) pixels: embedding_bag sums each bin's taps without materialising them.
+    pixels = features.permute(0, 2, 3, 1).reshape(-1, channels)
+    real = np.float64 if features.dtype == torch.float64 else np.float32
+    for group in _sampling.roi_align_taps(host_boxes, (height, width), output_size, spatial_scale, sampling_ratio,
+                                          aligned, real):
+        taps = group.index.shape[-1]
+        index, weights = (torch.as_tensor(a.reshape(-1, taps), device=features.device)
+                          for a in (group.index, group.weights))
+        bins = F.embedding_bag(index, pixels, per_sample_weights=weights, mode="sum")
+        chosen = torch.as_tensor(group.boxes, device=features.device)
+        pooled[chosen] = bins.reshape(len(chosen), *output_size, channels).permute(0, 3, 1, 2)
     return pooled
 
 
