@@ -190,7 +190,9 @@ PRODUCERS = {
 # original crfasrnn_keras: Keras 2 and its compiled op): generate() keeps their manifest entries,
 # --check leaves them out, verify() checks their checksums and those of their "companions" (files
 # beside them, such as the layout of Keras 2's weight file) where present.
-EXTERNAL = {"crfasrnn_keras.npz": "reference/crfasrnn_oracle.py"}
+EXTERNAL = {"crfasrnn_keras.npz": "reference/crfasrnn_oracle.py",
+            "matterport_A.npz": "reference/matterport_oracle.py",
+            "matterport_B.npz": "reference/matterport_oracle.py"}
 
 
 def save_npz(path: str | pathlib.Path, arrays: dict[str, np.ndarray]) -> None:

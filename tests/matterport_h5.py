@@ -1,0 +1,162 @@
+"""Seeded weights for matterport's Mask R-CNN (matterport/Mask_RCNN, Keras 2) in the layout of its
+real `save_weights` file, and a writer for that file, so that our re-implementations and
+matterport itself (reference/matterport_oracle.py) can be run on the same weights where no trained
+file can be downloaded.
+
+The layout comes from reference/matterport_layout_<A|B>.json, written by the oracle from the
+file matterport's own `keras_model.save_weights` wrote (tf_keras 2.21): every layer in
+model.layers order (weightless ones too), each weighted layer's weight names and shapes, and the
+configuration. The nested RPN model is one layer, `rpn_model`, whose weights are named
+"rpn_conv_shared/kernel:0", ... (so the datasets lie at /rpn_model/rpn_conv_shared/kernel:0),
+exactly as Keras writes a nested model.
+
+The values (`matterport_weights`) are a function of the layout and the seed alone: one legacy
+`np.random.RandomState(seed)` draws uniform noise for every weight in layout order (layers in
+layer_names order, each layer's weights in its weight_names order; `tests.keras2_h5._uniform`,
+the same values on every platform and NumPy version). The rules (fan_in = the product of a
+kernel's shape but its output axis, for Conv2DTranspose the product of its kernel size and its
+last axis, the input channels):
+
+    kernel (conv, dense)           He-uniform, U(-g L, +g L), L = sqrt(6 / fan_in), g = GAINS[layer
+                                   name] or GAINS[its first four characters] or 1:
+        conv1                      g = 1/64 (the molded image is pixels - MEAN_PIXEL, std ~ 60)
+        fpn_*                      g = 0.5 (no ReLU, four levels summed top-down)
+        rpn_class_raw              g = 0.1 (foreground scores spread over (0, 1), not saturated)
+        rpn_bbox_pred              g = 0.25, mrcnn_bbox_fc g = 0.25 (box deltas of a few tenths)
+        mrcnn_class_conv1          g = 0.5, mrcnn_mask_conv1 g = 0.5
+        mrcnn_class_logits         g = CLASS_GAIN, drawn like the others, then its background column
+                                   (column 0) replaced, in float64, by the mean of the other columns
+                                   plus BACKGROUND_SHIFT * g * L / sqrt(fan_in): the background
+                                   logit is then the mean class logit plus a multiple of the sum of
+                                   the (ReLU, non-negative) shared features, so that whether an ROI
+                                   gets a confident class depends on the direction of its features
+                                   more than on the photograph's contrast (with a plain background
+                                   bias the low-contrast chelsea got no detection where astronaut
+                                   got dozens)
+    bias                           U(-0.05, 0.05)
+    BatchNorm gamma                1 + U(-0.1, 0.1), times RESIDUAL_GAMMA for the last BN of a
+                                   residual branch (bn<stage><block>_branch2c) so that the sum over
+                                   ResNet-101's 23 stage-4 blocks stays O(1)
+    BatchNorm beta, moving_mean    U(-0.05, 0.05)
+    BatchNorm moving_variance      1 + U(-0.1, 0.1)
+
+CLASS_GAIN and BACKGROUND_SHIFT depend on the number of classes (`head_tuning`); they were chosen
+with the oracle (reference/matterport_oracle.py) so that each of the golden photographs (astronaut,
+coffee, chelsea) gives 3 to 20 detections at matterport's default DETECTION_MIN_CONFIDENCE 0.7
+with the top score below 0.99 (no saturated, tied scores).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from tests.keras2_h5 import _uniform, write_keras2_h5
+
+MATTERPORT_SEED = 2018
+# Kernel gains (He-uniform times the gain) by layer name, or by its first four characters.
+GAINS = {"conv1": 1 / 64, "fpn_": 0.5, "rpn_class_raw": 0.1, "rpn_bbox_pred": 0.25,
+         "mrcnn_class_conv1": 0.5, "mrcnn_bbox_fc": 0.25, "mrcnn_mask_conv1": 0.5}
+RESIDUAL_GAMMA = 0.3
+# num_classes -> (CLASS_GAIN, BACKGROUND_SHIFT); other class counts use DEFAULT_TUNING.
+TUNING = {3: (6.0, 1.6), 81: (1.75, 2.6)}
+DEFAULT_TUNING = (2.0, 2.5)
+REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "reference"
+
+
+def load_layout(layout) -> dict:
+    """A layout dict, from a dict, a path, or "A"/"B" (reference/matterport_layout_<A|B>.json)."""
+    if isinstance(layout, dict):
+        return layout
+    if isinstance(layout, str) and layout in ("A", "B"):
+        layout = REFERENCE / f"matterport_layout_{layout}.json"
+    return json.loads(pathlib.Path(layout).read_text())
+
+
+def head_tuning(num_classes: int) -> tuple[float, float]:
+    return TUNING.get(num_classes, DEFAULT_TUNING)
+
+
+def _fan_in(layer: str, shape) -> int:
+    if layer == "mrcnn_mask_deconv":  # Conv2DTranspose: (kh, kw, out, in)
+        return shape[0] * shape[1] * shape[3]
+    return int(np.prod(shape[:-1]))
+
+
+def _value(random, layer: str, weight: str, shape, num_classes: int) -> np.ndarray:
+    kind = weight.rsplit("/", 1)[-1].split(":")[0]
+    inner = weight.rsplit("/", 1)[0]  # the layer's own name (rpn_model's inner layers)
+    class_gain, background_shift = head_tuning(num_classes)
+    if kind == "kernel":
+        gain = class_gain if inner == "mrcnn_class_logits" else GAINS.get(inner, GAINS.get(inner[:4], 1.0))
+        fan_in = _fan_in(inner, shape)
+        limit = np.sqrt(6.0 / fan_in)
+        value = _uniform(random, shape, gain * limit)
+        if inner == "mrcnn_class_logits":
+            value[:, 0] = value[:, 1:].astype(np.float64).mean(axis=1) + \
+                background_shift * gain * limit / np.sqrt(fan_in)
+        return value
+    if kind == "bias":
+        return _uniform(random, shape, 0.05)
+    if kind == "gamma":
+        scale = RESIDUAL_GAMMA if inner.startswith("bn") and inner.endswith("_branch2c") else 1.0
+        return (scale * (1.0 + _uniform(random, shape, 0.1))).astype(np.float32)
+    if kind in ("beta", "moving_mean"):
+        return _uniform(random, shape, 0.05)
+    if kind == "moving_variance":
+        return (1.0 + _uniform(random, shape, 0.1)).astype(np.float32)
+    raise ValueError(f"matterport_weights: no rule for {layer}'s weight {weight}")
+
+
+def matterport_weights(layout, seed: int = MATTERPORT_SEED) -> list[tuple[str, list]]:
+    """[(layer, [(weight name, float32 array)])] for every layer of the layout, in its order
+    (weightless layers with []), drawn from RandomState(seed) as the module's docstring says."""
+    layout = load_layout(layout)
+    num_classes = int(layout["config"]["NUM_CLASSES"])
+    random = np.random.RandomState(seed)
+    out = []
+    for layer in layout["layer_names"]:
+        values = []
+        for weight, shape in layout["weights"].get(layer, []):
+            value = _value(random, layer, weight, tuple(shape), num_classes)
+            values.append((weight, np.ascontiguousarray(value, dtype=np.float32)))
+        out.append((layer, values))
+    return out
+
+
+def matterport_skeleton(layout) -> list[tuple[str, list]]:
+    """The layout with shapes instead of values (write_keras2_h5 then writes an empty file of the
+    right structure, a few hundred kB)."""
+    layout = load_layout(layout)
+    return [(layer, [(weight, tuple(shape)) for weight, shape in layout["weights"].get(layer, [])])
+            for layer in layout["layer_names"]]
+
+
+def write_matterport_h5(path, layout, seed: int = MATTERPORT_SEED, **options) -> pathlib.Path:
+    """The seeded weights as a Keras 2 `save_weights` file (matterport's `load_weights` reads it,
+    by_name=False or True)."""
+    layout = load_layout(layout)
+    options.setdefault("keras_version", layout.get("keras_version", "2.2.4"))
+    return write_keras2_h5(path, matterport_weights(layout, seed), **options)
+
+
+def assert_detect_equals_matterports(boxes, class_ids, scores, masks, golden, ref_masks, p):
+    """The issue's bar for detect(): the same number of instances, in matterport's order, boxes
+    equal within 1 px (a coordinate at a .5 rounding boundary), class ids equal, scores within
+    1e-4, masks >= 99.5 % equal pixels (over the image)."""
+    ref_boxes, ref_ids, ref_scores = golden[p + "rois"], golden[p + "class_ids"], golden[p + "scores"]
+    assert len(boxes) == len(ref_boxes), f"{len(boxes)} detections, matterport {len(ref_boxes)}"
+    assert np.abs(boxes.astype(np.int64) - ref_boxes).max(initial=0) <= 1, "boxes differ by more than 1 px"
+    np.testing.assert_array_equal(class_ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-4)
+    for i in range(len(boxes)):
+        assert np.mean(masks[:, :, i] == ref_masks[:, :, i]) >= 0.995, f"instance {i}: masks differ"
+
+
+def write_coco_h5(path, seed: int = MATTERPORT_SEED) -> pathlib.Path:
+    """A stand-in for matterport's mask_rcnn_coco.h5: its layout (ResNet-101, 81 classes; the
+    layout of reference/matterport_layout_B.json) with seeded weights."""
+    layout = pathlib.Path(__file__).resolve().parents[1] / "reference" / "matterport_layout_B.json"
+    return write_matterport_h5(path, layout, seed)
