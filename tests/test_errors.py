@@ -394,6 +394,7 @@ _LOGITS, _IMAGE = np.zeros((1, 2, 3, 3), np.float32), np.zeros((1, 2, 3, 3), np.
 # The trainable layers and models of torch and TF (no NumPy counterpart): name -> bad calls(backend). The
 # models' calls on images of 4 channels are test_fcn's and test_deeplab's (building VGG-16 takes seconds).
 LAYER_CASES: dict[str, list[Bad]] = {
+    "MaskRCNN": [Bad("config", lambda b: b.module.MaskRCNN(object()))],
     "CrfRnnNet": [Bad("num_classes", lambda b: b.module.CrfRnnNet(1)),
                   Bad("theta_alpha", lambda b: b.module.CrfRnnNet(theta_alpha=0)),
                   Bad("iterations", lambda b: b.module.CrfRnnNet(iterations=0))],
@@ -653,6 +654,14 @@ MODULE_CASES: dict[str, list[Bad]] = {
         Bad("rename", lambda: _module("impls.port").load_keras2_h5(__import__("torch").nn.Conv2d(1, 1, 1),
                                                                    "weights.h5", rename={"conv1": 2})),
     ],
+    "impls.maskrcnn.Config": [Bad("NUM_CLASSES", lambda: _module("impls.maskrcnn").Config(NUM_CLASSES=0))],
+    "impls.maskrcnn.resize_image": [
+        Bad("mode", lambda: _module("impls.maskrcnn").resize_image(np.zeros((4, 4, 3), np.uint8), mode="bogus"))],
+    "impls.maskrcnn.mold_inputs": [
+        Bad("images", lambda: _module("impls.maskrcnn").mold_inputs("x", _module("impls.maskrcnn").Config()))],
+    "impls.maskrcnn.unmold_detections": [
+        Bad("detections", lambda: _module("impls.maskrcnn").unmold_detections(np.zeros(3), np.zeros(3), (1, 1, 3),
+                                                                                (1, 1, 3), (0, 0, 1, 1)))],
     "impls.port.read_keras2_h5": [Bad("path", lambda: _module("impls.port").read_keras2_h5(3))],
     "impls.port.first_difference": [
         Bad("rtol", lambda: _module("impls.port").first_difference({}, {}, rtol=-1)),
@@ -733,7 +742,7 @@ def test_exception_lattice_object_filter_refuses_values_of_other_points(backend)
 
 BACKEND_MODULES = ("impls.numpy", "impls.torch", "impls.tf")
 OTHER_MODULES = ("impls.native", "impls.densecrf", "impls.densecrf.utils", "impls.densecrf.eigen", "impls.accuracy",
-                 "impls.port", "impls.sweep")
+                 "impls.port", "impls.sweep", "impls.maskrcnn")
 
 
 def _entry_points(path):

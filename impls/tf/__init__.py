@@ -23,6 +23,7 @@ from impls.tf.deeplab import ASPP, DeepLabV2  # noqa: E402
 from impls.tf.detection import detection_layer, proposal_layer  # noqa: E402
 from impls.tf.fcn import FCN  # noqa: E402
 from impls.tf.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter  # noqa: E402
+from impls.tf.maskrcnn import MaskRCNN  # noqa: E402
 from impls.tf.masks import color_splash, unmold_mask  # noqa: E402
 from impls.tf.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy  # noqa: E402
 from impls.tf.roi import crop_and_resize, pyramid_roi_align, roi_align  # noqa: E402
@@ -38,7 +39,7 @@ __all__ = [
     "pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas", "clip_boxes", "box_iou",
     "nms", "crop_and_resize", "roi_align", "pyramid_roi_align", "unmold_mask", "color_splash",
     "proposal_layer", "detection_layer",
-    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2",
+    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "MaskRCNN",
 ]
 # Trainable layers and models of the frameworks, with no NumPy counterpart.
-LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2"]
+LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "MaskRCNN"]

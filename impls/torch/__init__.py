@@ -17,6 +17,7 @@ from impls.torch.deeplab import ASPP, DeepLabV2
 from impls.torch.detection import detection_layer, proposal_layer
 from impls.torch.fcn import FCN
 from impls.torch.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter
+from impls.torch.maskrcnn import MaskRCNN
 from impls.torch.masks import color_splash, unmold_mask
 from impls.torch.metrics import confusion_matrix, frequency_weighted_iou, mean_iou, per_class_iou, pixel_accuracy
 from impls.torch.roi import crop_and_resize, pyramid_roi_align, roi_align
@@ -32,7 +33,7 @@ __all__ = [
     "pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas", "clip_boxes", "box_iou",
     "nms", "crop_and_resize", "roi_align", "pyramid_roi_align", "unmold_mask", "color_splash",
     "proposal_layer", "detection_layer",
-    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2",
+    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "MaskRCNN",
 ]
 # Trainable layers and models of the frameworks, with no NumPy counterpart.
-LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2"]
+LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "MaskRCNN"]
