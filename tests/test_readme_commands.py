@@ -89,6 +89,7 @@ EXEMPT = {
     "tox": TOX,
     "python3 -m tox -e torchvision": TOX + " (a 5.5 GB env of its own)",
     "tox -e reference": TOX + " (rewrites reference/)",
+    "tox -e matterport": TOX + " (matterport's own TF 1 code through tf_keras; not part of the default run)",
     "python3 -m pip install --no-build-isolation --no-deps -e .":
         "installs the checkout in place on a GPU machine; tox builds and installs the same package as a wheel",
     "python3 -m pytest --device all": "needs a GPU for its point; it is this test-suite, which CI runs",
@@ -117,6 +118,8 @@ RUN = {
     "python -m impls.examples.crfrnn_synthetic --framework torch": "test_feature_readme_crfrnn_example_trains",
     "python -m impls.examples.crfrnn_demo image.jpg --weights crfrnn_keras_model.h5 --framework torch "
     "--output labels.png": "test_feature_readme_crfrnn_demo_segments_a_photo",
+    "python -m impls.examples.maskrcnn_splash image.jpg --weights mask_rcnn_coco.h5 --num-classes 81 "
+    "--min-confidence 0.7 --output splash.png": "test_feature_readme_maskrcnn_splash_of_a_photo",
 }
 
 
@@ -150,6 +153,12 @@ PYTHON_BLOCKS = {
               "write_crfasrnn_h5('crfrnn_keras_model.h5')  # the real file's layout, seeded weights\n",
         check="assert model.get_submodule('crfrnn').compatibility_matrix.shape == (21, 21)",
         needs=("torch", "h5py")),
+    "import impls.torch, skimage.data                 # or impls.tf (call the Keras model once first)": Block(
+        given=f"import sys\nsys.path.append({str(README.parent)!r})  # the checkout's tests/, behind impls\n"
+              "from tests.matterport_h5 import write_coco_h5\n"
+              "write_coco_h5('mask_rcnn_coco.h5')  # matterport's layout (ResNet-101, 81 classes), seeded\n",
+        check="assert set(r) == {'rois', 'class_ids', 'scores', 'masks'} and len(r['class_ids']) > 0",
+        needs=("torch", "h5py", "skimage")),
 }
 GIVEN_ARRAYS = (  # the inputs the NumPy blocks name: unary, image, pred, label
     "import numpy as np\n"
@@ -363,6 +372,31 @@ def test_feature_readme_crfrnn_demo_segments_a_photo(framework, tmp_path):
         colours = np.asarray(labels.getpalette(), np.uint8).reshape(-1, 3)
         assert np.array_equal(colours, palette()[:len(colours)]) and len(colours) >= 21
         assert np.asarray(labels).max() < 21
+
+
+@pytest.mark.slow
+def test_feature_readme_maskrcnn_splash_of_a_photo(tmp_path):
+    """The README's splash command on a photo (scikit-image's coffee as a JPEG) with seeded
+    weights in the layout of matterport's COCO file (which cannot be downloaded here): a splash
+    PNG of the photo's size, grey where no instance is."""
+    _require("torch", "h5py", "skimage")
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    from tests.matterport_h5 import write_coco_h5
+
+    (snippet,) = snippets_run_by("test_feature_readme_maskrcnn_splash_of_a_photo")
+    photo = skimage.data.coffee()
+    Image.fromarray(photo).save(tmp_path / "image.jpg", quality=90)
+    write_coco_h5(tmp_path / "mask_rcnn_coco.h5")
+    result = run_shell(snippet.text, tmp_path, timeout=600)
+    assert "0 missing, 0 unused, 0 mismatched" in result.stdout, result.stdout
+    with Image.open(tmp_path / "splash.png") as splash:
+        pixels = np.asarray(splash)
+    assert pixels.shape == photo.shape
+    grey = (pixels[..., 0] == pixels[..., 1]) & (pixels[..., 1] == pixels[..., 2])
+    assert 0 < grey.mean() < 1, "the splash keeps colour where the instances are, grey elsewhere"
 
 
 def test_exception_readme_parser_sees_commands_blocks_and_prose():
