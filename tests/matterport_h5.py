@@ -48,7 +48,9 @@ with the top score below 0.99 (no saturated, tied scores).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -160,3 +162,43 @@ def write_coco_h5(path, seed: int = MATTERPORT_SEED) -> pathlib.Path:
     layout of reference/matterport_layout_B.json) with seeded weights."""
     layout = pathlib.Path(__file__).resolve().parents[1] / "reference" / "matterport_layout_B.json"
     return write_matterport_h5(path, layout, seed)
+
+
+# The goldens of reference/matterport_oracle.py, as the torch and Keras tests compare with them.
+GOLDENS = pathlib.Path(os.environ.get("IMPLS_MATTERPORT_GOLDENS", REFERENCE))
+FAST_PHOTO = ("A", "coffee")  # the case of the default run; the other five are slow
+
+
+def golden_cases():
+    """pytest parameters (key, photo) of the six golden cases, all but FAST_PHOTO marked slow."""
+    import pytest
+
+    return [pytest.param(key, photo, marks=[] if (key, photo) == FAST_PHOTO else [pytest.mark.slow],
+                         id=f"{key}-{photo}")
+            for key in ("A", "B") for photo in ("astronaut", "coffee", "chelsea")]
+
+
+def digest(array) -> np.ndarray:
+    """The sha256 of an array's bytes, as the goldens store it (32 uint8)."""
+    return np.frombuffer(hashlib.sha256(np.ascontiguousarray(array).tobytes()).digest(), np.uint8)
+
+
+def match_rows(ours, theirs, atol) -> np.ndarray:
+    """Index in `theirs` of a row of `ours` equal within atol, or -1."""
+    if len(ours) == 0 or len(theirs) == 0:
+        return np.full(len(ours), -1)
+    distance = np.abs(ours[:, None, :] - theirs[None, :, :]).max(-1)
+    nearest = distance.argmin(1)
+    return np.where(distance[np.arange(len(ours)), nearest] <= atol, nearest, -1)
+
+
+def golden_masks(golden, p) -> np.ndarray:
+    """detect()'s (H, W, n) masks of golden case prefix `p`, stored as each mask's crop to its
+    box, bit-packed; their areas checked against the stored ones."""
+    height, width, count = (int(v) for v in golden[p + "masks.shape"])
+    bits, offsets = np.unpackbits(golden[p + "masks.packed"]).astype(bool), golden[p + "masks.offsets"]
+    masks = np.zeros((height, width, count), bool)
+    for i, (y1, x1, y2, x2) in enumerate(golden[p + "rois"]):
+        masks[y1:y2, x1:x2, i] = bits[offsets[i]:offsets[i + 1]].reshape(y2 - y1, x2 - x1)
+    np.testing.assert_array_equal(masks.sum((0, 1)), golden[p + "masks.area"])
+    return masks

@@ -4,9 +4,7 @@ values, layer names and shapes against matterport's layer table (so that its .h5
 stage shapes, batching and detect(). Parity with matterport itself is in the golden tests."""
 
 import functools
-import hashlib
 import math
-import os
 import pathlib
 import random
 import tempfile
@@ -22,7 +20,14 @@ torch = pytest.importorskip("torch")
 
 from impls.torch.maskrcnn import MaskRCNN, _pad_same  # noqa: E402
 from tests.keras2_h5 import write_keras2_h5  # noqa: E402
-from tests.matterport_h5 import assert_detect_equals_matterports  # noqa: E402
+from tests.matterport_h5 import (  # noqa: E402
+    GOLDENS,
+    assert_detect_equals_matterports,
+    digest,
+    golden_cases,
+    golden_masks,
+    match_rows,
+)  # noqa: E402
 
 SMALL = dict(NUM_CLASSES=3, BACKBONE="resnet50", IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128, POST_NMS_ROIS_INFERENCE=50,
              PRE_NMS_LIMIT=500, DETECTION_MAX_INSTANCES=8, DETECTION_MIN_CONFIDENCE=0.0)
@@ -427,19 +432,6 @@ def test_feature_cuda_agrees_with_cpu(small, request):
 # detections and detect()'s instances are compared as sets of rows, the feature maps exactly
 # (relative 1e-4 of each map's largest value).
 
-GOLDENS = pathlib.Path(os.environ.get("IMPLS_MATTERPORT_GOLDENS", pathlib.Path(__file__).parents[1] / "reference"))
-FAST_PHOTO = ("A", "coffee")
-
-
-def _golden_cases():
-    cases = []
-    for key in ("A", "B"):
-        for photo in ("astronaut", "coffee", "chelsea"):
-            marks = [] if (key, photo) == FAST_PHOTO else [pytest.mark.slow]
-            cases.append(pytest.param(key, photo, marks=marks, id=f"{key}-{photo}"))
-    return cases
-
-
 @functools.lru_cache(maxsize=1)
 def _golden_model(key, directory):
     import json
@@ -455,31 +447,7 @@ def _golden_model(key, directory):
     return config, model
 
 
-def _digest(array):
-    return np.frombuffer(hashlib.sha256(np.ascontiguousarray(array).tobytes()).digest(), np.uint8)
-
-
-def _match_rows(ours, theirs, atol):
-    """index in `theirs` of a row of `ours` equal within atol, or -1."""
-    if len(ours) == 0 or len(theirs) == 0:
-        return np.full(len(ours), -1)
-    distance = np.abs(ours[:, None, :] - theirs[None, :, :]).max(-1)
-    nearest = distance.argmin(1)
-    return np.where(distance[np.arange(len(ours)), nearest] <= atol, nearest, -1)
-
-
-def _golden_masks(golden, p):
-    """detect()'s (H, W, n) masks, stored as each mask's crop to its box, packed."""
-    height, width, count = (int(v) for v in golden[p + "masks.shape"])
-    bits, offsets = np.unpackbits(golden[p + "masks.packed"]).astype(bool), golden[p + "masks.offsets"]
-    masks = np.zeros((height, width, count), bool)
-    for i, (y1, x1, y2, x2) in enumerate(golden[p + "rois"]):
-        masks[y1:y2, x1:x2, i] = bits[offsets[i]:offsets[i + 1]].reshape(y2 - y1, x2 - x1)
-    np.testing.assert_array_equal(masks.sum((0, 1)), golden[p + "masks.area"])
-    return masks
-
-
-@pytest.mark.parametrize("key, photo", _golden_cases())
+@pytest.mark.parametrize("key, photo", golden_cases())
 def test_feature_agrees_with_matterports_goldens(key, photo):
     path = GOLDENS / f"matterport_{key}.npz"
     if not path.exists() or not (GOLDENS / f"matterport_layout_{key}.json").exists():
@@ -490,12 +458,12 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     golden = dict(np.load(path))
     p = f"{photo}."
     image = getattr(data, photo)()
-    assert (_digest(image.astype(np.uint8)) == golden[p + "image_digest"]).all()
+    assert (digest(image.astype(np.uint8)) == golden[p + "image_digest"]).all()
     molded, metas, windows = mr.mold_inputs([image], config)
-    assert (_digest(molded) == golden[p + "molded_digest"]).all()
-    assert (_digest(metas.astype(np.float32)) == golden[p + "meta_digest"]).all()
+    assert (digest(molded) == golden[p + "molded_digest"]).all()
+    assert (digest(metas.astype(np.float32)) == golden[p + "meta_digest"]).all()
     np.testing.assert_array_equal(windows[0], golden[p + "window"])
-    assert (_digest(mr.anchors(config, molded.shape[1:])) == golden[p + "anchors_digest"]).all()
+    assert (digest(mr.anchors(config, molded.shape[1:])) == golden[p + "anchors_digest"]).all()
 
     maps = model.stage_outputs(torch.from_numpy(molded).permute(0, 3, 1, 2), metas)
     for layer in [*mr.stage_output_names(config.BACKBONE), "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]:
@@ -518,7 +486,7 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
 
     # The proposals as sets (near-tied RPN scores may take each other's place in NMS).
     rois, ref_rois = maps["ROI"].numpy()[0], golden[p + "ROI"][0]
-    match = _match_rows(rois, ref_rois, 1e-4)
+    match = match_rows(rois, ref_rois, 1e-4)
     assert (match >= 0).mean() >= 0.99, f"only {(match >= 0).mean():.3f} of the ROIs are matterport's"
     # Each matched ROI's class probabilities and deltas. A box clipped to the image's edge samples
     # its last column exactly on the map's edge, where crop_and_resize's float32 position may land
@@ -536,7 +504,7 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     detections, ref_detections = maps["mrcnn_detection"].numpy()[0], golden[p + "mrcnn_detection"][0]
     kept, ref_kept = detections[detections[:, 4] > 0], ref_detections[ref_detections[:, 4] > 0]
     assert abs(len(kept) - len(ref_kept)) <= max(1, len(ref_kept) // 50)
-    match = _match_rows(kept, ref_kept, 1e-4)
+    match = match_rows(kept, ref_kept, 1e-4)
     _mostly(match >= 0, "mrcnn_detection", fraction=0.05)
     rows = np.flatnonzero(detections[:, 4] > 0)
     masks = maps["mrcnn_mask"].numpy()[0, rows, :, :, detections[rows, 4].astype(int)]
@@ -547,7 +515,7 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     # detect()'s instances (unmolded from the same outputs), as sets.
     result = mr.unmold_detections(maps["mrcnn_detection"].numpy()[0], maps["mrcnn_mask"].numpy()[0], image.shape,
                                   molded[0].shape, windows[0])
-    assert_detect_equals_matterports(*result, golden, _golden_masks(golden, p), p)
+    assert_detect_equals_matterports(*result, golden, golden_masks(golden, p), p)
 
 
 def _mostly(ok, what, fraction=0.01):

@@ -3,9 +3,7 @@ shapes (so its Keras 2 .h5 files load by name), per-stage shapes, detect's resul
 with the torch twin on the same seeded matterport-layout weights, stage by stage."""
 
 import functools
-import hashlib
 import json
-import os
 import pathlib
 import tempfile
 
@@ -18,7 +16,15 @@ tf = pytest.importorskip("tensorflow")
 
 from impls.tf.maskrcnn import MaskRCNN  # noqa: E402
 from tests.keras2_h5 import write_keras2_h5  # noqa: E402
-from tests.matterport_h5 import assert_detect_equals_matterports, matterport_weights  # noqa: E402
+from tests.matterport_h5 import (  # noqa: E402
+    GOLDENS,
+    assert_detect_equals_matterports,
+    digest,
+    golden_cases,
+    golden_masks,
+    match_rows,
+    matterport_weights,
+)
 
 PARITY = 1e-4  # relative max error of a feature map (max |torch - TF| / max |TF|)
 SMALL = dict(NUM_CLASSES=3, BACKBONE="resnet50", IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128, POST_NMS_ROIS_INFERENCE=100)
@@ -232,16 +238,6 @@ def test_feature_agrees_with_the_torch_twin_stage_by_stage(seeded, small_h5):
 # feature maps within 1e-4 of each map's largest value, the proposals, detections and detect()'s
 # instances as sets of rows (near-tied RPN scores may swap places in NMS).
 
-GOLDENS = pathlib.Path(os.environ.get("IMPLS_MATTERPORT_GOLDENS", pathlib.Path(__file__).parents[1] / "reference"))
-FAST_PHOTO = ("A", "coffee")
-
-
-def _golden_cases():
-    return [pytest.param(key, photo, marks=[] if (key, photo) == FAST_PHOTO else [pytest.mark.slow],
-                         id=f"{key}-{photo}")
-            for key in ("A", "B") for photo in ("astronaut", "coffee", "chelsea")]
-
-
 @functools.lru_cache(maxsize=1)
 def _golden_model(key, directory):
     from tests.matterport_h5 import write_matterport_h5
@@ -256,19 +252,6 @@ def _golden_model(key, directory):
     return config, model
 
 
-def _digest(array):
-    return np.frombuffer(hashlib.sha256(np.ascontiguousarray(array).tobytes()).digest(), np.uint8)
-
-
-def _match_rows(ours, theirs, atol):
-    """index in `theirs` of a row of `ours` equal within atol, or -1."""
-    if len(ours) == 0 or len(theirs) == 0:
-        return np.full(len(ours), -1)
-    distance = np.abs(ours[:, None, :] - theirs[None, :, :]).max(-1)
-    nearest = distance.argmin(1)
-    return np.where(distance[np.arange(len(ours)), nearest] <= atol, nearest, -1)
-
-
 def _edge_rows(differ, rois):
     """matterport's PyramidROIAlign (tf.image.crop_and_resize) puts the last sample of a box that
     ends at the bottom or right edge (y2 or x2 = 1) at H - 1 or W - 1 within a rounding error:
@@ -280,16 +263,7 @@ def _edge_rows(differ, rois):
     assert differ.sum() <= max(1, len(differ) // 100), f"{differ.sum()} edge ROIs differ from matterport's"
 
 
-def _golden_masks(golden, p):
-    height, width, count = (int(v) for v in golden[p + "masks.shape"])
-    bits, offsets = np.unpackbits(golden[p + "masks.packed"]).astype(bool), golden[p + "masks.offsets"]
-    masks = np.zeros((height, width, count), bool)
-    for i, (y1, x1, y2, x2) in enumerate(golden[p + "rois"]):
-        masks[y1:y2, x1:x2, i] = bits[offsets[i]:offsets[i + 1]].reshape(y2 - y1, x2 - x1)
-    return masks
-
-
-@pytest.mark.parametrize("key, photo", _golden_cases())
+@pytest.mark.parametrize("key, photo", golden_cases())
 def test_feature_agrees_with_matterports_goldens(key, photo):
     path = GOLDENS / f"matterport_{key}.npz"
     if not path.exists() or not (GOLDENS / f"matterport_layout_{key}.json").exists():
@@ -299,9 +273,9 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     golden = dict(np.load(path))
     p = f"{photo}."
     image = getattr(data, photo)()
-    assert (_digest(image.astype(np.uint8)) == golden[p + "image_digest"]).all()
+    assert (digest(image.astype(np.uint8)) == golden[p + "image_digest"]).all()
     molded, metas, windows = _maskrcnn.mold_inputs([image], config)
-    assert (_digest(molded) == golden[p + "molded_digest"]).all()
+    assert (digest(molded) == golden[p + "molded_digest"]).all()
 
     maps = {name: value.numpy() for name, value in model.stage_outputs(molded, metas).items()}
     for layer in [*_maskrcnn.stage_output_names(config.BACKBONE), "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]:
@@ -320,7 +294,7 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     np.testing.assert_allclose(maps["rpn_class"][0, top], golden[p + "rpn_top.class"], atol=1e-5)
 
     rois, ref_rois = maps["ROI"][0], golden[p + "ROI"][0]
-    match = _match_rows(rois, ref_rois, 1e-4)
+    match = match_rows(rois, ref_rois, 1e-4)
     assert (match >= 0).mean() >= 0.99, f"only {(match >= 0).mean():.3f} of the ROIs are matterport's"
     ours, theirs = np.flatnonzero(match >= 0), match[match >= 0]
     # Each matched ROI's class and deltas, but for the few ROIs on the bottom or right edge whose
@@ -336,7 +310,7 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     detections, ref_detections = maps["mrcnn_detection"][0], golden[p + "mrcnn_detection"][0]
     kept, ref_kept = detections[detections[:, 4] > 0], ref_detections[ref_detections[:, 4] > 0]
     assert abs(len(kept) - len(ref_kept)) <= max(1, len(ref_kept) // 50)
-    match = _match_rows(kept, ref_kept, 1e-4)
+    match = match_rows(kept, ref_kept, 1e-4)
     assert (match >= 0).mean() >= 0.95, f"only {(match >= 0).mean():.3f} of the detections are matterport's"
     rows = np.flatnonzero(detections[:, 4] > 0)
     masks = maps["mrcnn_mask"][0, rows, :, :, detections[rows, 4].astype(int)]
@@ -346,4 +320,4 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     # detect() itself: matterport's dicts, to the issue's bar.
     (result,) = model.detect([image])
     assert_detect_equals_matterports(result["rois"], result["class_ids"], result["scores"], result["masks"], golden,
-                                     _golden_masks(golden, p), p)
+                                     golden_masks(golden, p), p)
