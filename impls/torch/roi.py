@@ -36,18 +36,22 @@ def crop_and_resize(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_size
     batch = box_indices.to(device=image.device, dtype=torch.int64)
     rows, row_inside = _crop_samples(boxes[:, 0], boxes[:, 2], height, crop_height)
     columns, column_inside = _crop_samples(boxes[:, 1], boxes[:, 3], width, crop_width)
-    source = image.to(torch.float64)
+    # Gathered from a channels-last view (each tap reads C adjacent values) and interpolated in
+    # the output's type with the operations of TF's kernel, in its order (torch.lerp is not).
+    pixels = image.permute(0, 2, 3, 1)
     if method == "nearest":
-        crops = _pick(source, batch, _round_half_away(rows), _round_half_away(columns))
+        crops = _pick(pixels, batch, _round_half_away(rows), _round_half_away(columns), dtype)
     else:
-        top, bottom, row_lerp = rows.floor().long(), rows.ceil().long(), (rows - rows.floor()).double()
-        left, right, column_lerp = columns.floor().long(), columns.ceil().long(), (columns - columns.floor()).double()
-        column_lerp = column_lerp[:, None, None, :]
-        upper = torch.lerp(_pick(source, batch, top, left), _pick(source, batch, top, right), column_lerp)
-        lower = torch.lerp(_pick(source, batch, bottom, left), _pick(source, batch, bottom, right), column_lerp)
-        crops = upper + (lower - upper) * row_lerp[:, None, :, None]
-    inside = (row_inside[:, :, None] & column_inside[:, None, :])[:, None]
-    return torch.where(inside, crops, float(extrapolation_value)).to(dtype)
+        top, bottom, row_lerp = rows.floor().long(), rows.ceil().long(), (rows - rows.floor()).to(dtype)
+        left, right, column_lerp = columns.floor().long(), columns.ceil().long(), (columns - columns.floor()).to(dtype)
+        column_lerp = column_lerp[:, None, :, None]
+        upper_left, lower_left = _pick(pixels, batch, top, left, dtype), _pick(pixels, batch, bottom, left, dtype)
+        upper = _pick(pixels, batch, top, right, dtype).sub_(upper_left).mul_(column_lerp).add_(upper_left)
+        lower = _pick(pixels, batch, bottom, right, dtype).sub_(lower_left).mul_(column_lerp).add_(lower_left)
+        crops = lower.sub_(upper).mul_(row_lerp[:, :, None, None]).add_(upper)
+    inside = (row_inside[:, :, None] & column_inside[:, None, :])[..., None]
+    crops = torch.where(inside, crops, float(extrapolation_value)).to(dtype)
+    return crops.permute(0, 3, 1, 2)
 
 
 def _crop_samples(start, end, size, count):
@@ -64,9 +68,10 @@ def _crop_samples(start, end, size, count):
     return torch.where(inside, positions, 0.0), inside
 
 
-def _pick(image, batch, rows, columns):
-    """(K, C, h, w) values of image[batch[k], :, rows[k, i], columns[k, j]]."""
-    return image[batch[:, None, None], :, rows[:, :, None], columns[:, None, :]].permute(0, 3, 1, 2)
+def _pick(pixels, batch, rows, columns, dtype):
+    """(K, h, w, C) values of pixels[batch[k], rows[k, i], columns[k, j], :] as dtype (a new tensor)."""
+    picked = pixels[batch[:, None, None], rows[:, :, None], columns[:, None, :]]
+    return picked.to(dtype)  # advanced indexing already copied: .to keeps that copy when dtype matches
 
 
 def _round_half_away(positions):
