@@ -553,6 +553,25 @@ def stage_keys(config):
     return [*stage_output_names(config.BACKBONE), *STAGE_KEYS]
 
 
+# The steps of `stage_outputs`, in order, and the keys each produces (after the backbone's).
+STAGE_STEPS = {"fpn": STAGE_KEYS[:5], "rpn": ("rpn_class", "rpn_bbox"), "proposals": ("ROI",),
+               "classifier": ("mrcnn_class", "mrcnn_bbox"), "detections": ("mrcnn_detection",),
+               "masks": ("mrcnn_mask",)}
+
+
+def last_step(config, until, *, op) -> int:
+    """The index of the step of `stage_outputs` that produces the key `until` (0 the backbone,
+    1 the FPN, ... 6 the mask head; None: all of them), or a ValueError naming `until`."""
+    if until is None:
+        return len(STAGE_STEPS)
+    steps = [stage_output_names(config.BACKBONE), *STAGE_STEPS.values()]
+    for index, keys in enumerate(steps):
+        if until in keys:
+            return index
+    raise ValueError(f"{op}: argument 'until' must be one of stage_keys(config) {stage_keys(config)} or None, "
+                     f"got {until!r}")
+
+
 class MaskRCNNDoc:
     """matterport's Mask R-CNN (Mask_RCNN 2.1, mrcnn/model.py) in inference mode, layer for layer,
     with matterport's layer names, so that its Keras 2 .h5 weight files (mask_rcnn_coco.h5, ...)
@@ -597,12 +616,15 @@ class MaskRCNNDoc:
     Call (`forward` / `call`) with molded images (torch (N, 3, H, W), Keras (N, H, W, 3),
     float32, H and W multiples of 64, all images of a batch the same size) and their image
     metas (N, IMAGE_META_SIZE) from `impls._maskrcnn.mold_inputs`; returns (detections,
-    mrcnn_mask) as above. `stage_outputs(molded_images, image_metas)` returns every stage by
-    matterport's layer name (C2 ... C5, fpn_p2 ... fpn_p6 in the framework's layout; rpn_class,
-    rpn_bbox, ROI, mrcnn_class, mrcnn_bbox, mrcnn_detection, mrcnn_mask in matterport's
-    shapes). `detect(images)` is matterport's MaskRCNN.detect: a list of (H, W, 3) RGB images
-    in, one dict per image out: rois (K, 4) int32 pixels of the original image, class_ids (K,)
-    int32, scores (K,) float32, masks (H, W, K) bool. Any batch size works (matterport requires
+    mrcnn_mask) as above. `stage_outputs(molded_images, image_metas, until=None)` returns every
+    stage by matterport's layer name (C2 ... C5, fpn_p2 ... fpn_p6 in the framework's layout;
+    rpn_class, rpn_bbox, ROI, mrcnn_class, mrcnn_bbox, mrcnn_detection, mrcnn_mask in
+    matterport's shapes); with `until` a key, it stops after the step that computes that key
+    (the backbone, FPN, RPN, proposals, classifier head, detections, mask head), so the stages
+    up to one can be compared, or timed, without the rest. `detect(images)` is matterport's
+    MaskRCNN.detect: a list of (H, W, 3) RGB images in, one dict per image out: rois (K, 4)
+    int32 pixels of the original image, class_ids (K,) int32, scores (K,) float32, masks
+    (H, W, K) bool. Any batch size works (matterport requires
     BATCH_SIZE images). Initial weights are Keras' defaults (glorot-uniform kernels, zero
     biases, identity BatchNorm); load matterport's weights to get its results. The model is
     inference only: BatchNorm always uses its moving statistics (also in torch's train mode).

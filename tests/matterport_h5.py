@@ -157,6 +157,20 @@ def assert_detect_equals_matterports(boxes, class_ids, scores, masks, golden, re
         assert np.mean(masks[:, :, i] == ref_masks[:, :, i]) >= 0.995, f"instance {i}: masks differ"
 
 
+def assert_only_edge_rows_differ(differ, rois) -> None:
+    """matterport's PyramidROIAlign (tf.image.crop_and_resize) puts the last sample of a box that
+    ends at the bottom or right edge (y2 or x2 = 1) at H - 1 or W - 1 within a rounding error:
+    one ulp over, and the sample is the extrapolation value 0. Such a box's pooled features, class
+    and deltas change with the last bit of its coordinates, which float32 convolutions summed in
+    another order change. Every other ROI must agree; of the edge ROIs, at most a tenth may differ
+    (measured: 0-11 of 89-213 edge ROIs, with 1 or 2 threads)."""
+    differ = np.asarray(differ, bool)
+    on_edge = (rois[:, 2] == 1) | (rois[:, 3] == 1)
+    assert not (differ & ~on_edge).any(), f"ROIs {np.flatnonzero(differ & ~on_edge)} differ from matterport's"
+    assert differ.sum() <= max(1, on_edge.sum() // 10), \
+        f"{differ.sum()} of {on_edge.sum()} edge ROIs differ from matterport's"
+
+
 def write_coco_h5(path, seed: int = MATTERPORT_SEED) -> pathlib.Path:
     """A stand-in for matterport's mask_rcnn_coco.h5: its layout (ResNet-101, 81 classes; the
     layout of reference/matterport_layout_B.json) with seeded weights."""

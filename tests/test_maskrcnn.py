@@ -23,6 +23,7 @@ from tests.keras2_h5 import write_keras2_h5  # noqa: E402
 from tests.matterport_h5 import (  # noqa: E402
     GOLDENS,
     assert_detect_equals_matterports,
+    assert_only_edge_rows_differ,
     digest,
     golden_cases,
     golden_masks,
@@ -338,6 +339,26 @@ def test_cardinality_stage_outputs_have_matterports_shapes(small):
     assert (detections[..., 5][rows] >= 0).all() and (detections[..., :4][rows] >= 0).all()
 
 
+UNTIL = {"res3d_out": "res5c_out", "fpn_p4": "fpn_p6", "rpn_class": "rpn_bbox", "ROI": "ROI",
+         "mrcnn_class": "mrcnn_bbox", "mrcnn_detection": "mrcnn_detection", "mrcnn_mask": "mrcnn_mask"}
+
+
+@pytest.mark.parametrize("until, last_key", UNTIL.items())
+def test_feature_stage_outputs_until_stops_after_that_step(small, until, last_key):
+    config, model, molded, metas, _, maps = small
+    partial = model.stage_outputs(torch.from_numpy(molded).permute(0, 3, 1, 2), metas, until=until)
+    keys = mr.stage_keys(config)
+    assert list(partial) == keys[:keys.index(last_key) + 1]
+    for key, value in partial.items():
+        torch.testing.assert_close(value, maps[key], rtol=0, atol=0, msg=key)
+
+
+def test_exception_stage_outputs_until_names_the_argument(small):
+    _, model, molded, metas, _, _ = small
+    with pytest.raises(ValueError, match="MaskRCNN: argument 'until' must be one of stage_keys.*got 'res4w_out'"):
+        model.stage_outputs(torch.from_numpy(molded).permute(0, 3, 1, 2), metas, until="res4w_out")
+
+
 def test_cardinality_batched_outputs_equal_image_by_image(small):
     _, model, molded, metas, _, maps = small
     for i in range(2):
@@ -488,17 +509,17 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     rois, ref_rois = maps["ROI"].numpy()[0], golden[p + "ROI"][0]
     match = match_rows(rois, ref_rois, 1e-4)
     assert (match >= 0).mean() >= 0.99, f"only {(match >= 0).mean():.3f} of the ROIs are matterport's"
-    # Each matched ROI's class probabilities and deltas. A box clipped to the image's edge samples
-    # its last column exactly on the map's edge, where crop_and_resize's float32 position may land
-    # a hair outside (then 0, as TF's kernel): the ulps in which the two ROIs differ decide it.
+    # Each matched ROI's class probabilities and deltas, but for the few ROIs on the bottom or
+    # right edge whose pooling is chaotic (see assert_only_edge_rows_differ).
     ours, theirs = np.flatnonzero(match >= 0), match[match >= 0]
     probs = maps["mrcnn_class"].numpy()[0]
-    same = (probs[ours].argmax(1) == golden[p + "mrcnn_class.argmax"][theirs]) & (
-        np.abs(probs[ours].max(1) - golden[p + "mrcnn_class.max"][theirs]) <= 1e-4)
-    _mostly(same, "mrcnn_class")
-    deltas = maps["mrcnn_bbox"].numpy()[0][ours, probs[ours].argmax(1)]
+    classes = probs[ours].argmax(1)
+    deltas = maps["mrcnn_bbox"].numpy()[0][ours, classes]
     ref = golden[p + "mrcnn_bbox.argmax"][theirs]
-    _mostly(np.abs(deltas - ref).max(1) <= 1e-4 * np.abs(ref).max(), "mrcnn_bbox")
+    differ = ((classes != golden[p + "mrcnn_class.argmax"][theirs])
+              | (np.abs(probs[ours].max(1) - golden[p + "mrcnn_class.max"][theirs]) > 1e-4)
+              | (np.abs(deltas - ref).max(1) > 1e-4 * np.abs(ref).max()))
+    assert_only_edge_rows_differ(differ, rois[ours])
 
     # Detections as sets of (box, class, score) rows; each matched one's mask.
     detections, ref_detections = maps["mrcnn_detection"].numpy()[0], golden[p + "mrcnn_detection"][0]

@@ -130,17 +130,21 @@ class MaskRCNN(keras.Model):
         outputs = self.stage_outputs(molded_images, image_metas)
         return outputs["mrcnn_detection"], outputs["mrcnn_mask"]
 
-    def stage_outputs(self, molded_images, image_metas) -> OrderedDict:
+    def stage_outputs(self, molded_images, image_metas, until=None) -> OrderedDict:
         """Every stage's output by matterport's layer name: C2..C5 (res2c_out, res3d_out,
         res4f_out or res4w_out, res5c_out), fpn_p2..fpn_p6, rpn_class, rpn_bbox, ROI,
-        mrcnn_class, mrcnn_bbox, mrcnn_detection, mrcnn_mask."""
-        images, metas = self._check_inputs(molded_images, image_metas)
+        mrcnn_class, mrcnn_bbox, mrcnn_detection, mrcnn_mask; or those up to the step that
+        computes the key `until`."""
         config = self.config
+        last = _maskrcnn.last_step(config, until, op=OP)
+        images, metas = self._check_inputs(molded_images, image_metas)
         # The convolutional part as one tf.function once its layers exist (built eagerly on the
         # first call): graph mode lets TF fuse each BatchNorm into its convolution.
         compiled = self.use_tf_function and self.named["conv1"].built
-        outputs = (self._compiled_pyramid if compiled else self._pyramid)(images)
-        outputs = OrderedDict((name, outputs[name]) for name in _maskrcnn.stage_keys(config)[:11])
+        outputs = (self._compiled_pyramid if compiled else self._pyramid)(images, min(last, 2))
+        outputs = OrderedDict((name, outputs[name]) for name in _maskrcnn.stage_keys(config)[:11] if name in outputs)
+        if last <= 2:
+            return outputs
         p2, p3, p4, p5 = (outputs[f"fpn_p{level}"] for level in (2, 3, 4, 5))
         rpn_class, rpn_bbox = outputs["rpn_class"], outputs["rpn_bbox"]
 
@@ -153,19 +157,30 @@ class MaskRCNN(keras.Model):
                               nms_threshold=config.RPN_NMS_THRESHOLD, pre_nms_limit=config.PRE_NMS_LIMIT,
                               std=tuple(config.RPN_BBOX_STD_DEV))
         outputs["ROI"] = rois
+        if last == 3:
+            return outputs
         pyramid = [p2, p3, p4, p5]
         mrcnn_class, mrcnn_bbox = self._classifier(rois, pyramid, image_shape)
         outputs["mrcnn_class"], outputs["mrcnn_bbox"] = mrcnn_class, mrcnn_bbox
+        if last == 4:
+            return outputs
         detections = self._detect(rois, mrcnn_class, mrcnn_bbox, metas, image_shape)
         outputs["mrcnn_detection"] = detections
+        if last == 5:
+            return outputs
         outputs["mrcnn_mask"] = self._mask(detections[..., :4], pyramid, image_shape)
         return outputs
 
-    def _pyramid(self, images):
-        """C2..C5, P2..P6 and the RPN's rpn_class and rpn_bbox, by name."""
+    def _pyramid(self, images, last=2):
+        """C2..C5, P2..P6 and the RPN's rpn_class and rpn_bbox, by name (up to step `last`:
+        0 the backbone, 1 the FPN, 2 the RPN)."""
         outputs = {}
         c2, c3, c4, c5 = self._backbone(images, outputs)
+        if last == 0:
+            return outputs
         levels = self._fpn(c2, c3, c4, c5, outputs)
+        if last == 1:
+            return outputs
         rpn = [self.rpn_model(level) for level in levels]
         _, outputs["rpn_class"], outputs["rpn_bbox"] = (tf.concat(list(parts), axis=1)
                                                         for parts in zip(*rpn, strict=True))
@@ -234,14 +249,20 @@ class MaskRCNN(keras.Model):
         return tf.concat(rows, axis=0)
 
     def _mask(self, boxes, pyramid, image_shape):
+        """The mask head of each image's distinct boxes, copied to their repeats: the zero rows
+        that pad the detections to DETECTION_MAX_INSTANCES (matterport runs all of them) are
+        computed once per image."""
         layer, config = self.named, self.config
-        pooled = pyramid_roi_align(boxes, pyramid, image_shape[:2], (config.MASK_POOL_SIZE, config.MASK_POOL_SIZE))
-        batch, count = tf.shape(pooled)[0], tf.shape(pooled)[1]
-        x = _fold(pooled)
-        for index in (1, 2, 3, 4):
-            x = tf.nn.relu(layer[f"mrcnn_mask_bn{index}"](layer[f"mrcnn_mask_conv{index}"](x), training=False))
-        x = layer["mrcnn_mask"](layer["mrcnn_mask_deconv"](x))
-        return tf.reshape(x, (batch, count, *x.shape[1:]))
+        masks = []
+        for index, image_boxes in enumerate(boxes.numpy()):
+            distinct, inverse = np.unique(image_boxes, axis=0, return_inverse=True)
+            x = pyramid_roi_align(tf.constant(distinct[None]), [level[index:index + 1] for level in pyramid],
+                                  image_shape[:2], (config.MASK_POOL_SIZE, config.MASK_POOL_SIZE))[0]
+            for k in (1, 2, 3, 4):
+                x = tf.nn.relu(layer[f"mrcnn_mask_bn{k}"](layer[f"mrcnn_mask_conv{k}"](x), training=False))
+            x = layer["mrcnn_mask"](layer["mrcnn_mask_deconv"](x))
+            masks.append(tf.gather(x, inverse.reshape(-1)))
+        return tf.stack(masks)
 
     # ---- inputs, anchors, detect ---------------------------------------------------------------
 
