@@ -6,7 +6,8 @@ The report holds, all from the one run in the JSON: the machine; the fastest den
 each case; native against pydensecrf on every core and per core (native on one thread);
 native's time per pixel-label across sizes (linear scaling); native on every core and on one
 beside pydensecrf with busy processes on the same cores (a table and a plot of time against
-load); which backends were absent and
+load); Mask R-CNN's detect() per implementation against matterport's, with its per-stage
+breakdown (a table and stacked bars); which backends were absent and
 why, and which cases were skipped and why; one
 table per benchmark group (median and interquartile range per backend, speedups against the
 NumPy oracle and pydensecrf); a log-log plot of dense-CRF time against pixels per
@@ -34,6 +35,7 @@ FIGURE_TIME = "dense_crf_time_vs_pixels.png"
 FIGURE_SPEEDUP = "dense_crf_speedup.png"
 FIGURE_EXAMPLE = "dense_crf_example.png"
 FIGURE_LOAD = "dense_crf_under_load.png"
+FIGURE_MASKRCNN = "maskrcnn_detect_stages.png"
 # The native engine's promises on a shared machine (issue: more threads never slower, no collapse).
 MAX_THREADS_RATIO = 1.1
 MIN_LOADED_SPEEDUP = 3.0
@@ -227,11 +229,38 @@ def _load(groups):
     return lines
 
 
+def maskrcnn_rows(groups: dict[str, list[dict]]) -> list[dict]:
+    """The rows of Mask R-CNN's detect() (bench/test_bench_maskrcnn.py), in the file's order."""
+    return [row for rows in groups.values() for row in rows if row.get("op") == "maskrcnn_detect"]
+
+
+def _maskrcnn(groups):
+    """detect() of each implementation against matterport's, and where each spends its time."""
+    rows = maskrcnn_rows(groups)
+    if not rows:
+        return []
+    stages = list(dict.fromkeys(stage for row in rows for stage in row.get("stage_s", {})))
+    lines = ["", "## Mask R-CNN detect() against matterport", "",
+             "One photograph (skimage's astronaut) at "
+             f"{rows[0].get('size', '?')} px, ResNet-101, 81 classes, seeded weights. The speedup is matterport's "
+             "median over the row's, both from this run; the stages are medians of cumulative "
+             "`stage_outputs(until=...)` calls, differenced (a small stage may come out slightly negative: noise).",
+             "", "| implementation | device | detections | median (s) | speedup vs matterport | " +
+             " | ".join(f"{stage} (s)" for stage in stages) + " |",
+             "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in stages) + " |"]
+    for row in rows:
+        cells = [f"{row['stage_s'][stage]:.3f}" if stage in row.get("stage_s", {}) else "n/a" for stage in stages]
+        lines.append(f"| {row['backend']} | {row['device']} | {row.get('detections', '?')} | "
+                     f"{row['median_ms'] / 1e3:.2f} | {_ratio(speedup(rows, row, 'matterport'))} | " +
+                     " | ".join(cells) + " |")
+    return lines
+
+
 def render(results: dict, figures: Sequence[str] = ()) -> str:
     """The Markdown report; `figures` are the file names of figures already written next to it."""
     groups = rows_by_group(results)
     lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + _load(groups) + \
-        _sweep(groups) + _absent_and_skipped(results)
+        _sweep(groups) + _maskrcnn(groups) + _absent_and_skipped(results)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name.removesuffix('.png')}]({name})" for name in figures]
     return "\n".join(lines + _tables(groups)) + "\n"
@@ -332,6 +361,28 @@ def plot_time_vs_load(groups: dict[str, list[dict]], path: pathlib.Path) -> bool
     return _save(plt, figure, path)
 
 
+def plot_maskrcnn_stages(groups: dict[str, list[dict]], path: pathlib.Path) -> bool:
+    """detect()'s time per implementation as stacked bars, one segment per stage."""
+    rows = [row for row in maskrcnn_rows(groups) if row.get("stage_s")]
+    if not rows:
+        return False
+    plt = _pyplot()
+    stages = list(dict.fromkeys(stage for row in rows for stage in row["stage_s"]))
+    figure, axis = plt.subplots(figsize=(9, 1.2 + 0.6 * len(rows)))
+    labels = [_variant(row) for row in rows]
+    left = [0.0] * len(rows)
+    for stage in stages:
+        widths = [max(row["stage_s"].get(stage, 0.0), 0.0) for row in rows]
+        axis.barh(labels, widths, left=left, label=stage)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    axis.invert_yaxis()
+    axis.set(xlabel="seconds per detect() (stages: cumulative medians, differenced)",
+             title=f"Mask R-CNN detect() at {rows[0].get('size', '?')} px, ResNet-101, 81 classes")
+    axis.legend(fontsize="small", ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    axis.grid(True, axis="x", alpha=0.3)
+    return _save(plt, figure, path)
+
+
 def plot_example(path: pathlib.Path, *, size: tuple[int, int] = (375, 500), labels: int = 21,
                  iterations: int = 10) -> bool:
     """The benchmark's headline image, its unary argmax and the CRF result, side by side."""
@@ -364,7 +415,8 @@ def write_report(results: dict, output: pathlib.Path, *, example: bool = True) -
     groups = rows_by_group(results)
     figures = [name for name, made in [(FIGURE_TIME, plot_time_vs_pixels(groups, output.parent / FIGURE_TIME)),
                                        (FIGURE_SPEEDUP, plot_speedups(groups, output.parent / FIGURE_SPEEDUP)),
-                                       (FIGURE_LOAD, plot_time_vs_load(groups, output.parent / FIGURE_LOAD))]
+                                       (FIGURE_LOAD, plot_time_vs_load(groups, output.parent / FIGURE_LOAD)),
+                                       (FIGURE_MASKRCNN, plot_maskrcnn_stages(groups, output.parent / FIGURE_MASKRCNN))]
                if made]
     if example and plot_example(output.parent / FIGURE_EXAMPLE):
         figures.append(FIGURE_EXAMPLE)

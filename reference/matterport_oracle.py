@@ -7,6 +7,7 @@ cannot run.
     /work/oracle-venv/bin/python reference/matterport_oracle.py --check               # regenerate, compare
     /work/oracle-venv/bin/python reference/matterport_oracle.py --self-test --configs A   # quick check
     /work/oracle-venv/bin/python reference/matterport_oracle.py --time                # detect() at 1024 px
+    /work/oracle-venv/bin/python reference/matterport_oracle.py --serve --threads 2   # the benchmarks' arm
 
 The environment (the virtualenv of reference/crfasrnn_oracle.py, outside the checkout):
 
@@ -546,21 +547,27 @@ def compare(golden: pathlib.Path, fresh: pathlib.Path, keys) -> list[str]:
     return problems
 
 
-def time_worker(threads: int, size: int, repeats: int = 3) -> dict:
-    from skimage import data
-
+def seeded_model(threads: int, size: int):
+    """matterport's MaskRCNN, configuration B at `size` px, with the seeded weights (seed 2018)."""
     from tests.matterport_h5 import MATTERPORT_SEED, write_matterport_h5
 
     model_module, config_module, _ = load_matterport(threads)
     config = make_config(config_module, "B", IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size)
-    image = data.astronaut()
-    with tempfile.TemporaryDirectory(prefix="matterport_time_") as scratch:
+    with tempfile.TemporaryDirectory(prefix="matterport_seeded_") as scratch:
         model = build(model_module, config, threads, scratch)
         real = pathlib.Path(scratch) / "real.h5"
         model.keras_model.save_weights(str(real))
         layout = real_layout(real, config, "B")
         ours = write_matterport_h5(pathlib.Path(scratch) / "ours.h5", layout, MATTERPORT_SEED)
         model.load_weights(str(ours), by_name=False)
+    return model
+
+
+def time_worker(threads: int, size: int, repeats: int = 3) -> dict:
+    from skimage import data
+
+    model = seeded_model(threads, size)
+    image = data.astronaut()
     result = model.detect([image])[0]
     seconds, cpu = [], []
     for _ in range(repeats):
@@ -575,6 +582,62 @@ def time_worker(threads: int, size: int, repeats: int = 3) -> dict:
             "load_average_1min": round(load, 2)}
 
 
+def serve(threads: int, size: int, requests=sys.stdin, replies=sys.stdout) -> int:
+    """The benchmarks' matterport arm (bench/test_bench_maskrcnn.py): builds the seeded model once,
+    then answers one JSON line per request line, each timed inside this process:
+
+        {"op": "detect", "result": false}  -> {"seconds": s}; with "result": true also rois,
+                                              class_ids, scores and the masks (packbits, base64)
+        {"op": "stage", "until": "fpn_p6"} -> {"seconds": s} of the graph up to that layer's output
+                                              (molded input fed, as model.detect feeds it)
+
+    on skimage.data.astronaut(); the first reply is {"ready": true, "build_s": s, "versions": ...}.
+    Anything else on stdout (Keras' progress output) goes to stderr, so the protocol stays clean."""
+    import base64
+
+    import tf_keras
+    from skimage import data
+
+    sys.stdout = sys.stderr
+    start = time.perf_counter()
+    model = seeded_model(threads, size)
+    image = data.astronaut()
+    molded, metas, _ = model.mold_inputs([image])
+    anchors = model.get_anchors(molded[0].shape)
+    feed = [molded, metas, np.broadcast_to(anchors, (1,) + anchors.shape)]
+    functions = {}
+
+    def reply(message):
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    reply({"ready": True, "build_s": round(time.perf_counter() - start, 3), "versions": versions()})
+    for line in requests:
+        request = json.loads(line)
+        if request.get("op") == "detect":
+            begin = time.perf_counter()
+            result = model.detect([image])[0]
+            message = {"seconds": time.perf_counter() - begin}
+            if request.get("result"):
+                masks = result["masks"].astype(bool)
+                message |= {"rois": result["rois"].tolist(), "class_ids": result["class_ids"].tolist(),
+                            "scores": result["scores"].tolist(), "mask_shape": list(masks.shape),
+                            "masks": base64.b64encode(np.packbits(masks)).decode("ascii")}
+            reply(message)
+        elif request.get("op") == "stage":
+            until = request["until"]
+            if until not in functions:
+                output = model.keras_model.get_layer(until).output
+                functions[until] = tf_keras.backend.function(model.keras_model.inputs, [output])
+                functions[until](feed)  # the first call builds the callable
+            begin = time.perf_counter()
+            functions[until](feed)
+            reply({"seconds": time.perf_counter() - begin})
+        else:
+            reply({"error": f"unknown request {request!r}"})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=pathlib.Path, default=ROOT / "reference")
@@ -585,10 +648,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--self-test", action="store_true",
                         help="rebuild, check the layout, our weight file and one photo against the stored files")
+    parser.add_argument("--serve", action="store_true",
+                        help="the benchmarks' matterport arm: answer JSON requests on stdin (see serve())")
     parser.add_argument("--worker", choices=("time", "generate", "self-test"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     keys = [key for key in args.configs if key in CONFIGS]
     output = args.output.resolve()
+    if args.serve:
+        return serve(args.threads, args.size)
     if args.worker == "time":
         print(json.dumps(time_worker(args.threads, args.size)))
         return 0

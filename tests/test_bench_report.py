@@ -161,3 +161,33 @@ def test_feature_report_turns_sweep_medians_into_images_per_second():
                            "images": 32}})
     section = report.render(results).split("## Dense CRF sweep on Dask: images per second\n", 1)[1]
     assert "| 1 | 32 | 0.50 | 64.0 |" in section and "| 2 | 32 | 0.25 | 128.0 |" in section
+
+
+def _maskrcnn_results():
+    results = json.loads(SMALL.read_text())
+    stages = {"torch": (1.0, 0.3), "tf": (0.9, 0.4), "matterport": (1.2, 0.5)}
+    for name, median in (("torch", 2.0), ("tf", 2.5), ("matterport", 3.0)):
+        backbone, rest = stages[name]
+        results["benchmarks"].append({
+            "name": f"test_detect[{name}]", "group": "maskrcnn detect 1024x1024 resnet101 81 classes",
+            "stats": {"median": median, "iqr": 0.01, "rounds": 5},
+            "extra_info": {"op": "maskrcnn_detect", "backend": name, "device": "cpu", "size": 1024, "detections": 12,
+                           "stage_s": {"backbone": backbone, "mask head": rest, "mold + unmold": -0.01}}})
+    return results
+
+
+def test_feature_report_compares_maskrcnn_with_matterport_stage_by_stage(tmp_path):
+    results = _maskrcnn_results()
+    section = report.render(results).split("## Mask R-CNN detect() against matterport\n", 1)[1].split("\n## ")[0]
+    assert "| implementation | device | detections | median (s) | speedup vs matterport | backbone (s) | " \
+           "mask head (s) | mold + unmold (s) |" in section
+    assert "| torch | cpu | 12 | 2.00 | 1.50x | 1.000 | 0.300 | -0.010 |" in section
+    assert "| tf | cpu | 12 | 2.50 | 1.20x | 0.900 | 0.400 | -0.010 |" in section
+    assert "| matterport | cpu | 12 | 3.00 | 1.00x | 1.200 | 0.500 | -0.010 |" in section
+    rows = report.maskrcnn_rows(report.rows_by_group(results))
+    assert report.plot_maskrcnn_stages(report.rows_by_group(results), tmp_path / "stages.png")
+    assert len(rows) == 3 and (tmp_path / "stages.png").stat().st_size > 0
+
+
+def test_feature_no_maskrcnn_section_without_its_cases():
+    assert "Mask R-CNN detect()" not in report.render(json.loads(SMALL.read_text()))

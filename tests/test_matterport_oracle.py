@@ -126,6 +126,34 @@ def test_feature_matterport_loads_our_file_and_detects_as_stored():
     assert status == 0, output[-6000:]
 
 
+def test_feature_serve_answers_the_benchmarks_requests(tmp_path):
+    """The benchmarks' matterport arm (bench/matterport.py) at 256 px: ready with versions, a timed
+    detect() with and without its result, every benchmark stage by its layer name, and an unknown
+    request refused by name."""
+    import base64
+
+    pytest.importorskip("mrcnn", reason="matterport's mrcnn (mrcnn-colab 2.1) runs in `tox -e matterport` only")
+    pytest.importorskip("tf_keras", reason="matterport runs on tf_keras (Keras 2): `tox -e matterport`")
+    from bench.matterport import MatterportWorker
+
+    worker = MatterportWorker(sys.executable, 2, tmp_path / "stderr.log", size=256)
+    try:
+        assert worker.ready["ready"] and worker.ready["versions"]["mrcnn-colab"] == "2.1"
+        full = worker.request(op="detect", result=True)
+        count = len(full["class_ids"])
+        assert full["seconds"] > 0 and len(full["rois"]) == len(full["scores"]) == count
+        assert full["mask_shape"] == [512, 512, count]
+        assert len(base64.b64decode(full["masks"])) == -(-512 * 512 * count // 8)
+        assert set(worker.request(op="detect")) == {"seconds"}
+        for until in ("res5c_out", "fpn_p6", "rpn_bbox", "ROI", "mrcnn_bbox", "mrcnn_detection", "mrcnn_mask"):
+            assert worker.request(op="stage", until=until)["seconds"] > 0
+        with pytest.raises(RuntimeError, match="matterport's worker: unknown request"):
+            worker.request(op="train")
+    finally:
+        worker.close()
+    assert worker.process.returncode == 0
+
+
 @pytest.mark.slow
 def test_feature_matterport_self_test_resnet101():
     status, output = oracle("--self-test", "--configs", "B")
