@@ -71,7 +71,7 @@ SNIPPETS = readme_snippets(README.read_text())
 # Commands that are not run here, and why.
 TOX = "runs tox itself: CI runs `.ci/run`, which is this command's env list"
 EXEMPT = {
-    "python3 -m pip install tox && python3 -m tox -e bench": "runs tox itself: the benchmark job, about ten minutes",
+    "python3 -m pip install tox && python3 -m tox -e bench": "runs tox itself: the benchmark job, about fifteen minutes",
     "python3 -m pip install tox && python3 -m tox": TOX,
     "python3 -m tox -e tests -- --backend torch,tf --dtype float32": TOX,
     "python3 -m tox -e tests -- -k skimage": TOX,
