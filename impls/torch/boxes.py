@@ -109,7 +109,7 @@ def _greedy_keep(boxes, iou_threshold, limit):
         if not len(remaining):
             break
         position += 1 + int(remaining[0])
-    return torch.as_tensor(kept, dtype=torch.int64)
+    return torch.as_tensor(kept, dtype=torch.int64, device=boxes.device)
 
 
 def _tensor(value, *, op, name):
