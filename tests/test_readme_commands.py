@@ -71,7 +71,8 @@ SNIPPETS = readme_snippets(README.read_text())
 # Commands that are not run here, and why.
 TOX = "runs tox itself: CI runs `.ci/run`, which is this command's env list"
 EXEMPT = {
-    "python3 -m pip install tox && python3 -m tox -e bench": "runs tox itself: the benchmark job, about fifteen minutes",
+    "python3 -m pip install tox && python3 -m tox -e bench":
+        "runs tox itself: the benchmark job, about fifteen minutes",
     "python3 -m pip install tox && python3 -m tox": TOX,
     "python3 -m tox -e tests -- --backend torch,tf --dtype float32": TOX,
     "python3 -m tox -e tests -- -k skimage": TOX,
@@ -90,7 +91,8 @@ EXEMPT = {
     "python3 -m tox -e torchvision": TOX + " (a 5.5 GB env of its own)",
     "tox -e reference": TOX + " (rewrites reference/)",
     "tox -e matterport": TOX + " (matterport's own TF 1 code through tf_keras; not part of the default run)",
-    "tox -e matterport --notest": TOX + " (makes matterport's environment for the benchmark; not part of the default run)",
+    "tox -e matterport --notest":
+        TOX + " (makes matterport's environment for the benchmark; not part of the default run)",
     "python3 -m pip install --no-build-isolation --no-deps -e .":
         "installs the checkout in place on a GPU machine; tox builds and installs the same package as a wheel",
     "python3 -m pytest --device all": "needs a GPU for its point; it is this test-suite, which CI runs",
