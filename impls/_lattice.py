@@ -60,6 +60,27 @@ class Lattice:
         return out
 
 
+def width_gradient(ops: Ops, lattice, values, upstream, filtered, transposed, centred, widths, *, reverse):
+    """dL/dwidths (d,) of L = sum(upstream * K values), K the Gaussian filter the lattice
+    approximates on features g = f / widths: exp(-|g_i - g_j|^2 / 2) in pydensecrf's units.
+
+    dK_ij/dwidth_k = K_ij (g_ik - g_jk)^2 / width_k, so with G = upstream and v = values,
+    width_k dL/dwidth_k = sum_ij G_i K_ij v_j (g_ik - g_jk)^2
+                        = <g_k^2 G, K v> + <g_k^2 v, K^T G> - 2 <g_k G, K (g_k v)>:
+    the forward's output K v (`filtered`), the transposed filter of the upstream K^T G
+    (`transposed`: the values' own gradient) and one more filter of d x C columns g_k v.
+    This is the gradient of the Gaussian the lattice approximates, not of its piecewise-linear
+    interpolation. `centred` are the features g minus their mean, which leaves every
+    difference g_i - g_j as it is and keeps the three terms small: in float32 their
+    cancellation would otherwise cost the digits of the features' magnitude."""
+    dim, channels = int(centred.shape[1]), int(values.shape[1])
+    columns = ops.reshape(centred[:, :, None] * values[:, None, :], (-1, dim * channels))
+    spread = ops.reshape(lattice.filter(columns, reverse=reverse), (-1, dim, channels))
+    own = ops.reduce_sum(upstream * filtered, 1) + ops.reduce_sum(values * transposed, 1)  # (P,)
+    cross = ops.reduce_sum(upstream[:, None, :] * spread, 2)  # (P, d)
+    return ops.reduce_sum(centred * centred * own[:, None] - 2.0 * centred * cross, 0) / widths
+
+
 def elevation_scale(dim, dtype):
     """(d,) diagonal of the elevation matrix E times the inverse std of the blur (Adams et
     al. 2010, pp. 5-6), rounded as pydensecrf rounds it (inv_std_dev to `dtype` first)."""

@@ -44,12 +44,19 @@ class PairwiseTerm:
     """One Gaussian kernel with its normalisation and label compatibility, on a lattice
     built once: `message(q)` is compat(normalised K q) for (P, L) marginals q."""
 
-    def __init__(self, ops: Ops, features, compat, normalization: str):
+    def __init__(self, ops: Ops, features, compat, normalization: str, widths=None):
         self.ops = ops
         self.lattice = ops.lattice(features)
         self.compat = compat
         self.scaled_before, self.scaled_after = _SCALED_SIDES[normalization]
-        norm = ops.stop_gradient(self.lattice.filter(ops.ones_column(features)))[:, 0]
+        self._filter = self.lattice.filter
+        if widths is not None:
+            # Gradients reach the widths the features were divided by (impls._lattice.width_gradient),
+            # through the normalisation too: its filter of ones depends on them.
+            self._filter = _width_filtering(ops, self.lattice, features, widths)
+            norm = self._filter(ops.ones_column(features))[:, 0]
+        else:
+            norm = ops.stop_gradient(self.lattice.filter(ops.ones_column(features)))[:, 0]
         # In double, then rounded, as pydensecrf; its 1e-20 only matters where n = K 1 = 0.
         wide = ops.to_float64(norm) + 1e-20
         inverse = 1.0 / (ops.sqrt(wide) if normalization == "symmetric" else wide)
@@ -58,11 +65,23 @@ class PairwiseTerm:
     def filter(self, q):
         """The normalised kernel applied to (P, C) values."""
         values = q * self.scale if self.scaled_before else q
-        values = self.lattice.filter(values)
+        values = self._filter(values)
         return values * self.scale if self.scaled_after else values
 
     def message(self, q):
         return apply_compat(self.ops, self.compat, self.filter(q))
+
+
+def _width_filtering(ops: Ops, lattice, features, widths):
+    if ops.width_filter is None:
+        raise TypeError("dense_crf: width gradients need torch or TensorFlow tensors (this backend has no autograd)")
+    features = ops.stop_gradient(features)
+    centred = features - ops.reduce_sum(features, 0) / ops.reduce_sum(ops.ones_column(features), 0)
+
+    def filtered(values, reverse=False):
+        return ops.width_filter(lattice, values, centred, widths, reverse)
+
+    return filtered
 
 
 def apply_compat(ops: Ops, compat, filtered):
@@ -92,30 +111,59 @@ def mean_field_step(ops: Ops, unary, terms, q):
     return ops.softmax(logits)
 
 
-def crf_features(ops: Ops, image, params: CrfParameters, dtype) -> list:
+def crf_features(ops: Ops, image, params: CrfParameters, dtype, widths=None) -> list:
     """[(features (P, d), compat)] of the smoothness and appearance kernels of one image, in
     pydensecrf DenseCRF2D's order (x / sxy, y / sxy[, r / srgb, g / srgb, b / srgb]); kernels
-    with compat 0 are left out."""
+    with compat 0 are left out. `widths` ({"gaussian": (2,), "bilateral": (5,)} tensors, either
+    may be absent; see `width_vectors`) gives a kernel as (features, compat, widths): its
+    features are divided by the widths' values and its filters are differentiable in them."""
+    widths = widths or {}
     positions = ops.pixel_positions(image, dtype)
     kernels = []
     if not _is_zero(params.gaussian_compat):
-        sxy = ops.constant(params.gaussian_sxy, dtype, image)
-        kernels.append((positions / sxy, ops.constant(params.gaussian_compat, dtype, image)))
+        compat = ops.constant(params.gaussian_compat, dtype, image)
+        if "gaussian" in widths:
+            kernels.append((positions / ops.stop_gradient(widths["gaussian"]), compat, widths["gaussian"]))
+        else:
+            kernels.append((positions / ops.constant(params.gaussian_sxy, dtype, image), compat))
     if not _is_zero(params.bilateral_compat):
-        sxy = ops.constant(params.bilateral_sxy, dtype, image)
-        colours = ops.pixel_colours(image, dtype) / ops.constant(params.bilateral_srgb, dtype, image)
-        features = ops.concat_columns([positions / sxy, colours])
-        kernels.append((features, ops.constant(params.bilateral_compat, dtype, image)))
+        compat = ops.constant(params.bilateral_compat, dtype, image)
+        if "bilateral" in widths:
+            raw = ops.concat_columns([positions, ops.pixel_colours(image, dtype)])
+            kernels.append((raw / ops.stop_gradient(widths["bilateral"]), compat, widths["bilateral"]))
+        else:
+            sxy = ops.constant(params.bilateral_sxy, dtype, image)
+            colours = ops.pixel_colours(image, dtype) / ops.constant(params.bilateral_srgb, dtype, image)
+            kernels.append((ops.concat_columns([positions / sxy, colours]), compat))
     return kernels
 
 
+def width_vectors(ops: Ops, tensors: dict, params: CrfParameters, like) -> dict:
+    """The per-feature widths of the kernels that have a width tensor among `tensors`
+    ({"gaussian_sxy", "bilateral_sxy", "bilateral_srgb"} -> a scalar, or a (2,)/(3,) tensor
+    per axis), in `like`'s dtype: {"gaussian": (sx, sy), "bilateral": (sx, sy, sr, sg, sb)};
+    the other widths of such a kernel are constants from `params`."""
+
+    def vector(name, count):
+        if name not in tensors:
+            return ops.constant(getattr(params, name), like.dtype, like)
+        return ops.reshape(ops.cast_like(tensors[name], like), (-1,)) * ops.constant(np.ones(count), like.dtype, like)
+
+    widths = {}
+    if "gaussian_sxy" in tensors:
+        widths["gaussian"] = vector("gaussian_sxy", 2)
+    if "bilateral_sxy" in tensors or "bilateral_srgb" in tensors:
+        widths["bilateral"] = ops.concat_rows([vector("bilateral_sxy", 2), vector("bilateral_srgb", 3)])
+    return widths
+
+
 def pairwise_terms(ops: Ops, kernels, normalization: str) -> list[PairwiseTerm]:
-    return [PairwiseTerm(ops, features, compat, normalization) for features, compat in kernels]
+    return [PairwiseTerm(ops, kernel[0], kernel[1], normalization, *kernel[2:]) for kernel in kernels]
 
 
-def infer(ops: Ops, unary, image, params: CrfParameters):
+def infer(ops: Ops, unary, image, params: CrfParameters, widths=None):
     """Q (P, L) of one image: its kernels, their lattices, and the mean field."""
-    kernels = crf_features(ops, image, params, unary.dtype)
+    kernels = crf_features(ops, image, params, unary.dtype, widths)
     return mean_field(ops, unary, pairwise_terms(ops, kernels, params.normalization), params.iterations)
 
 

@@ -31,6 +31,10 @@ class Ops:
     concat_columns: Callable[[list], Any]  # [(K, n_i), ...] -> (K, sum n_i)
     pixel_positions: Callable[[Any, Any], Any]  # (one image in the backend's layout, dtype) -> (P, 2) (x, y)
     pixel_colours: Callable[[Any, Any], Any]  # (one image, dtype) -> (P, 3) (r, g, b)
+    # (lattice, values (P, C), centred features (P, d), widths (d,), reverse) -> lattice.filter(values),
+    # differentiable in the values and in the widths the features were divided by
+    # (impls._lattice.width_gradient); None where the backend has no autograd (NumPy).
+    width_filter: Callable[[Any, Any, Any, Any, bool], Any] | None
 
     # Boxes (impls._boxmath).
     stack_columns: Callable[[list], Any]  # [(K,), ...] -> (K, n)

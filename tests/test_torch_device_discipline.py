@@ -52,6 +52,19 @@ def _crf_rnn_forward_backward():
     return run
 
 
+def _dense_crf_width_gradients(engine):
+    image, unary = _image_and_unary()
+    widths = {"gaussian_sxy": torch.tensor(3.0, requires_grad=True),
+              "bilateral_sxy": torch.tensor([8.0, 9.0], requires_grad=True),
+              "bilateral_srgb": torch.tensor(13.0, requires_grad=True)}
+
+    def run():
+        out = impls.torch.dense_crf(unary, image, iterations=2, engine=engine, **widths)
+        out.square().sum().backward()
+        return [out, *(width.grad for width in widths.values())]
+    return run
+
+
 def _fcn():
     model = impls.torch.FCN("8s", num_classes=3).eval()
     images = torch.rand(1, 3, 64, 64)
@@ -124,6 +137,8 @@ def _roi_and_masks():
 ENTRY_POINTS = {
     "dense_crf-framework": lambda: _dense_crf("framework"),
     "dense_crf-native": lambda: _dense_crf("native"),
+    "dense_crf-width-gradients-framework": lambda: _dense_crf_width_gradients("framework"),
+    "dense_crf-width-gradients-native": lambda: _dense_crf_width_gradients("native"),
     "permutohedral_filter": _permutohedral_filter,
     "CrfRnn-forward-backward": _crf_rnn_forward_backward,
     "FCN-8s-forward": _fcn,

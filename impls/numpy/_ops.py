@@ -62,6 +62,7 @@ OPS = Ops(
     concat_columns=lambda columns: np.concatenate(columns, axis=1),
     pixel_positions=_pixel_positions,
     pixel_colours=lambda image, dtype: image.reshape(-1, image.shape[-1]).astype(dtype),
+    width_filter=None,  # NumPy has no autograd: width gradients are torch's and TF's
     stack_columns=lambda columns: np.stack(columns, axis=1),
     exp=np.exp,
     log=np.log,

@@ -50,6 +50,11 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
         gaussian_sxy, bilateral_sxy: positive spatial standard deviations in pixels, a
             number or an (sx, sy) pair.
         bilateral_srgb: positive colour standard deviation, a number or (sr, sg, sb).
+            In torch and TF the three widths may also be tensors (shape (), or one value per
+            axis): a torch tensor that requires grad, or any TF tensor or variable (under a
+            GradientTape), makes Q differentiable in it, on either engine. The gradient is the
+            one of the Gaussian filter the lattice approximates, computed with the lattice
+            itself (impls._lattice.width_gradient: one more filter of d x L columns per kernel).
         gaussian_compat, bilateral_compat: number, (L,) vector or (L, L) matrix.
         iterations: number of mean-field iterations, a positive integer.
         normalization: "symmetric" (pydensecrf's default), "before", "after" or "none".

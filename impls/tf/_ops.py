@@ -45,6 +45,24 @@ def _splatter(index, weights, num_segments):
     return splat
 
 
+def _width_filter(lattice, values, centred, widths, reverse):
+    """lattice.filter(values), differentiable in the values (the transposed filter, itself
+    differentiable) and in the widths (impls._lattice.width_gradient)."""
+
+    @tf.custom_gradient
+    def filtered(values, widths):
+        out = lattice.filter(values, reverse=reverse)
+
+        def gradient(upstream):
+            transposed = _width_filter(lattice, upstream, centred, widths, not reverse)
+            return transposed, _lattice.width_gradient(OPS, lattice, values, upstream, out, transposed, centred,
+                                                       widths, reverse=reverse)
+
+        return out, gradient
+
+    return filtered(tf.convert_to_tensor(values), tf.convert_to_tensor(widths))
+
+
 OPS = Ops(
     lattice=lambda features: _lattice.Lattice(OPS, features),
     softmax=lambda logits: tf.nn.softmax(logits, axis=-1),
@@ -58,6 +76,7 @@ OPS = Ops(
     concat_columns=lambda columns: tf.concat(columns, axis=1),
     pixel_positions=_pixel_positions,
     pixel_colours=lambda image, dtype: tf.cast(tf.reshape(image, [-1, 3]), dtype),
+    width_filter=_width_filter,
     stack_columns=lambda columns: tf.stack(columns, axis=1),
     exp=tf.exp,
     log=tf.math.log,

@@ -31,8 +31,13 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
     if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(unary))):
         raise ValueError("dense_crf: argument 'unary' must be finite (no NaN or inf)")
     labels = int(unary.shape[-1])
-    params = crf_parameters(labels, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
-                            bilateral_compat, iterations, normalization)
+    given = {"gaussian_sxy": gaussian_sxy, "bilateral_sxy": bilateral_sxy, "bilateral_srgb": bilateral_srgb}
+    tensors = {name: value for name, value in given.items() if isinstance(value, (tf.Tensor, tf.Variable))}
+    numbers = {name: _width_numbers(value, name) if name in tensors else value for name, value in given.items()}
+    params = crf_parameters(labels, numbers["gaussian_sxy"], gaussian_compat, numbers["bilateral_sxy"],
+                            numbers["bilateral_srgb"], bilateral_compat, iterations, normalization)
+    # A width given as a tensor or variable is differentiable (a tape may watch it).
+    widths = _meanfield.width_vectors(OPS, tensors, params, unary)
     shape = tf.shape(unary)
     eager = tf.executing_eagerly()
     chosen = choose_engine(engine, native_usable=native.available() and unary.dtype == tf.float32 and eager
@@ -43,12 +48,25 @@ def dense_crf(unary: Tensor, image: Tensor, *, gaussian_sxy: Sizes = 3, gaussian
     log.info("impls.tf.dense_crf: %s", "native lattice, TF mean field" if chosen == "native" else "TF ops")
 
     def one_image(single_unary, single_image):
-        q = _meanfield.infer(ops, tf.reshape(single_unary, [-1, labels]), single_image, params)
+        q = _meanfield.infer(ops, tf.reshape(single_unary, [-1, labels]), single_image, params, widths)
         return tf.reshape(q, [shape[1], shape[2], labels])
 
     if eager:
         return tf.stack([one_image(unary[n], image[n]) for n in range(unary.shape[0])])
     return tf.map_fn(lambda pair: one_image(*pair), (unary, image), fn_output_signature=unary.dtype)
+
+
+def _width_numbers(value, name):
+    """A width tensor's numbers for the checks (it must hold 1, or one per axis); in a graph,
+    where they are not known, ones of its static length (its features use the tensor)."""
+    value = tf.convert_to_tensor(value)
+    if value.shape.rank is None or value.shape.rank > 1 or not value.dtype.is_floating:
+        raise TypeError(f"dense_crf: argument '{name}' must be a number, a sequence of numbers, or a floating "
+                        f"tensor of shape () or (k,), got a {value.dtype.name} tensor of shape {value.shape}")
+    if tf.executing_eagerly():
+        numbers = value.numpy().astype(float).tolist()
+        return numbers if isinstance(numbers, float) else tuple(numbers)
+    return 1.0 if value.shape.rank == 0 else (1.0,) * (value.shape[0] or 1)
 
 
 NATIVE_OPS = OPS.with_lattice(DifferentiableNativeLattice)

@@ -38,6 +38,29 @@ def _splatter(index, weights, num_segments):
     return splat
 
 
+class _WidthFilter(torch.autograd.Function):
+    """lattice.filter(values), differentiable in the values (the transposed filter, itself
+    differentiable) and in the widths (impls._lattice.width_gradient)."""
+
+    @staticmethod
+    def forward(ctx, values, widths, lattice, centred, reverse):
+        out = lattice.filter(values, reverse=reverse)
+        ctx.save_for_backward(values, widths, out)
+        ctx.lattice, ctx.centred, ctx.reverse = lattice, centred, reverse
+        return out
+
+    @staticmethod
+    def backward(ctx, upstream):
+        values, widths, out = ctx.saved_tensors
+        transposed = _WidthFilter.apply(upstream.contiguous(), widths, ctx.lattice, ctx.centred, not ctx.reverse)
+        grad_widths = None
+        if ctx.needs_input_grad[1]:
+            with torch.no_grad():
+                grad_widths = _lattice.width_gradient(OPS, ctx.lattice, values, upstream, out, transposed.detach(),
+                                                      ctx.centred, widths, reverse=ctx.reverse)
+        return transposed if ctx.needs_input_grad[0] else None, grad_widths, None, None, None
+
+
 OPS = Ops(
     lattice=lambda features: _lattice.Lattice(OPS, features),
     softmax=lambda logits: torch.softmax(logits, dim=-1),
@@ -51,6 +74,8 @@ OPS = Ops(
     concat_columns=lambda columns: torch.cat(columns, dim=1),
     pixel_positions=_pixel_positions,
     pixel_colours=lambda image, dtype: image.permute(1, 2, 0).reshape(-1, image.shape[0]).to(dtype),
+    width_filter=lambda lattice, values, centred, widths, reverse: _WidthFilter.apply(values, widths, lattice,
+                                                                                      centred, reverse),
     stack_columns=lambda columns: torch.stack(columns, dim=1),
     exp=torch.exp,
     log=torch.log,
