@@ -17,6 +17,10 @@ from impls._ops import Ops
 SPATIAL_WEIGHT = 3.0
 BILATERAL_WEIGHT = 5.0
 WEIGHT_NAMES = ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix")
+# The kernel widths a layer with trainable_widths=True learns, each as the log of the constructor's
+# value (a scalar): exp keeps the widths positive whatever a gradient step does.
+THETA_NAMES = ("theta_alpha", "theta_beta", "theta_gamma")
+WIDTH_NAMES = tuple(f"log_{name}" for name in THETA_NAMES)
 
 
 class CrfRnnDoc:
@@ -47,6 +51,12 @@ class CrfRnnDoc:
         theta_beta: colour standard deviation of the bilateral kernel, in 0-255 units.
         theta_gamma: standard deviation of the spatial kernel, in pixels.
         iterations: mean-field steps, at least 1.
+        trainable_widths: learn theta_alpha, theta_beta and theta_gamma too, by gradient descent
+            through the lattice (impls._lattice.width_gradient): the layer gets three more scalar
+            weights, log_theta_alpha, log_theta_beta and log_theta_gamma, initialised to the logs
+            of those arguments (the widths, their exp, stay positive). theta_alpha serves x and y,
+            theta_beta r, g and b, theta_gamma x and y. False (the default) keeps the widths fixed,
+            with no such weights.
         **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
             name (kept as `.name`).
 
@@ -56,6 +66,10 @@ class CrfRnnDoc:
 
     Attributes:
         spatial_ker_weights, bilateral_ker_weights, compatibility_matrix: trainable (C, C).
+        log_theta_alpha, log_theta_beta, log_theta_gamma: trainable scalars, only with
+            trainable_widths=True.
+        thetas: the widths in use, (theta_alpha, theta_beta, theta_gamma) as floats: the learnt
+            ones with trainable_widths=True (the configuration keeps the initial ones).
     """
 
 
@@ -73,18 +87,41 @@ def check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations) 
                 **thetas)
 
 
+def check_trainable_widths(trainable_widths) -> bool:
+    if not isinstance(trainable_widths, bool | np.bool_):
+        raise TypeError(f"CrfRnn: argument 'trainable_widths' must be a bool, got {trainable_widths!r}")
+    return bool(trainable_widths)
+
+
+def initial_log_widths(config) -> tuple[np.float64, ...]:
+    """The initial values of the WIDTH_NAMES weights: the logs of the configured widths, as
+    float64 NumPy scalars (a Keras initializer rounds a Python float to float32 first)."""
+    return tuple(np.log(np.float64(config[name])) for name in THETA_NAMES)
+
+
+def thetas_in_use(config, log_widths) -> tuple[float, ...]:
+    """(theta_alpha, theta_beta, theta_gamma) in use: exp of the layer's log widths (floats), or
+    the configured ones where it has none (None)."""
+    if log_widths is None:
+        return tuple(config[name] for name in THETA_NAMES)
+    return tuple(float(np.exp(value)) for value in log_widths)
+
+
 def kernel_parameters(config) -> _meanfield.CrfParameters:
     """dense_crf's parameters of the layer's two kernels (unit compat: the weights apply after)."""
     return _checks.crf_parameters(config["num_classes"], config["theta_gamma"], 1.0, config["theta_alpha"],
                                   config["theta_beta"], 1.0, config["iterations"], "after")
 
 
-def refine(ops: Ops, logits, image, kernels: _meanfield.CrfParameters, weights):
+def refine(ops: Ops, logits, image, kernels: _meanfield.CrfParameters, weights, log_widths=None):
     """The layer on one image: (P, C) logits, the image in the backend's layout, the layer's
     kernel_parameters and its (spatial, bilateral, compatibility) (C, C) matrices in the logits'
-    dtype; the refined (P, C) logits after `kernels.iterations` steps."""
+    dtype; the refined (P, C) logits after `kernels.iterations` steps. `log_widths`, the layer's
+    (log_theta_alpha, log_theta_beta, log_theta_gamma) scalars, replace the kernels' widths,
+    differentiably; None keeps the kernels' own."""
+    widths = None if log_widths is None else width_vectors(ops, log_widths, kernels, logits)
     spatial, bilateral = _meanfield.pairwise_terms(
-        ops, _meanfield.crf_features(ops, image, kernels, logits.dtype), kernels.normalization)
+        ops, _meanfield.crf_features(ops, image, kernels, logits.dtype, widths), kernels.normalization)
     spatial_weights, bilateral_weights, compatibility = weights
     q = logits
     for _ in range(kernels.iterations):
@@ -93,6 +130,15 @@ def refine(ops: Ops, logits, image, kernels: _meanfield.CrfParameters, weights):
                    + ops.matmul_transposed(bilateral.filter(probabilities), bilateral_weights))
         q = logits - ops.matmul_transposed(message, compatibility)
     return q
+
+
+def width_vectors(ops: Ops, log_widths, kernels: _meanfield.CrfParameters, like) -> dict:
+    """The mean field's widths ({"gaussian": (2,), "bilateral": (5,)}, `like`'s dtype) of the
+    (log_theta_alpha, log_theta_beta, log_theta_gamma) scalars: gamma for the spatial kernel's x
+    and y, alpha for the bilateral kernel's x and y, beta for its r, g and b."""
+    alpha, beta, gamma = (ops.exp(ops.cast_like(value, like)) for value in log_widths)
+    return _meanfield.width_vectors(ops, {"gaussian_sxy": gamma, "bilateral_sxy": alpha, "bilateral_srgb": beta},
+                                    kernels, like)
 
 
 def check_inputs(logits_shape, logits_dtype, image_shape, num_classes, *, layout):

@@ -10,7 +10,7 @@ are reported under the Keras layer's name. The layout rules of each kind apply:
 | convolution | weight OIHW, bias | kernel HWIO, bias |
 | transposed convolution (BilinearUpsample, ConvTranspose2d) | weight IOHW, bias | kernel HWOI, bias |
 | BatchNorm | weight, bias, running_mean/var; eps; momentum m | gamma, beta, moving_mean/variance; epsilon; 1 - m |
-| CrfRnn | its three (C, C) matrices | the same, as they are |
+| CrfRnn | its three (C, C) matrices (and log widths, if trainable) | the same, as they are |
 
 No spatial flip: both frameworks correlate. The whole port is planned and checked first; a
 name only on one side or a shape that differs after the layout change raises ValueError and
@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from impls import _checks
+from impls import _checks, _crfrnn
 
 __all__ = ["PortReport", "torch_to_tf", "tf_to_torch", "layer_differences", "first_difference", "Keras2Report",
            "load_keras2_h5", "read_keras2_h5"]
@@ -45,7 +45,8 @@ _BATCHNORM = [("weight", "gamma", None), ("bias", "beta", None), ("running_mean"
               ("running_var", "moving_variance", None)]
 # The key of the top-level module / layer itself (a torch module has no name of its own).
 _TOP = "<top level>"
-_CRFRNN = [(name, name, None) for name in ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix")]
+_CRFRNN = [(name, name, None) for name in _crfrnn.WEIGHT_NAMES]
+_CRFRNN_WIDTHS = [(name, name, None) for name in _crfrnn.WIDTH_NAMES]  # CrfRnn(trainable_widths=True)'s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +96,8 @@ def tf_to_torch(keras_model, torch_module) -> PortReport:
     plan = _plan(torch_module, keras_model, to_keras=False)
     with torch.no_grad():
         for _, kind, module, layer, weights in plan:
-            for _, tensor, value in weights:
-                tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(tensor.dtype))
+            for _, tensor, value in weights:  # (ascontiguousarray makes a scalar (1,): reshape)
+                tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)).reshape(value.shape).to(tensor.dtype))
             if kind == "BatchNorm":
                 module.eps, module.momentum = float(layer.epsilon), 1.0 - float(layer.momentum)
     return _report("Keras -> torch", plan)
@@ -119,6 +120,8 @@ def _plan(torch_module, keras_model, *, to_keras):
     plan = []
     for name, module, layer in _pairs(torch_module, keras_model, "torch", "Keras"):
         kind, table = _kind(module)
+        if kind == "CrfRnn":
+            _check_crfrnn_widths(name, table, layer)
         weights = []
         for torch_name, keras_name, axes in table:
             tensor, variable = getattr(module, torch_name), _keras_weight(layer, keras_name)
@@ -153,8 +156,17 @@ def _kind(module):
     if isinstance(module, torch.nn.BatchNorm2d):
         return "BatchNorm", _BATCHNORM
     if isinstance(module, CrfRnn):
-        return "CrfRnn", _CRFRNN
+        return "CrfRnn", _CRFRNN + (_CRFRNN_WIDTHS if module.config["trainable_widths"] else [])
     raise ValueError(f"port: no porting rule for torch layer type {type(module).__name__}; nothing was copied")
+
+
+def _check_crfrnn_widths(name, table, layer):
+    """Both CrfRnn layers learn their widths, or neither: a port would leave one side's behind."""
+    in_torch = any(torch_name in _crfrnn.WIDTH_NAMES for torch_name, _, _ in table)
+    in_keras = any(variable.path.rsplit("/", 1)[-1] in _crfrnn.WIDTH_NAMES for variable in layer.weights)
+    if in_torch != in_keras:
+        raise ValueError(f"port: CrfRnn {name!r} has trainable_widths={in_torch} in torch but {in_keras} in Keras; "
+                         f"nothing was copied")
 
 
 def _torch_layers(module):

@@ -16,9 +16,11 @@ __all__ = ["CrfRnn"]
 @keras.saving.register_keras_serializable(package="impls")
 @same_doc_as(_crfrnn.CrfRnnDoc)
 class CrfRnn(keras.layers.Layer):
-    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5, **kwargs):
+    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5,
+                 trainable_widths=False, **kwargs):
         super().__init__(**kwargs)
-        self.config = _crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
+        self.config = {**_crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations),
+                       "trainable_widths": _crfrnn.check_trainable_widths(trainable_widths)}
         self._kernels = _crfrnn.kernel_parameters(self.config)
         eye = np.eye(self.config["num_classes"])
         initial = {"spatial_ker_weights": _crfrnn.SPATIAL_WEIGHT * eye,
@@ -26,6 +28,19 @@ class CrfRnn(keras.layers.Layer):
         for name in _crfrnn.WEIGHT_NAMES:
             setattr(self, name, self.add_weight(name=name, shape=eye.shape,
                                                 initializer=keras.initializers.Constant(initial[name])))
+        if self.config["trainable_widths"]:
+            for name, value in zip(_crfrnn.WIDTH_NAMES, _crfrnn.initial_log_widths(self.config), strict=True):
+                setattr(self, name, self.add_weight(name=name, shape=(),
+                                                    initializer=keras.initializers.Constant(value)))
+
+    @property
+    def thetas(self):
+        log_widths = self._log_widths()
+        return _crfrnn.thetas_in_use(self.config, None if log_widths is None else
+                                     [float(w.numpy()) for w in log_widths])
+
+    def _log_widths(self):
+        return [getattr(self, name) for name in _crfrnn.WIDTH_NAMES] if self.config["trainable_widths"] else None
 
     def call(self, logits, image):
         logits, image = tf.convert_to_tensor(logits), tf.convert_to_tensor(image)
@@ -46,7 +61,8 @@ class CrfRnn(keras.layers.Layer):
     def _one_image(self, logits, image, ops):
         weights = [tf.cast(w, logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,
                                                       self.compatibility_matrix)]
-        q = _crfrnn.refine(ops, tf.reshape(logits, [-1, self.config["num_classes"]]), image, self._kernels, weights)
+        q = _crfrnn.refine(ops, tf.reshape(logits, [-1, self.config["num_classes"]]), image, self._kernels, weights,
+                           self._log_widths())
         return tf.reshape(q, tf.shape(logits))
 
     def compute_output_shape(self, logits_shape, image_shape):

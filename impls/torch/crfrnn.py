@@ -13,15 +13,29 @@ __all__ = ["CrfRnn"]
 
 @same_doc_as(_crfrnn.CrfRnnDoc)
 class CrfRnn(torch.nn.Module):
-    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5, **kwargs):
+    def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5,
+                 trainable_widths=False, **kwargs):
         super().__init__()
         self.name = _checks.torch_layer_name(kwargs, op="CrfRnn")
-        self.config = _crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
+        self.config = {**_crfrnn.check_config(num_classes, theta_alpha, theta_beta, theta_gamma, iterations),
+                       "trainable_widths": _crfrnn.check_trainable_widths(trainable_widths)}
         self._kernels = _crfrnn.kernel_parameters(self.config)
         eye = torch.eye(self.config["num_classes"])
         self.spatial_ker_weights = torch.nn.Parameter(_crfrnn.SPATIAL_WEIGHT * eye)
         self.bilateral_ker_weights = torch.nn.Parameter(_crfrnn.BILATERAL_WEIGHT * eye)
         self.compatibility_matrix = torch.nn.Parameter(-eye)
+        if self.config["trainable_widths"]:
+            for name, value in zip(_crfrnn.WIDTH_NAMES, _crfrnn.initial_log_widths(self.config), strict=True):
+                setattr(self, name, torch.nn.Parameter(torch.tensor(value, dtype=eye.dtype)))
+
+    @property
+    def thetas(self):
+        log_widths = self._log_widths()
+        return _crfrnn.thetas_in_use(self.config, None if log_widths is None else
+                                     [w.item() for w in log_widths])
+
+    def _log_widths(self):
+        return [getattr(self, name) for name in _crfrnn.WIDTH_NAMES] if self.config["trainable_widths"] else None
 
     def extra_repr(self):
         return ", ".join(f"{key}={value}" for key, value in self.config.items())
@@ -35,7 +49,7 @@ class CrfRnn(torch.nn.Module):
         weights = [w.to(logits.dtype) for w in (self.spatial_ker_weights, self.bilateral_ker_weights,
                                                 self.compatibility_matrix)]
         q = _crfrnn.refine(self._ops(logits), logits.permute(1, 2, 0).reshape(-1, classes), image, self._kernels,
-                           weights)
+                           weights, self._log_widths())
         return q.reshape(height, width, classes).permute(2, 0, 1)
 
     @staticmethod
