@@ -77,7 +77,7 @@ def width_gradient(ops: Ops, lattice, values, upstream, filtered, transposed, ce
     columns = ops.reshape(centred[:, :, None] * values[:, None, :], (-1, dim * channels))
     spread = ops.reshape(lattice.filter(columns, reverse=reverse), (-1, dim, channels))
     own = ops.reduce_sum(upstream * filtered, 1) + ops.reduce_sum(values * transposed, 1)  # (P,)
-    cross = ops.reduce_sum(upstream[:, None, :] * spread, 2)  # (P, d)
+    cross = ops.row_matvec(spread, upstream)  # (P, d): one small product per row, not a (P, d, C) temporary
     return ops.reduce_sum(centred * centred * own[:, None] - 2.0 * centred * cross, 0) / widths
 
 

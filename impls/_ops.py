@@ -35,6 +35,7 @@ class Ops:
     # differentiable in the values and in the widths the features were divided by
     # (impls._lattice.width_gradient); None where the backend has no autograd (NumPy).
     width_filter: Callable[[Any, Any, Any, Any, bool], Any] | None
+    row_matvec: Callable[[Any, Any], Any]  # (a (P, d, C), b (P, C)) -> (P, d): a[p] @ b[p] for every row p
 
     # Boxes (impls._boxmath).
     stack_columns: Callable[[list], Any]  # [(K,), ...] -> (K, n)

@@ -63,6 +63,7 @@ OPS = Ops(
     pixel_positions=_pixel_positions,
     pixel_colours=lambda image, dtype: image.reshape(-1, image.shape[-1]).astype(dtype),
     width_filter=None,  # NumPy has no autograd: width gradients are torch's and TF's
+    row_matvec=lambda a, b: np.einsum("pkc,pc->pk", a, b),
     stack_columns=lambda columns: np.stack(columns, axis=1),
     exp=np.exp,
     log=np.log,

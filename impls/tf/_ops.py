@@ -77,6 +77,7 @@ OPS = Ops(
     pixel_positions=_pixel_positions,
     pixel_colours=lambda image, dtype: tf.cast(tf.reshape(image, [-1, 3]), dtype),
     width_filter=_width_filter,
+    row_matvec=tf.linalg.matvec,
     stack_columns=lambda columns: tf.stack(columns, axis=1),
     exp=tf.exp,
     log=tf.math.log,

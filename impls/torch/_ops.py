@@ -76,6 +76,7 @@ OPS = Ops(
     pixel_colours=lambda image, dtype: image.permute(1, 2, 0).reshape(-1, image.shape[0]).to(dtype),
     width_filter=lambda lattice, values, centred, widths, reverse: _WidthFilter.apply(values, widths, lattice,
                                                                                       centred, reverse),
+    row_matvec=lambda a, b: torch.bmm(a, b[:, :, None])[:, :, 0],
     stack_columns=lambda columns: torch.stack(columns, dim=1),
     exp=torch.exp,
     log=torch.log,
