@@ -7,8 +7,8 @@ each case; native against pydensecrf on every core and per core (native on one t
 native's time per pixel-label across sizes (linear scaling); native on every core and on one
 beside pydensecrf with busy processes on the same cores (a table and a plot of time against
 load); Mask R-CNN's detect() per implementation against matterport's, with its per-stage
-breakdown (a table and stacked bars); which backends were absent and
-why, and which cases were skipped and why; one
+breakdown (a table and stacked bars); the cost of the dense CRF's width gradients against
+its forward pass; which backends were absent and why, and which cases were skipped and why; one
 table per benchmark group (median and interquartile range per backend, speedups against the
 NumPy oracle and pydensecrf); a log-log plot of dense-CRF time against pixels per
 backend; a bar chart of speedups against pydensecrf; and one image with its unary argmax and
@@ -39,6 +39,7 @@ FIGURE_MASKRCNN = "maskrcnn_detect_stages.png"
 # The native engine's promises on a shared machine (issue: more threads never slower, no collapse).
 MAX_THREADS_RATIO = 1.1
 MIN_LOADED_SPEEDUP = 3.0
+WIDTH_GRADIENT_OP = "crf_width_gradient"
 
 
 def load(path: str | pathlib.Path) -> dict:
@@ -108,7 +109,9 @@ def _absent_and_skipped(results):
 
 
 def _tables(groups):
-    groups = {group: rows for group, rows in groups.items() if not any(r.get("op") == "load" for r in rows)}
+    # These ops have their own sections, with the columns that tell their rows apart.
+    groups = {group: rows for group, rows in groups.items()
+              if not any(r.get("op") in ("load", WIDTH_GRADIENT_OP) for r in rows)}
     lines = ["", "Times are per call, in milliseconds: median and interquartile range (IQR) over the rounds. "
              "A speedup is the baseline's median over the row's median, both from this run; n/a where the "
              "baseline did not run in that case."]
@@ -256,11 +259,38 @@ def _maskrcnn(groups):
     return lines
 
 
+def width_gradient_rows(groups: dict[str, list[dict]]) -> list[dict]:
+    """The rows of bench/test_bench_crf_widths.py, each with "ratio": its median over the forward's
+    of the same case and run (None where the forward did not run)."""
+    rows = [row for rows in groups.values() for row in rows if row.get("op") == WIDTH_GRADIENT_OP]
+    forward_ms = {row["case"]: row["median_ms"] for row in rows if row["variant"] == "forward"}
+    return [{**row, "ratio": row["median_ms"] / forward_ms[row["case"]] if row["case"] in forward_ms else None}
+            for row in rows]
+
+
+def _width_gradients(groups):
+    """What learning the kernel widths costs: forward + backward with and without them, against the forward."""
+    rows = width_gradient_rows(groups)
+    if not rows:
+        return []
+    lines = ["", "## Dense CRF width gradients: cost relative to the forward pass", "",
+             "torch's dense_crf in float32. forward: the native mean field with number widths; backward-values: "
+             "forward + backward of a scalar loss, the unary requiring grad (the native lattice under autograd); "
+             "backward-widths: the same with the three widths as tensors requiring grad. The ratio is the row's "
+             "median over the forward's, both from this run.", "",
+             "| case | variant | implementation | median (ms) | IQR (ms) | rounds | ratio to forward |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        lines.append(f"| {row['case']} | {row['variant']} | {_variant(row)} | {row['median_ms']:.1f} | "
+                     f"{row['iqr_ms']:.1f} | {row['rounds']} | {_ratio(row['ratio'])} |")
+    return lines
+
+
 def render(results: dict, figures: Sequence[str] = ()) -> str:
     """The Markdown report; `figures` are the file names of figures already written next to it."""
     groups = rows_by_group(results)
     lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + _load(groups) + \
-        _sweep(groups) + _maskrcnn(groups) + _absent_and_skipped(results)
+        _sweep(groups) + _maskrcnn(groups) + _width_gradients(groups) + _absent_and_skipped(results)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name.removesuffix('.png')}]({name})" for name in figures]
     return "\n".join(lines + _tables(groups)) + "\n"

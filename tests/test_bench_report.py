@@ -191,3 +191,44 @@ def test_feature_report_compares_maskrcnn_with_matterport_stage_by_stage(tmp_pat
 
 def test_feature_no_maskrcnn_section_without_its_cases():
     assert "Mask R-CNN detect()" not in report.render(json.loads(SMALL.read_text()))
+
+
+def _width_gradient_results(variants=(("forward", "native", 0.2), ("backward-values", "native", 0.6),
+                                      ("backward-widths", "native", 1.6), ("backward-widths", "torch", 12.0))):
+    results = json.loads(SMALL.read_text())
+    case = "astronaut-500x375-21labels-5it"
+    for variant, backend, median in variants:
+        results["benchmarks"].append({
+            "name": f"test_crf_width_gradient_cost[{variant}-{backend}-cpu]", "group": f"crf_width_gradient {case}",
+            "stats": {"median": median, "iqr": 0.01, "rounds": 3},
+            "extra_info": {"op": "crf_width_gradient", "case": case, "variant": variant, "backend": backend,
+                           "device": "cpu", "pixels": 187500, "labels": 21, "iterations": 5}})
+    return results
+
+
+def _width_gradient_section(results):
+    markdown = report.render(results)
+    return markdown.split("## Dense CRF width gradients: cost relative to the forward pass\n", 1)[1].split("\n## ")[0]
+
+
+def test_feature_report_sets_width_gradient_costs_against_the_forward():
+    section = _width_gradient_section(_width_gradient_results())
+    rows = [line for line in section.splitlines() if line.startswith("| astronaut")]
+    assert rows == ["| astronaut-500x375-21labels-5it | forward | native-cpu | 200.0 | 10.0 | 3 | 1.00x |",
+                    "| astronaut-500x375-21labels-5it | backward-values | native-cpu | 600.0 | 10.0 | 3 | 3.00x |",
+                    "| astronaut-500x375-21labels-5it | backward-widths | native-cpu | 1600.0 | 10.0 | 3 | 8.00x |",
+                    "| astronaut-500x375-21labels-5it | backward-widths | torch-cpu | 12000.0 | 10.0 | 3 | 60.00x |"]
+
+
+def test_feature_width_gradient_rows_stay_out_of_the_backend_tables():
+    """Their rows share a backend and differ by variant, which only their own section shows."""
+    assert "## crf_width_gradient" not in report.render(_width_gradient_results())
+
+
+def test_feature_width_gradient_ratio_is_na_without_the_forward():
+    section = _width_gradient_section(_width_gradient_results(variants=(("backward-widths", "native", 1.6),)))
+    assert "| backward-widths | native-cpu | 1600.0 | 10.0 | 3 | n/a |" in section
+
+
+def test_feature_no_width_gradient_section_without_its_cases():
+    assert "Dense CRF width gradients" not in report.render(json.loads(SMALL.read_text()))
