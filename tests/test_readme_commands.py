@@ -119,6 +119,7 @@ RUN = {
     "python -m impls.examples.color_splash --output splash.png": "test_feature_readme_example_commands_run",
     "python -m impls.examples.sweep_synthetic OUT": "test_feature_readme_sweep_synthetic_example_runs",
     "python -m impls.examples.crfrnn_synthetic --framework torch": "test_feature_readme_crfrnn_example_trains",
+    "python -m impls.examples.learn_crf_widths": "test_feature_readme_learn_crf_widths_matches_the_grid",
     "python -m impls.examples.crfrnn_demo image.jpg --weights crfrnn_keras_model.h5 --framework torch "
     "--output labels.png": "test_feature_readme_crfrnn_demo_segments_a_photo",
     "python -m impls.examples.maskrcnn_splash image.jpg --weights mask_rcnn_coco.h5 --num-classes 81 "
@@ -145,6 +146,14 @@ PYTHON_BLOCKS = {
               "fcn_logits = torch.randn(2, 21, 24, 32)\n"
               "images = torch.randint(0, 256, (2, 3, 24, 32), dtype=torch.uint8)\n",
         check="assert tuple(refined.shape) == (2, 21, 24, 32)", needs=("torch",)),
+    "import torch, impls.torch": Block(
+        given="import torch\n"
+              "generator = torch.Generator().manual_seed(0)\n"
+              "unary = -torch.log(torch.rand(1, 3, 24, 32, generator=generator).softmax(1))\n"
+              "image = torch.randint(0, 256, (1, 3, 24, 32), dtype=torch.uint8, generator=generator)\n"
+              "labels = torch.randint(0, 3, (1, 24, 32), generator=generator)\n",
+        check="assert all(bool(t.grad.isfinite() and t.grad != 0) for t in (theta_alpha, theta_beta))",
+        needs=("torch",)),
     "import impls.tf, impls.torch": Block(
         given="import numpy as np, torch\n"
               "images = np.random.default_rng(0).uniform(0, 255, (1, 45, 51, 3)).astype(np.float32)\n"
@@ -348,6 +357,17 @@ def test_feature_readme_crfrnn_example_trains(framework, tmp_path):
     result = run_shell(snippet.text.replace("--framework torch", f"--framework {framework}"), tmp_path, timeout=600)
     gain = float(re.search(r"\(gain ([-+0-9.]+)\)", result.stdout).group(1))
     assert gain >= MIN_CRFRNN_GAIN, f"{result.stdout.strip()}; required gain at least {MIN_CRFRNN_GAIN}"
+
+
+@pytest.mark.slow
+def test_feature_readme_learn_crf_widths_matches_the_grid(tmp_path):
+    """The README's command as written (300 steps, a 5 x 5 grid): the learned widths' held-out
+    mean IoU is within 0.01 of the grid's best (the command exits 1 otherwise) and it plots."""
+    _require("torch", "dask", "distributed", "matplotlib")
+    (snippet,) = snippets_run_by("test_feature_readme_learn_crf_widths_matches_the_grid")
+    result = run_shell(snippet.text, tmp_path, timeout=900)
+    assert re.search(r"learned - grid best: [-+0-9.]+: PASS", result.stdout), result.stdout
+    assert (tmp_path / "learn_crf_widths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
