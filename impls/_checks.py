@@ -27,6 +27,19 @@ def positive_int(value, *, op: str, name: str) -> int:
     return int(value)
 
 
+def positive_int_option(text: str) -> int:
+    """An argparse `type` for a command-line option that takes a positive integer."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def one_of(value, choices, *, op: str, name: str):
     if value not in choices:
         raise ValueError(f"{op}: argument '{name}' must be one of {choices}, got {value!r}")

@@ -641,16 +641,6 @@ def draw_heatmap(result: SweepResult, axes: tuple[str, str], path: pathlib.Path)
 USAGE = "%(prog)s ROOT --split SPLIT --scores SCORES --grid ARG=V1,V2 [ARG=V1,V2 ...] --out OUT [options]"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _grid_help() -> str:
     return "dense_crf arguments a grid can name (and their defaults):\n" + "\n".join(
         f"  {name} (default {default})" for name, default in crf_defaults().items())
@@ -666,14 +656,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", required=True, nargs="+", metavar="ARG=V1,V2",
                         help="dense_crf arguments to sweep (listed below)")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output folder (resumable store, tables)")
-    parser.add_argument("--workers", type=_positive_int, help="LocalCluster worker processes (default: one per core)")
+    parser.add_argument("--workers", type=_checks.positive_int_option,
+                        help="LocalCluster worker processes (default: one per core)")
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     parser.add_argument("--logits", action="store_true", help="scores are logits (default: softmax probabilities)")
     parser.add_argument("--scores-layout", choices=SCORE_LAYOUTS, default="HWC")
-    parser.add_argument("--num-classes", type=_positive_int,
+    parser.add_argument("--num-classes", type=_checks.positive_int_option,
                         help="checked against every score file (default: the first readable one's)")
-    parser.add_argument("--chunk-size", type=_positive_int, default=4, help="images per task (default 4)")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--chunk-size", type=_checks.positive_int_option, default=4, help="images per task (default 4)")
+    parser.add_argument("--threads", type=_checks.positive_int_option, metavar="N",
                         help="native engine threads per task (default: the host's cores divided by the Dask "
                              "threads on it); results do not depend on it, results.csv records it")
     parser.add_argument("--engine", choices=("auto", "native", "framework"), default="auto",

@@ -132,3 +132,19 @@ def detection_inputs(seed: int = 0, *, images: int = 2, anchors: int = 400, rois
         "class_deltas": rng.normal(scale=1.0, size=(images, rois, classes, 4)),
     }
     return {name: array.astype(np.float32) for name, array in arrays.items()}
+
+
+def module_env() -> dict[str, str]:
+    """The environment for `python -m impls.<module>` run from another folder with the impls the
+    tests import: the checkout on PYTHONPATH, unless it is the installed package (under tox)."""
+    import os
+    import pathlib
+    import site
+
+    import impls
+
+    root = str(pathlib.Path(impls.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    if root not in site.getsitepackages():
+        env["PYTHONPATH"] = root
+    return env

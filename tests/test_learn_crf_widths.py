@@ -1,10 +1,7 @@
 """The widths-learning example: `python -m impls.examples.learn_crf_widths` as a user runs it,
 from another folder, on a reduced setting; its trajectory, summary, exit status and plot."""
 
-import os
-import pathlib
 import re
-import site
 import subprocess
 import sys
 
@@ -12,6 +9,7 @@ import numpy as np
 import pytest
 
 from impls.examples import learn_crf_widths
+from tests.inputs import module_env
 
 torch = pytest.importorskip("torch")
 
@@ -29,19 +27,9 @@ SUMMARY = re.compile(rf"^start: +{SETTING}\n"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _module_env():
-    import impls
-
-    root = str(pathlib.Path(impls.__file__).resolve().parents[1])
-    env = dict(os.environ)
-    if root not in site.getsitepackages():
-        env["PYTHONPATH"] = root
-    return env
-
-
 def _run(argv, cwd):
     return subprocess.run([sys.executable, "-m", "impls.examples.learn_crf_widths", *argv], cwd=cwd,
-                          env=_module_env(), capture_output=True, text=True, timeout=300)
+                          env=module_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow

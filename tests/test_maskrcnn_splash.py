@@ -4,9 +4,6 @@ seeded weights in matterport's layout (tests.matterport_h5, layout A: ResNet-50,
 refusals: no weights, a file that does not match the network, a bad image size, a 16-bit image;
 and the command run as `python -m` in a subprocess."""
 
-import os
-import pathlib
-import site
 import subprocess
 import sys
 
@@ -15,6 +12,7 @@ import pytest
 from PIL import Image
 
 from impls.examples import maskrcnn_splash
+from tests.inputs import module_env
 
 # Layout A's configuration (reference/matterport_layout_A.json) as the command's options.
 OPTIONS_A = ["--backbone", "resnet50", "--num-classes", "3", "--image-size", "256"]
@@ -166,19 +164,9 @@ def test_feature_image_modes_become_rgb(tmp_path):
 # The command as a user runs it: `python -m impls.examples.maskrcnn_splash` from another folder,
 # with the impls the tests import (the checkout, or the installed package under tox).
 
-def _module_env():
-    import impls
-
-    root = str(pathlib.Path(impls.__file__).resolve().parents[1])
-    env = dict(os.environ)
-    if root not in site.getsitepackages():
-        env["PYTHONPATH"] = root
-    return env
-
-
 def _run(argv, cwd):
     return subprocess.run([sys.executable, "-m", "impls.examples.maskrcnn_splash", *argv], cwd=cwd,
-                          env=_module_env(), capture_output=True, text=True, timeout=300)
+                          env=module_env(), capture_output=True, text=True, timeout=300)
 
 
 def test_exception_command_without_weights_exits_2(tmp_path):

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from impls._checks import positive_int_option
 from impls.examples.sweep_synthetic import CLASSES, write_voc_dataset
 
 TOLERANCE = 0.01  # the learned setting may fall this far below the grid's best held-out mean IoU
@@ -189,28 +190,18 @@ def draw(records: list[Record], grid_best: dict, path: pathlib.Path) -> pathlib.
     return path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m impls.examples.learn_crf_widths",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=_positive_int, default=300, help="Adam steps (default 300)")
-    parser.add_argument("--images", type=_positive_int, default=24, help="scenes in all (default 24)")
-    parser.add_argument("--held-out", type=_positive_int, default=12, help="of them held out (default 12)")
-    parser.add_argument("--size", type=_positive_int, default=64, help="scene height and width (default 64)")
-    parser.add_argument("--batch", type=_positive_int, default=4, help="training images per step (default 4)")
+    parser.add_argument("--steps", type=positive_int_option, default=300, help="Adam steps (default 300)")
+    parser.add_argument("--images", type=positive_int_option, default=24, help="scenes in all (default 24)")
+    parser.add_argument("--held-out", type=positive_int_option, default=12, help="of them held out (default 12)")
+    parser.add_argument("--size", type=positive_int_option, default=64, help="scene height and width (default 64)")
+    parser.add_argument("--batch", type=positive_int_option, default=4, help="training images per step (default 4)")
     parser.add_argument("--learning-rate", type=float, default=0.05, help="Adam's, on the log-widths (default 0.05)")
-    parser.add_argument("--every", type=_positive_int, default=10, help="steps between records (default 10)")
-    parser.add_argument("--grid", type=_positive_int, default=5, help="grid values per width (default 5)")
-    parser.add_argument("--workers", type=_positive_int,
+    parser.add_argument("--every", type=positive_int_option, default=10, help="steps between records (default 10)")
+    parser.add_argument("--grid", type=positive_int_option, default=5, help="grid values per width (default 5)")
+    parser.add_argument("--workers", type=positive_int_option,
                         help="the sweep's LocalCluster processes (default: one per core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=pathlib.Path, default=pathlib.Path("learn_crf_widths.png"))
