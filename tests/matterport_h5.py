@@ -216,3 +216,25 @@ def golden_masks(golden, p) -> np.ndarray:
         masks[y1:y2, x1:x2, i] = bits[offsets[i]:offsets[i + 1]].reshape(y2 - y1, x2 - x1)
     np.testing.assert_array_equal(masks.sum((0, 1)), golden[p + "masks.area"])
     return masks
+
+
+def golden_layout(key: str) -> tuple[pathlib.Path, dict]:
+    """(the goldens' npz, the layout of configuration `key`), or a pytest skip where the oracle
+    has not generated them."""
+    import pytest
+
+    path, layout = GOLDENS / f"matterport_{key}.npz", GOLDENS / f"matterport_layout_{key}.json"
+    if not path.exists() or not layout.exists():
+        pytest.skip(f"{path} not generated (reference/matterport_oracle.py)")
+    return path, json.loads(layout.read_text())
+
+
+def load_seeded_weights(model, layout) -> None:
+    """The seeded weights of `layout` (written to a scratch file) loaded strictly into `model`."""
+    import tempfile
+
+    from impls import port
+
+    with tempfile.TemporaryDirectory() as scratch:
+        report = port.load_keras2_h5(model, write_matterport_h5(pathlib.Path(scratch) / "seeded.h5", layout))
+    assert report.complete, report.summary()

@@ -5,9 +5,7 @@ stage shapes, batching and detect(). Parity with matterport itself is in the gol
 
 import functools
 import math
-import pathlib
 import random
-import tempfile
 
 import numpy as np
 import pytest
@@ -21,12 +19,13 @@ torch = pytest.importorskip("torch")
 from impls.torch.maskrcnn import MaskRCNN, _pad_same  # noqa: E402
 from tests.keras2_h5 import write_keras2_h5  # noqa: E402
 from tests.matterport_h5 import (  # noqa: E402
-    GOLDENS,
     assert_detect_equals_matterports,
     assert_only_edge_rows_differ,
     digest,
     golden_cases,
+    golden_layout,
     golden_masks,
+    load_seeded_weights,
     match_rows,
 )  # noqa: E402
 
@@ -454,28 +453,19 @@ def test_feature_cuda_agrees_with_cpu(small, request):
 # (relative 1e-4 of each map's largest value).
 
 @functools.lru_cache(maxsize=1)
-def _golden_model(key, directory):
-    import json
-
-    from tests.matterport_h5 import write_matterport_h5
-
-    layout = json.loads((directory / f"matterport_layout_{key}.json").read_text())
+def _golden_model(key):
+    path, layout = golden_layout(key)
     config = mr.Config(**{k: v for k, v in layout["config"].items() if k not in mr.Config.COMPUTED})
     model = MaskRCNN(config)
-    with tempfile.TemporaryDirectory() as scratch:
-        report = port.load_keras2_h5(model, write_matterport_h5(pathlib.Path(scratch) / "seeded.h5", layout))
-    assert report.complete
-    return config, model
+    load_seeded_weights(model, layout)
+    return path, config, model
 
 
 @pytest.mark.parametrize("key, photo", golden_cases())
 def test_feature_agrees_with_matterports_goldens(key, photo):
-    path = GOLDENS / f"matterport_{key}.npz"
-    if not path.exists() or not (GOLDENS / f"matterport_layout_{key}.json").exists():
-        pytest.skip(f"{path} not generated (reference/matterport_oracle.py)")
     from skimage import data
 
-    config, model = _golden_model(key, GOLDENS)
+    path, config, model = _golden_model(key)
     golden = dict(np.load(path))
     p = f"{photo}."
     image = getattr(data, photo)()

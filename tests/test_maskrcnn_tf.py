@@ -3,9 +3,6 @@ shapes (so its Keras 2 .h5 files load by name), per-stage shapes, detect's resul
 with the torch twin on the same seeded matterport-layout weights, stage by stage."""
 
 import functools
-import json
-import pathlib
-import tempfile
 
 import numpy as np
 import pytest
@@ -17,12 +14,13 @@ tf = pytest.importorskip("tensorflow")
 from impls.tf.maskrcnn import MaskRCNN  # noqa: E402
 from tests.keras2_h5 import write_keras2_h5  # noqa: E402
 from tests.matterport_h5 import (  # noqa: E402
-    GOLDENS,
     assert_detect_equals_matterports,
     assert_only_edge_rows_differ,
     digest,
     golden_cases,
+    golden_layout,
     golden_masks,
+    load_seeded_weights,
     match_rows,
     matterport_weights,
 )
@@ -256,26 +254,18 @@ def test_feature_agrees_with_the_torch_twin_stage_by_stage(seeded, small_h5):
 # instances as sets of rows (near-tied RPN scores may swap places in NMS).
 
 @functools.lru_cache(maxsize=1)
-def _golden_model(key, directory):
-    from tests.matterport_h5 import write_matterport_h5
-
-    layout = json.loads((directory / f"matterport_layout_{key}.json").read_text())
+def _golden_model(key):
+    path, layout = golden_layout(key)
     config = _maskrcnn.Config(**{k: v for k, v in layout["config"].items() if k not in _maskrcnn.Config.COMPUTED})
-    size = config.IMAGE_SHAPE[0]
-    model = _built(config, size)
-    with tempfile.TemporaryDirectory() as scratch:
-        report = port.load_keras2_h5(model, write_matterport_h5(pathlib.Path(scratch) / "seeded.h5", layout))
-    assert report.complete
-    return config, model
+    model = _built(config, config.IMAGE_SHAPE[0])
+    load_seeded_weights(model, layout)
+    return path, config, model
 
 
 @pytest.mark.parametrize("key, photo", golden_cases())
 def test_feature_agrees_with_matterports_goldens(key, photo):
-    path = GOLDENS / f"matterport_{key}.npz"
-    if not path.exists() or not (GOLDENS / f"matterport_layout_{key}.json").exists():
-        pytest.skip(f"{path} not generated (reference/matterport_oracle.py)")
     data = pytest.importorskip("skimage.data")
-    config, model = _golden_model(key, GOLDENS)
+    path, config, model = _golden_model(key)
     golden = dict(np.load(path))
     p = f"{photo}."
     image = getattr(data, photo)()
