@@ -238,3 +238,27 @@ def load_seeded_weights(model, layout) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         report = port.load_keras2_h5(model, write_matterport_h5(pathlib.Path(scratch) / "seeded.h5", layout))
     assert report.complete, report.summary()
+
+
+def assert_feature_maps_match_goldens(maps, golden, p, config) -> None:
+    """C2..C5 and P2..P6 ((1, H, W, C) NumPy, sampled and per-channel sums) within 1e-4 of each
+    map's largest value, and rpn_class / rpn_bbox (sampled, and the 200 top anchors) of golden
+    case prefix `p`."""
+    from impls import _maskrcnn
+
+    for layer in [*_maskrcnn.stage_output_names(config.BACKBONE), "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]:
+        x = maps[layer]
+        s, c = golden[layer + ".step"]
+        ref = golden[p + layer]
+        np.testing.assert_allclose(x[0, ::s, ::s, ::c], ref, rtol=0, atol=1e-4 * np.abs(ref).max(), err_msg=layer)
+        sums = golden[p + layer + ".sum"]
+        np.testing.assert_allclose(x[0].astype(np.float64).sum((0, 1)), sums, rtol=0, atol=1e-4 * np.abs(sums).max(),
+                                   err_msg=layer + ".sum")
+    step = int(golden["rpn.step"][0])
+    for name in ("rpn_class", "rpn_bbox"):
+        ref = golden[p + name + ".sub"]
+        np.testing.assert_allclose(maps[name][:, ::step], ref, rtol=0, atol=1e-4 * np.abs(ref).max(), err_msg=name)
+    top = golden[p + "rpn_top.index"]
+    np.testing.assert_allclose(maps["rpn_class"][0, top], golden[p + "rpn_top.class"], atol=1e-5)
+    np.testing.assert_allclose(maps["rpn_bbox"][0, top], golden[p + "rpn_top.bbox"], rtol=0,
+                               atol=1e-4 * np.abs(golden[p + "rpn_top.bbox"]).max())

@@ -20,6 +20,7 @@ from impls.torch.maskrcnn import MaskRCNN, _pad_same  # noqa: E402
 from tests.keras2_h5 import write_keras2_h5  # noqa: E402
 from tests.matterport_h5 import (  # noqa: E402
     assert_detect_equals_matterports,
+    assert_feature_maps_match_goldens,
     assert_only_edge_rows_differ,
     digest,
     golden_cases,
@@ -477,23 +478,9 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     assert (digest(mr.anchors(config, molded.shape[1:])) == golden[p + "anchors_digest"]).all()
 
     maps = model.stage_outputs(torch.from_numpy(molded).permute(0, 3, 1, 2), metas)
-    for layer in [*mr.stage_output_names(config.BACKBONE), "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]:
-        x = maps[layer].permute(0, 2, 3, 1).numpy()
-        s, c = golden[layer + ".step"]
-        ref = golden[p + layer]
-        np.testing.assert_allclose(x[0, ::s, ::s, ::c], ref, rtol=0, atol=1e-4 * np.abs(ref).max(), err_msg=layer)
-        sums = golden[p + layer + ".sum"]
-        np.testing.assert_allclose(x[0].astype(np.float64).sum((0, 1)), sums, rtol=0, atol=1e-4 * np.abs(sums).max(),
-                                   err_msg=layer + ".sum")
-    step = int(golden["rpn.step"][0])
-    for name in ("rpn_class", "rpn_bbox"):
-        ref = golden[p + name + ".sub"]
-        np.testing.assert_allclose(maps[name].numpy()[:, ::step], ref, rtol=0, atol=1e-4 * np.abs(ref).max(),
-                                   err_msg=name)
-    top = golden[p + "rpn_top.index"]
-    np.testing.assert_allclose(maps["rpn_class"].numpy()[0, top], golden[p + "rpn_top.class"], atol=1e-5)
-    np.testing.assert_allclose(maps["rpn_bbox"].numpy()[0, top], golden[p + "rpn_top.bbox"], rtol=0,
-                               atol=1e-4 * np.abs(golden[p + "rpn_top.bbox"]).max())
+    nhwc = {name: (value.permute(0, 2, 3, 1) if name.startswith(("res", "fpn_")) else value).numpy()
+            for name, value in maps.items()}
+    assert_feature_maps_match_goldens(nhwc, golden, p, config)
 
     # The proposals as sets (near-tied RPN scores may take each other's place in NMS).
     rois, ref_rois = maps["ROI"].numpy()[0], golden[p + "ROI"][0]

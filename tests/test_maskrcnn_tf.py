@@ -15,6 +15,7 @@ from impls.tf.maskrcnn import MaskRCNN  # noqa: E402
 from tests.keras2_h5 import write_keras2_h5  # noqa: E402
 from tests.matterport_h5 import (  # noqa: E402
     assert_detect_equals_matterports,
+    assert_feature_maps_match_goldens,
     assert_only_edge_rows_differ,
     digest,
     golden_cases,
@@ -274,20 +275,7 @@ def test_feature_agrees_with_matterports_goldens(key, photo):
     assert (digest(molded) == golden[p + "molded_digest"]).all()
 
     maps = {name: value.numpy() for name, value in model.stage_outputs(molded, metas).items()}
-    for layer in [*_maskrcnn.stage_output_names(config.BACKBONE), "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]:
-        x = maps[layer]
-        s, c = golden[layer + ".step"]
-        ref = golden[p + layer]
-        np.testing.assert_allclose(x[0, ::s, ::s, ::c], ref, rtol=0, atol=1e-4 * np.abs(ref).max(), err_msg=layer)
-        sums = golden[p + layer + ".sum"]
-        np.testing.assert_allclose(x[0].astype(np.float64).sum((0, 1)), sums, rtol=0, atol=1e-4 * np.abs(sums).max(),
-                                   err_msg=layer + ".sum")
-    step = int(golden["rpn.step"][0])
-    for name in ("rpn_class", "rpn_bbox"):
-        ref = golden[p + name + ".sub"]
-        np.testing.assert_allclose(maps[name][:, ::step], ref, rtol=0, atol=1e-4 * np.abs(ref).max(), err_msg=name)
-    top = golden[p + "rpn_top.index"]
-    np.testing.assert_allclose(maps["rpn_class"][0, top], golden[p + "rpn_top.class"], atol=1e-5)
+    assert_feature_maps_match_goldens(maps, golden, p, config)
 
     rois, ref_rois = maps["ROI"][0], golden[p + "ROI"][0]
     match = match_rows(rois, ref_rois, 1e-4)
