@@ -9,7 +9,7 @@ import numbers
 
 from impls import _checks
 
-FCN_VARIANTS = ("32s", "16s", "8s")
+FCN_VARIANTS = ("32s", "16s", "8s", "8s-atonce")
 # VGG-16 as FCN's Caffe nets name it: (block, [(layer, output channels)]); a 2x2/2 max pool
 # with ceil rounding ends each block. conv1_1 pads 100, the other 3x3 convolutions 1.
 VGG16 = [(1, [("conv1_1", 64), ("conv1_2", 64)]),
@@ -20,7 +20,11 @@ VGG16 = [(1, [("conv1_1", 64), ("conv1_2", 64)]),
 FIRST_PAD = 100
 # Offsets of Caffe's crop layers in the original nets.
 FCN_CROPS = {"32s": {"score": 19}, "16s": {"score_pool4c": 5, "score": 27},
-             "8s": {"score_pool4c": 5, "score_pool3c": 9, "score": 31}}
+             "8s": {"score_pool4c": 5, "score_pool3c": 9, "score": 31},
+             "8s-atonce": {"score_pool4c": 5, "score_pool3c": 9, "score": 31}}
+# FCN-8s at-once (voc-fcn8s-atonce) scales the pool4 and pool3 skips by these fixed factors
+# (Caffe Scale layers with lr_mult 0) before scoring them, which conditions learning all at once.
+FCN_ATONCE_SCALES = {"scale_pool4": ("pool4", 512, 0.01), "scale_pool3": ("pool3", 256, 0.0001)}
 
 # DeepLab-v2's ResNet-101: (stage, blocks, bottleneck width, output channels, stride, dilation).
 RESNET101 = [(2, 3, 64, 256, 1, 1), (3, 4, 128, 512, 2, 1), (4, 23, 256, 1024, 1, 2), (5, 3, 512, 2048, 1, 4)]
@@ -29,8 +33,8 @@ BATCHNORM_EPSILON = 1e-5  # Caffe's and torch's; Keras' default (1e-3) would cha
 
 
 class FCNDoc:
-    """FCN-32s, FCN-16s or FCN-8s (Long, Shelhamer & Darrell) on VGG-16, as the original Caffe
-    nets define them (voc-fcn32s/16s/8s).
+    """FCN-32s, FCN-16s, FCN-8s or FCN-8s at-once (Long, Shelhamer & Darrell) on VGG-16, as the
+    original Caffe nets define them (voc-fcn32s/16s/8s/8s-atonce of fcn.berkeleyvision.org).
 
     conv1_1 pads the input by 100 so that any input size survives the five 2x2 max pools,
     which round up (Caffe's and torch's ceil mode; TF has none, so the Keras model pads the
@@ -42,12 +46,15 @@ class FCNDoc:
     - 32s: upscore 64/32 (fixed), crop 19;
     - 16s: upscore2 4/2 (learnt) + score_pool4 cropped at 5, upscore16 32/16 (fixed), crop 27;
     - 8s: upscore2 4/2 + score_pool4 cropped at 5, upscore_pool4 4/2 + score_pool3 cropped at 9,
-      upscore8 16/8 (fixed), crop 31.
+      upscore8 16/8 (fixed), crop 31;
+    - 8s-atonce: 8s with the skips scaled before they are scored: score_pool4 reads scale_pool4
+      (pool4 x 0.01 per channel) and score_pool3 reads scale_pool3 (pool3 x 0.0001), Caffe Scale
+      layers held fixed (ChannelScale, trainable=False) as in the authors' net.
 
     The output has the input's height and width for every input size.
 
     Args:
-        variant: "32s", "16s" or "8s".
+        variant: "32s", "16s", "8s" or "8s-atonce".
         num_classes: C (21 for PASCAL VOC).
         **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
             name (kept as `.name`).
@@ -55,7 +62,10 @@ class FCNDoc:
     Call with images in the framework's layout, torch (N, 3, H, W), Keras (N, H, W, 3), float;
     returns (N, C, H, W) or (N, H, W, C) class scores. `feature_maps(x)` returns every named
     layer's output in order (for localising a port that differs). Layer names are the Caffe
-    nets' (conv1_1 ... fc7, score_fr, score_pool4, upscore2, ...), which `impls.port` matches.
+    nets' (conv1_1 ... fc7, score_fr, score_pool4, upscore2, ...), which `impls.port` matches
+    (`load_caffemodel` loads the authors' .caffemodel files by them). The fixed upsamplers'
+    kernels and the at-once scales are weights too, held fixed (torch requires_grad=False, Keras
+    trainable=False); make one trainable to learn it or to load a file whose value differs.
     """
 
 

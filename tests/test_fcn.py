@@ -12,7 +12,7 @@ tf = pytest.importorskip("tensorflow")
 import impls.tf  # noqa: E402
 import impls.torch  # noqa: E402
 
-VARIANTS = ("32s", "16s", "8s")
+VARIANTS = ("32s", "16s", "8s", "8s-atonce")
 PARITY = 1e-4  # relative max error (max |torch - TF| / max |TF|), TF32 and oneDNN off (conftest)
 
 
@@ -40,7 +40,8 @@ def _maps(torch_model, keras_model, images):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_feature_ported_fcn_agrees_layer_by_layer(variant, direction):
     torch_model, keras_model, report = _pair(variant, direction)
-    expected_layers = 16 + {"32s": 1, "16s": 3, "8s": 5}[variant]  # 13 conv + fc6, fc7, score_fr, + head
+    # 13 conv + fc6, fc7, score_fr, + head (at-once: + scale_pool4, scale_pool3)
+    expected_layers = 16 + {"32s": 1, "16s": 3, "8s": 5, "8s-atonce": 7}[variant]
     assert len(report.layers) == expected_layers, str(report)
     images = (np.random.default_rng(1).random((1, 97, 113, 3)) * 255).astype(np.float32)
     torch_maps, keras_maps = _maps(torch_model, keras_model, images)
@@ -86,7 +87,7 @@ def test_cardinality_output_size_equals_input_size_tf(variant):
 
 
 @pytest.mark.parametrize("make, error, match", [
-    (lambda: impls.torch.FCN("4s"), ValueError, r"argument 'variant' must be one of \('32s', '16s', '8s'\), got '4s'"),
+    (lambda: impls.torch.FCN("4s"), ValueError, r"argument 'variant' must be one of \('32s', '16s', '8s', '8s-atonce'\), got '4s'"),
     (lambda: impls.tf.FCN("4s"), ValueError, "argument 'variant' must be one of"),
     (lambda: impls.torch.FCN("8s", 0), ValueError, "'num_classes' must be a positive integer"),
     (lambda: impls.torch.FCN()(torch.zeros(1, 4, 40, 40)), ValueError, r"must have 3 channels \(C in NCHW\), got 4"),
@@ -109,6 +110,26 @@ def test_exception_port_refuses_another_variant_or_class_count():
     np.testing.assert_array_equal(keras_model.named["score_fr"].kernel.numpy(), before)
     with pytest.raises(ValueError, match="call it once on an input"):
         port.torch_to_tf(impls.torch.FCN("8s"), impls.tf.FCN("8s"))
+
+
+def test_feature_atonce_scales_its_skips_by_fixed_factors():
+    """FCN-8s at-once is FCN-8s whose pool4 and pool3 skips are scaled by 0.01 and 0.0001 (fixed
+    Caffe Scale layers) before they are scored: with the same weights its score_pool4 is 0.01 times
+    FCN-8s's minus the bias's share, and the scales are held fixed in both frameworks."""
+    torch.manual_seed(0)
+    atonce, eight = impls.torch.FCN("8s-atonce").eval(), impls.torch.FCN("8s").eval()
+    eight.load_state_dict({k: v for k, v in atonce.state_dict().items() if not k.startswith("scale_")})
+    x = torch.rand(1, 3, 37, 41) * 255
+    with torch.no_grad():
+        ours, theirs = atonce.feature_maps(x), eight.feature_maps(x)
+        bias = atonce.score_pool4.bias[:, None, None]
+    torch.testing.assert_close(ours["scale_pool4"], theirs["pool4"] * 0.01)
+    torch.testing.assert_close(ours["score_pool4"] - bias, (theirs["score_pool4"] - bias) * 0.01, rtol=1e-4, atol=1e-5)
+    assert not atonce.scale_pool4.weight.requires_grad and not atonce.scale_pool3.weight.requires_grad
+    keras_model = impls.tf.FCN("8s-atonce")
+    keras_model(np.zeros((1, 8, 8, 3), np.float32))
+    assert not keras_model.named["scale_pool3"].trainable
+    np.testing.assert_array_equal(keras_model.named["scale_pool3"].scale.numpy(), np.full(256, 1e-4, np.float32))
 
 
 def test_cardinality_tf_ceil_pooling_matches_torch_at_every_size():

@@ -93,7 +93,7 @@ def _images(count=2, seed=0):
 def test_cardinality_layer_names_and_shapes_are_matterports(backbone):
     config = _config(BACKBONE=backbone)
     model = _built(config)
-    layers = port._keras_layers(model)
+    layers = port._layers.keras_layers(model)
     assert list(layers) == _maskrcnn.weighted_layer_names(config)
     expected = {name: dict(weights) for name, _, weights in _maskrcnn.weighted_layers(config)}
     for name, layer in layers.items():

@@ -14,6 +14,8 @@ from impls.tf.upsample import BilinearUpsample
 
 __all__ = ["FCN"]
 
+_EIGHT = ("8s", "8s-atonce")
+
 
 @keras.saving.register_keras_serializable(package="impls")
 @same_doc_as(_models.FCNDoc)
@@ -31,7 +33,10 @@ class FCN(keras.Model):
             self._add(BilinearUpsample(num_classes, 2, trainable=True, padding="valid", name="upscore2"))
         if variant == "16s":
             self._add(BilinearUpsample(num_classes, 16, padding="valid", name="upscore16"))
-        if variant == "8s":
+        if variant == "8s-atonce":
+            for name, (_, channels, value) in _models.FCN_ATONCE_SCALES.items():
+                self._add(ChannelScale(channels, value, name=name))
+        if variant in _EIGHT:
             self._add(keras.layers.Conv2D(num_classes, 1, name="score_pool3"))
             self._add(BilinearUpsample(num_classes, 2, trainable=True, padding="valid", name="upscore_pool4"))
             self._add(BilinearUpsample(num_classes, 8, padding="valid", name="upscore8"))
@@ -55,17 +60,25 @@ class FCN(keras.Model):
             x = maps["upscore"] = layer["upscore"](x)
         else:
             x = maps["upscore2"] = layer["upscore2"](x)
-            maps["score_pool4"] = layer["score_pool4"](maps["pool4"])
+            maps["score_pool4"] = layer["score_pool4"](self._skip(maps, "pool4"))
             x = maps["fuse_pool4"] = x + crop(maps["score_pool4"], crops["score_pool4c"], tf.shape(x))
         if self.variant == "16s":
             x = maps["upscore16"] = layer["upscore16"](x)
-        if self.variant == "8s":
+        if self.variant in _EIGHT:
             x = maps["upscore_pool4"] = layer["upscore_pool4"](x)
-            maps["score_pool3"] = layer["score_pool3"](maps["pool3"])
+            maps["score_pool3"] = layer["score_pool3"](self._skip(maps, "pool3"))
             x = maps["fuse_pool3"] = x + crop(maps["score_pool3"], crops["score_pool3c"], tf.shape(x))
             x = maps["upscore8"] = layer["upscore8"](x)
         maps["score"] = crop(x, crops["score"], tf.shape(images))
         return maps
+
+    def _skip(self, maps, pool):
+        """The pool map a score layer reads: the pool itself, or (8s-atonce) its scaled copy."""
+        if self.variant != "8s-atonce":
+            return maps[pool]
+        name = f"scale_{pool}"
+        maps[name] = self.named[name](maps[pool])
+        return maps[name]
 
     def get_config(self):
         return {**super().get_config(), "variant": self.variant, "num_classes": self.num_classes}
@@ -73,6 +86,26 @@ class FCN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="impls")
+class ChannelScale(keras.layers.Layer):
+    """Caffe's Scale layer with one input and no bias: x times a weight per channel, `scale` (C,),
+    held fixed unless `trainable` (FCN-8s at-once's scale_pool4 and scale_pool3)."""
+
+    def __init__(self, channels: int, value: float, *, trainable: bool = False, **kwargs):
+        super().__init__(trainable=trainable, **kwargs)
+        self.channels, self.value = int(channels), float(value)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(self.channels,),
+                                     initializer=keras.initializers.Constant(self.value))
+
+    def call(self, x):
+        return x * tf.cast(self.scale, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "value": self.value}
 
 
 def add_vgg16(model):

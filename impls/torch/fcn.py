@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -12,6 +13,8 @@ from impls._docs import same_doc_as
 from impls.torch.upsample import BilinearUpsample
 
 __all__ = ["FCN"]
+
+_EIGHT = ("8s", "8s-atonce")
 
 
 @same_doc_as(_models.FCNDoc)
@@ -29,7 +32,10 @@ class FCN(nn.Module):
             self.upscore2 = BilinearUpsample(num_classes, 2, trainable=True, padding="valid")
         if variant == "16s":
             self.upscore16 = BilinearUpsample(num_classes, 16, padding="valid")
-        if variant == "8s":
+        if variant == "8s-atonce":
+            for name, (_, channels, value) in _models.FCN_ATONCE_SCALES.items():
+                self.add_module(name, ChannelScale(channels, value))
+        if variant in _EIGHT:
             self.score_pool3 = nn.Conv2d(256, num_classes, 1)
             self.upscore_pool4 = BilinearUpsample(num_classes, 2, trainable=True, padding="valid")
             self.upscore8 = BilinearUpsample(num_classes, 8, padding="valid")
@@ -49,17 +55,37 @@ class FCN(nn.Module):
             x = maps["upscore"] = self.upscore(x)
         else:
             x = maps["upscore2"] = self.upscore2(x)
-            maps["score_pool4"] = self.score_pool4(maps["pool4"])
+            maps["score_pool4"] = self.score_pool4(self._skip(maps, "pool4"))
             x = maps["fuse_pool4"] = x + _crop(maps["score_pool4"], crops["score_pool4c"], x)
         if self.variant == "16s":
             x = maps["upscore16"] = self.upscore16(x)
-        if self.variant == "8s":
+        if self.variant in _EIGHT:
             x = maps["upscore_pool4"] = self.upscore_pool4(x)
-            maps["score_pool3"] = self.score_pool3(maps["pool3"])
+            maps["score_pool3"] = self.score_pool3(self._skip(maps, "pool3"))
             x = maps["fuse_pool3"] = x + _crop(maps["score_pool3"], crops["score_pool3c"], x)
             x = maps["upscore8"] = self.upscore8(x)
         maps["score"] = _crop(x, crops["score"], images)
         return maps
+
+    def _skip(self, maps, pool):
+        """The pool map a score layer reads: the pool itself, or (8s-atonce) its scaled copy."""
+        if self.variant != "8s-atonce":
+            return maps[pool]
+        name = f"scale_{pool}"
+        maps[name] = getattr(self, name)(maps[pool])
+        return maps[name]
+
+
+class ChannelScale(nn.Module):
+    """Caffe's Scale layer with one input and no bias: x times a weight per channel (C,), held
+    fixed unless `trainable` (FCN-8s at-once's scale_pool4 and scale_pool3)."""
+
+    def __init__(self, channels: int, value: float, *, trainable: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(value)), requires_grad=trainable)
+
+    def forward(self, x):
+        return x * self.weight.to(x.dtype)[:, None, None]
 
 
 def add_vgg16(module):
