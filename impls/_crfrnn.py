@@ -113,17 +113,18 @@ def kernel_parameters(config) -> _meanfield.CrfParameters:
                                   config["theta_beta"], 1.0, config["iterations"], "after")
 
 
-def refine(ops: Ops, logits, image, kernels: _meanfield.CrfParameters, weights, log_widths=None):
+def refine(ops: Ops, logits, image, kernels: _meanfield.CrfParameters, weights, log_widths=None, initial=None):
     """The layer on one image: (P, C) logits, the image in the backend's layout, the layer's
     kernel_parameters and its (spatial, bilateral, compatibility) (C, C) matrices in the logits'
     dtype; the refined (P, C) logits after `kernels.iterations` steps. `log_widths`, the layer's
     (log_theta_alpha, log_theta_beta, log_theta_gamma) scalars, replace the kernels' widths,
-    differentiably; None keeps the kernels' own."""
+    differentiably; None keeps the kernels' own. `initial` (P, C) logits start the first step's
+    softmax instead of `logits` (Caffe's MultiStageMeanfield takes them as a second input)."""
     widths = None if log_widths is None else width_vectors(ops, log_widths, kernels, logits)
     spatial, bilateral = _meanfield.pairwise_terms(
         ops, _meanfield.crf_features(ops, image, kernels, logits.dtype, widths), kernels.normalization)
     spatial_weights, bilateral_weights, compatibility = weights
-    q = logits
+    q = logits if initial is None else initial
     for _ in range(kernels.iterations):
         probabilities = ops.softmax(q)
         message = (ops.matmul_transposed(spatial.filter(probabilities), spatial_weights)

@@ -228,6 +228,11 @@ class CrfRnnNetDoc:
         num_classes: C (21 for PASCAL VOC).
         theta_alpha, theta_beta, theta_gamma: the CRF's kernel widths (CrfRnn's).
         iterations: the CRF's mean-field steps.
+        pool1: "floor" (crfasrnn_keras's "valid" pool1) or "ceil" (the Caffe original's,
+            torrvision/crfasrnn, whose pools all round up: its FCN-8s is voc-fcn8s's). The two
+            differ only where the padded input's side, H + 198, is odd (never at 500x500). Its
+            .caffemodel loads with impls.port.load_caffemodel(net, path, rename={"inference1":
+            "crfrnn"}).
         **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
             name (kept as `.name`).
 
@@ -237,6 +242,9 @@ class CrfRnnNetDoc:
     score4, score-pool3, upsample (cropped), crfrnn), for localising a port that differs.
     Layer names are the Keras 2 original's (`crfasrnn_layers`), which its weight file uses.
     """
+
+
+POOL1_ROUNDING = ("floor", "ceil")
 
 
 def check_crfrnn_net(num_classes, theta_alpha, theta_beta, theta_gamma, iterations) -> dict:
@@ -249,19 +257,22 @@ def check_crfrnn_net(num_classes, theta_alpha, theta_beta, theta_gamma, iteratio
         raise type(error)(str(error).replace("CrfRnn:", "CrfRnnNet:", 1)) from None
 
 
-def crfasrnn_crops(height: int, width: int) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+def crfasrnn_crops(height: int, width: int, pool1: str = "floor") -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
     """{layer: ((top, bottom), (left, right))} of crfasrnn_keras's three crops for an input of
     height x width: the layer's output is cut to the size of the map it is added to (score2,
     score4) or of the input (upsample); the top/left offsets are the original's fixed ones. For
-    500x500 this gives the original's Cropping2D numbers, (5, 5), (9, 9) and (31, 37)."""
-    sides = [_crfasrnn_side_crops(_checks.positive_int(size, op="crfasrnn_crops", name=name))
+    500x500 this gives the original's Cropping2D numbers, (5, 5), (9, 9) and (31, 37). `pool1`
+    "ceil" gives the Caffe original's (its pool1 rounds up)."""
+    _checks.one_of(pool1, POOL1_ROUNDING, op="crfasrnn_crops", name="pool1")
+    sides = [_crfasrnn_side_crops(_checks.positive_int(size, op="crfasrnn_crops", name=name), pool1 == "ceil")
              for name, size in (("height", height), ("width", width))]
     return {layer: (sides[0][layer], sides[1][layer]) for layer in CRFASRNN_CROPS}
 
 
-def _crfasrnn_side_crops(size):
+def _crfasrnn_side_crops(size, pool1_ceil):
     """{layer: (before, after)} along one spatial axis of `size` pixels."""
-    pooled = [(size + 2 * FIRST_PAD - 2) // 2]  # conv1_1 "valid" (-2), pool1 rounding down
+    convolved = size + 2 * FIRST_PAD - 2  # conv1_1 "valid" (-2) after the padding
+    pooled = [-(-convolved // 2) if pool1_ceil else convolved // 2]  # pool1 2x2/2
     for _ in range(4):
         pooled.append(-(-pooled[-1] // 2))  # pool2-pool5, Keras "same": rounding up
     _, _, pool3, pool4, pool5 = pooled

@@ -192,7 +192,9 @@ PRODUCERS = {
 # beside them, such as the layout of Keras 2's weight file) where present.
 EXTERNAL = {"crfasrnn_keras.npz": "reference/crfasrnn_oracle.py",
             "matterport_A.npz": "reference/matterport_oracle.py",
-            "matterport_B.npz": "reference/matterport_oracle.py"}
+            "matterport_B.npz": "reference/matterport_oracle.py",
+            "caffe_fcn.npz": "reference/caffe_oracle.py",
+            "caffe_layers.npz": "reference/caffe_oracle.py"}
 
 
 def save_npz(path: str | pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
@@ -202,6 +204,21 @@ def save_npz(path: str | pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
             archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
+
+
+def register_external(path: pathlib.Path, *, produced_by: str, command: str, versions: dict, exact: bool,
+                      companions=()) -> None:
+    """Records a golden another script wrote (EXTERNAL) in the MANIFEST.json beside it: its arrays,
+    checksum, what made it and how, and the checksums of its companion files."""
+    path = pathlib.Path(path)
+    manifest_path = path.parent / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"command": COMMAND, "files": {}}
+    entry = {**describe(path), "produced_by": produced_by, "command": command, "exact": exact, "versions": versions}
+    if companions:
+        entry["companions"] = {name: hashlib.sha256((path.parent / name).read_bytes()).hexdigest()
+                               for name in companions}
+    manifest["files"][path.name] = entry
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def describe(path: str | pathlib.Path) -> dict:

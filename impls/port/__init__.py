@@ -14,9 +14,11 @@ copied) and takes `exclude=` and `rename=`.
 """
 
 from impls.port._loading import LoadReport
+from impls.port.caffe import load_caffemodel, read_caffemodel
 from impls.port.compare import first_difference, layer_differences
 from impls.port.frameworks import PortReport, tf_to_torch, torch_to_tf
 from impls.port.keras2 import Keras2Report, load_keras2_h5, read_keras2_h5
+from impls.port.prototxt import read_prototxt
 
 __all__ = ["PortReport", "torch_to_tf", "tf_to_torch", "layer_differences", "first_difference", "LoadReport",
-           "Keras2Report", "load_keras2_h5", "read_keras2_h5"]
+           "Keras2Report", "load_keras2_h5", "read_keras2_h5", "load_caffemodel", "read_caffemodel", "read_prototxt"]

@@ -11,6 +11,24 @@ from impls.torch.crf import ops_for
 __all__ = ["CrfRnn"]
 
 
+def mean_field(config, logits, image, weights, *, initial=None):
+    """CRF-as-RNN's steps with fixed widths on a batch: logits (N, C, H, W), image (N, 3, H, W)
+    (any values: the bilateral kernel's features are image / theta_beta), weights the (spatial,
+    bilateral, compatibility) (C, C) matrices, `initial` the logits of the first step's softmax
+    (default: `logits`); config as CrfRnn's (impls._crfrnn.check_config). Caffe's
+    MultiStageMeanfield layer (impls.caffe) runs this."""
+    kernels = _crfrnn.kernel_parameters(config)
+    ops = CrfRnn._ops(logits)
+    _, classes, height, width = logits.shape
+    refined = []
+    for n in range(logits.shape[0]):
+        start = None if initial is None else initial[n].permute(1, 2, 0).reshape(-1, classes)
+        q = _crfrnn.refine(ops, logits[n].permute(1, 2, 0).reshape(-1, classes), image[n], kernels, weights,
+                           initial=start)
+        refined.append(q.reshape(height, width, classes).permute(2, 0, 1))
+    return torch.stack(refined)
+
+
 @same_doc_as(_crfrnn.CrfRnnDoc)
 class CrfRnn(torch.nn.Module):
     def __init__(self, num_classes, theta_alpha=160, theta_beta=3, theta_gamma=3, iterations=5,

@@ -21,10 +21,12 @@ _OP = "CrfRnnNet"
 
 @same_doc_as(_models.CrfRnnNetDoc)
 class CrfRnnNet(nn.Module):
-    def __init__(self, num_classes=21, theta_alpha=160.0, theta_beta=3.0, theta_gamma=3.0, iterations=10, **kwargs):
+    def __init__(self, num_classes=21, theta_alpha=160.0, theta_beta=3.0, theta_gamma=3.0, iterations=10, pool1="floor",
+                 **kwargs):
         super().__init__()
         self.name = _checks.torch_layer_name(kwargs, op=_OP)
         config = _models.check_crfrnn_net(num_classes, theta_alpha, theta_beta, theta_gamma, iterations)
+        self.pool1 = _checks.one_of(pool1, _models.POOL1_ROUNDING, op=_OP, name="pool1")
         self.num_classes = c = config["num_classes"]
         add_vgg16(self)  # conv1_1's pad 100 is the original's ZeroPadding2D before a "valid" conv1_1
         self.add_module("score-fr", nn.Conv2d(4096, c, 1))
@@ -54,10 +56,11 @@ class CrfRnnNet(nn.Module):
         _checks.instance(images, torch.Tensor, op=_OP, name="images", expected="a torch.Tensor")
         _models.check_images(tuple(images.shape), str(images.dtype).removeprefix("torch."), op=_OP, layout="NCHW")
         layer = dict(self.named_children())
-        crops = _models.crfasrnn_crops(*images.shape[2:])
+        crops = _models.crfasrnn_crops(*images.shape[2:], pool1=self.pool1)
         maps = OrderedDict()
-        # pool1 rounds down ("valid"), pool2-pool5 up (Keras' "same" on 2x2/2 is ceil mode).
-        x = vgg16_maps(self, images, maps, pool1_ceil=False)
+        # pool1 rounds down ("valid") or, as the Caffe original, up; pool2-pool5 up (Keras' "same"
+        # on 2x2/2 is ceil mode).
+        x = vgg16_maps(self, images, maps, pool1_ceil=self.pool1 == "ceil")
         x = maps["score-fr"] = layer["score-fr"](x)
         x = maps["score2"] = layer["score2"](x)
         maps["score-pool4"] = layer["score-pool4"](maps["pool4"])
