@@ -19,13 +19,16 @@ What is stored (reference.generate.save_npz, listed in MANIFEST.json):
 caffe_fcn.npz, for each authors' model M in voc-fcn32s, voc-fcn16s, voc-fcn8s, voc-fcn8s-atonce and
 each image I (crops of skimage's astronaut and coffee at odd sizes, FCN's pre-processing: BGR, the
 mean (104.00698793, 116.66876762, 122.67891434) subtracted, NCHW):
-    M.I.score      float32 (1, 21, H, W)   OpenCV's 'score' blob (the net's output)
-    M.I.fc7        float32 (1, 4096, h, w)[:, ::64]  every 64th channel of 'fc7'
-    I.input        float32 (1, 3, H, W)    the input blob
+    M.I.score      float32 (1, 21, H/3, W/3)  OpenCV's 'score' blob (the net's output), [..., ::3, ::3]
+    M.I.score_max  float32 ()       max |score| over every pixel
+    M.I.labels     uint8 (H, W)     its argmax over the classes, every pixel
+    M.I.fc7        float32 (1, 64, h, w)     every 64th channel of 'fc7' (after its ReLU)
+    I.input        float32 (1, 3, H, W)      the input blob
 and for crfasrnn (TVG_CRFRNN_new_deploy.prototxt up to its MultiStageMeanfield, which OpenCV has
 not: the prototxt OpenCV runs ends at the blob 'coarse', its crops given the offsets the CRF-RNN
-fork derives, 5, 9 and 31, and its duplicate layer names made unique):
-    crfasrnn.I.coarse  float32 (1, 21, H, W)
+fork derives, 5, 9 and 31, and its duplicate layer names made unique), the same for 'coarse':
+    crfasrnn.I.coarse, crfasrnn.I.coarse_max, crfasrnn.I.labels
+(subsampled so that the file stays near a megabyte; the labels check every pixel).
 
 caffe_layers.npz: for each net N of tests/caffe_nets.py's zoo, N.<top> of each top OpenCV gives.
 """
@@ -43,8 +46,8 @@ import numpy as np
 
 FOLDER = pathlib.Path(__file__).resolve().parent
 ROOT = FOLDER.parent
-if str(ROOT) not in sys.path:  # the checkout's tests/ and reference/ (not installed)
-    sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # the checkout's tests/ and reference/, behind the installed packages
+    sys.path.append(str(ROOT))
 
 COMMAND = "python reference/caffe_oracle.py --output reference/"
 FCN_MODELS = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce")
@@ -180,15 +183,25 @@ def fcn_goldens(folder: pathlib.Path) -> dict:
         for image in IMAGES:
             # OpenCV names outputs by layer: fc7 after its in-place ReLU is layer relu7's
             out = opencv_forward(text, weights, {"data": arrays[f"{image}.input"]}, ["score", "relu7"])
-            arrays[f"{model}.{image}.score"] = out["score"]
+            arrays.update(_scores(f"{model}.{image}", "score", out["score"]))
             arrays[f"{model}.{image}.fc7"] = np.ascontiguousarray(out["relu7"][:, ::64])
         os.remove(weights)
     weights = write_seeded(folder / "crfasrnn.caffemodel", "crfasrnn")
     for image in IMAGES:
-        arrays[f"crfasrnn.{image}.coarse"] = opencv_forward(crfasrnn_opencv_text(), weights,
-                                                            {"data": arrays[f"{image}.input"]}, ["coarse"])["coarse"]
+        out = opencv_forward(crfasrnn_opencv_text(), weights, {"data": arrays[f"{image}.input"]}, ["coarse"])
+        arrays.update(_scores(f"crfasrnn.{image}", "coarse", out["coarse"]))
     os.remove(weights)
     return arrays
+
+
+SUBSAMPLE = 3
+
+
+def _scores(prefix, name, scores):
+    """A score map as stored: every SUBSAMPLE-th pixel, its max |value| and its labels (every pixel)."""
+    return {f"{prefix}.{name}": np.ascontiguousarray(scores[:, :, ::SUBSAMPLE, ::SUBSAMPLE]),
+            f"{prefix}.{name}_max": np.float32(np.abs(scores).max()),
+            f"{prefix}.labels": scores[0].argmax(0).astype(np.uint8)}
 
 
 def layer_goldens(folder: pathlib.Path) -> dict:
@@ -196,11 +209,20 @@ def layer_goldens(folder: pathlib.Path) -> dict:
 
     arrays = {}
     for name, net in ZOO.items():
-        weights = zoo_weights(folder / f"{name}.caffemodel", name)
+        if not net.opencv:
+            continue
+        weights = zoo_weights(folder / f"{name}.caffemodel", name) or _empty(folder)
         out = opencv_forward(net.prototxt, weights, zoo_inputs(name), list(net.tops))
         for top, value in out.items():
             arrays[f"{name}.{top}"] = value
     return arrays
+
+
+def _empty(folder):
+    """OpenCV's readNetFromCaffe takes a weight file even for a net without weights."""
+    path = folder / "empty.caffemodel"
+    path.write_bytes(b"")
+    return path
 
 
 def versions() -> dict:

@@ -150,6 +150,8 @@ def layer_message(name: str, type_: str, blobs, *, version: str = "V2", bottoms=
             message.string(2, bottom)
         for top in tops:
             message.string(3, top)
+        if V1_ENUM.get(type_) is None:
+            raise ValueError(f"a V1 file has no layer type {type_!r} (layer {name!r})")
         message.string(4, name).scalar(5, V1_ENUM[type_])
         for values in blobs:
             message.message(6, blob(values, **encoding))
@@ -225,11 +227,14 @@ def seeded_blob(model: str, layer: str, index: int, shape, type_: str, fixed: di
     return (0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
 
 
-def seeded_layers(model: str, seed: int = SEED) -> list:
-    """[(name, type, [blobs])] of an authors' model in its file's order, seeded."""
+def seeded_layers(model: str, seed: int = SEED, version: str | None = None) -> list:
+    """[(name, type, [blobs])] of an authors' model in its file's order, seeded. In a V1 file (as
+    FCN's 2015 files were) the training net's data layer is a Data layer (V1 has no Python type)."""
     layout = authors_layout(model)
     fixed = layout.get("fixed", {})
-    return [(name, type_, [seeded_blob(model, name, i, shape, type_, fixed, seed) for i, shape in enumerate(shapes)])
+    rename = {"Python": "Data"} if (version or layout["version"]) == "V1" else {}
+    return [(name, rename.get(type_, type_),
+             [seeded_blob(model, name, i, shape, type_, fixed, seed) for i, shape in enumerate(shapes)])
             for name, type_, shapes in layout["layers"]]
 
 
@@ -237,8 +242,9 @@ def write_seeded(path, model: str, *, version: str | None = None, seed: int = SE
     """An authors' model with seeded weights, in its real file's encoding (or `version`, `shapes`,
     `floats` as write_caffemodel takes them)."""
     layout = authors_layout(model)
-    return write_caffemodel(path, seeded_layers(model, seed), version=version or layout["version"],
-                            name=layout.get("name", ""), **encoding)
+    version = version or layout["version"]
+    return write_caffemodel(path, seeded_layers(model, seed, version), version=version, name=layout.get("name", ""),
+                            **encoding)
 
 
 def prototxt(model: str, kind: str = "deploy") -> pathlib.Path:

@@ -22,7 +22,10 @@ class ZooNet:
     inputs: dict  # {blob: shape}
     blobs: dict  # {layer: [blob shapes]}
     tops: tuple  # the blobs compared (OpenCV names outputs by layer: these are layer names too)
-    opencv: bool = True  # OpenCV runs it (else it is checked against Caffe's formula in NumPy)
+    # OpenCV runs it as Caffe does; else it is checked against Caffe's formula in NumPy: OpenCV has
+    # no ArgMax, ignores InnerProduct's transpose, and drops the window past the edge that Caffe's
+    # pooling keeps (-FLT_MAX) when the stride exceeds the kernel.
+    opencv: bool = True
 
     @property
     def prototxt(self) -> str:
@@ -74,7 +77,7 @@ ZOO = {
     "pool_global": ZooNet(_pool("pool_global", "data", "pool: AVE global_pooling: true"),
                           {"data": X}, {}, ("pool_global",)),
     "pool_stride_over_kernel": ZooNet(_pool("pool_stride_over_kernel", "data", "pool: MAX kernel_size: 1 stride: 2"),
-                                      {"data": (1, 2, 4, 6)}, {}, ("pool_stride_over_kernel",)),
+                                      {"data": (1, 2, 4, 6)}, {}, ("pool_stride_over_kernel",), opencv=False),
     "relu": ZooNet(_layer("relu", "ReLU", ["data"]), {"data": X}, {}, ("relu",)),
     "relu_leaky": ZooNet(_layer("relu_leaky", "ReLU", ["data"], "  relu_param { negative_slope: 0.1 }\n"),
                          {"data": X}, {}, ("relu_leaky",)),
@@ -122,7 +125,7 @@ ZOO = {
                                              "  inner_product_param { num_output: 5 transpose: true "
                                              "bias_term: false }\n"),
                                       {"data": X}, {"inner_product_transpose": [(297, 5)]},
-                                      ("inner_product_transpose",)),
+                                      ("inner_product_transpose",), opencv=False),
     "silence": ZooNet(_layer("relu", "ReLU", ["data"]) + 'layer {\n  name: "silence"\n  type: "Silence"\n'
                       '  bottom: "data2"\n}\n', {"data": X, "data2": X}, {}, ("relu",)),
 }

@@ -87,7 +87,8 @@ def test_cardinality_output_size_equals_input_size_tf(variant):
 
 
 @pytest.mark.parametrize("make, error, match", [
-    (lambda: impls.torch.FCN("4s"), ValueError, r"argument 'variant' must be one of \('32s', '16s', '8s', '8s-atonce'\), got '4s'"),
+    (lambda: impls.torch.FCN("4s"), ValueError,
+     r"argument 'variant' must be one of \('32s', '16s', '8s', '8s-atonce'\), got '4s'"),
     (lambda: impls.tf.FCN("4s"), ValueError, "argument 'variant' must be one of"),
     (lambda: impls.torch.FCN("8s", 0), ValueError, "'num_classes' must be a positive integer"),
     (lambda: impls.torch.FCN()(torch.zeros(1, 4, 40, 40)), ValueError, r"must have 3 channels \(C in NCHW\), got 4"),

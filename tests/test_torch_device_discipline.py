@@ -134,7 +134,33 @@ def _roi_and_masks():
     return run
 
 
+def _caffe_net():
+    """impls.caffe.Net through layers whose torch code makes tensors of its own (pooling with the
+    input padded by hand and its divisor, BatchNorm's factor, ArgMax's ranking, MultiStageMeanfield)."""
+    from impls import caffe
+    from impls.port.prototxt import parse_prototxt
+
+    text = """input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 10
+    layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }
+    layer { name: "pool" type: "Pooling" bottom: "bn" top: "pool" pooling_param { pool: AVE kernel_size: 3 stride: 3
+            pad: 2 } }
+    layer { name: "argmax" type: "ArgMax" bottom: "pool" top: "argmax" argmax_param { top_k: 2 out_max_val: true } }
+    layer { name: "split" type: "Split" bottom: "data" top: "u" top: "q" }
+    layer { name: "crf" type: "MultiStageMeanfield" bottom: "u" bottom: "q" bottom: "data" top: "crf"
+            multi_stage_meanfield_param { num_iterations: 2 theta_alpha: 5 theta_beta: 3 theta_gamma: 3 } }
+    """
+    net = caffe.Net(parse_prototxt(text), caffe.TEST)
+    net.params["bn"][2].data[...] = 1.0
+    data = np.random.default_rng(0).standard_normal((1, 3, 8, 10)).astype(np.float32)
+
+    def run():
+        out = net.forward(data=data)
+        return [torch.from_numpy(value) for value in out.values()]
+    return run
+
+
 ENTRY_POINTS = {
+    "caffe-Net-forward": _caffe_net,
     "dense_crf-framework": lambda: _dense_crf("framework"),
     "dense_crf-native": lambda: _dense_crf("native"),
     "dense_crf-width-gradients-framework": lambda: _dense_crf_width_gradients("framework"),

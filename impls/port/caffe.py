@@ -392,8 +392,8 @@ class _Target:
         if set(weights) != set(rule.slots):
             return f"the file has blobs {sorted(weights)}, the model {sorted(rule.slots)}"
         wrong = [f"{key} {blob.shape}{' (legacy 4-D)' if blob.legacy else ''} in the file vs "
-                 f"{rule.slots[key].shape} in the model" for key, blob in weights.items()
-                 if not shape_matches(blob, rule.slots[key].shape)]
+                 f"{_expected(blob, key, rule)} in the model" for key, blob in weights.items()
+                 if not shape_matches(blob, _expected(blob, key, rule))]
         if wrong:
             return ", ".join(wrong)
         for key, blob in weights.items():
@@ -413,6 +413,14 @@ class _Target:
             rule.slots[key].write(blob.values, weights)
             done.append((key, tuple(rule.slots[key].shape)))
         return tuple(done)
+
+
+def _expected(blob, key, rule):
+    """The Caffe shape a file blob must have: the slot's, but (in, out) for the weights of an
+    InnerProduct whose `transpose` is set."""
+    shape = rule.slots[key].shape
+    return tuple(reversed(shape)) if blob.transpose and blob.layer_type == "InnerProduct" and key == "weights" \
+        else shape
 
 
 # float32 rounding of the bilinear kernel's products (exact dyadic fractions in the authors' files).
@@ -526,7 +534,8 @@ class _KerasTarget(_Target):
             def write(values, weights):
                 value = np.asarray(values if transform is None else transform(values, weights))
                 value = value.reshape(caffe_shape)
-                variable.assign(np.asarray(value.transpose(axes) if axes else value, dtype=variable.dtype))
+                value = value.transpose(axes) if axes else value
+                variable.assign(np.asarray(value, dtype=variable.dtype).reshape(variable.shape))
             return _Slot(caffe_shape, read, write, fixed)
 
         hint = (f"make it trainable to load it (set trainable = True on Keras layer {layer.name!r})")
@@ -558,7 +567,7 @@ class _KerasTarget(_Target):
         if isinstance(layer, ChannelScale):
             return _Rule("scale", frozenset({"Scale"}), {"scale": slot(layer.scale)}, hint)
         if isinstance(layer, CrfRnn):
-            channels = layer.num_classes
+            channels = layer.config["num_classes"]
             return _Rule("CrfRnn", frozenset({"MultiStageMeanfield"}),
                          {name: slot(getattr(layer, name), shape=(1, 1, channels, channels))
                           for name in BLOB_ROLES["MultiStageMeanfield"]})

@@ -226,17 +226,16 @@ class _Parser:
         return self._error(line, column, f"expected {expected}, got {shown}")
 
     def parse(self):
-        message = self._message(close=None, line=1)
-        return message
+        return self._message(close=None, line=1, column=1)
 
-    def _message(self, close, line):
+    def _message(self, close, line, column):
         message = Message(line=line, source=self.source)
         while True:
             token = self._peek()
             kind, text, token_line, _ = token
             if kind == "end":
                 if close is not None:
-                    raise self._error(line, 1, f"'{_OPEN[close]}' opened here is never closed with '{close}'")
+                    raise self._error(line, column, f"'{_OPEN[close]}' opened here is never closed with '{close}'")
                 return message
             if kind == "punct" and text == close:
                 self._take()
@@ -256,7 +255,7 @@ class _Parser:
             token = self._peek()
         if token[0] == "punct" and token[1] in "{<":
             self._take()
-            message.fields.append((name, self._message(_CLOSE[token[1]], token[2]), line))
+            message.fields.append((name, self._message(_CLOSE[token[1]], token[2], token[3]), line))
         elif not colon:
             raise self._fail(token, f"':' or '{{' after field name '{name}'")
         elif token[0] == "punct" and token[1] == "[":
