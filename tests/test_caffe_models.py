@@ -74,7 +74,8 @@ def test_feature_authors_fcn_agrees_with_opencv_in_net_and_torch(model, tmp_path
         with torch.no_grad():
             theirs = fcn(torch.from_numpy(x)).numpy()
         assert_scores_match(theirs, f"{model}.{image}")
-        np.testing.assert_allclose(theirs, ours.blobs["score"].data, rtol=0, atol=1e-5 * np.abs(theirs).max())
+        np.testing.assert_allclose(theirs, ours.blobs["score"].data, rtol=0,
+                                   atol=SCORE_TOLERANCE * np.abs(theirs).max())
 
 
 @pytest.mark.parametrize("model", [pytest.param(m, marks=[] if m == "voc-fcn8s" else pytest.mark.slow)
@@ -111,8 +112,10 @@ def test_feature_crfasrnn_net_agrees_with_opencv_and_crfrnnnet(tmp_path):
         assert_scores_match(net.blobs["coarse"].data, f"crfasrnn.{image}", "coarse")
         with torch.no_grad():
             maps = model.feature_maps(torch.from_numpy(x))
-        np.testing.assert_array_equal(maps["upsample"].numpy(), net.blobs["coarse"].data)
-        np.testing.assert_allclose(maps["crfrnn"].numpy(), net.blobs["pred"].data, rtol=0, atol=1e-4)
+        # Net's Winograd convolutions against torch's direct ones: float32 rounding (1e-5 measured)
+        for ours, theirs in ((maps["upsample"].numpy(), net.blobs["coarse"].data),
+                             (maps["crfrnn"].numpy(), net.blobs["pred"].data)):
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=SCORE_TOLERANCE * np.abs(theirs).max())
 
 
 @pytest.mark.slow

@@ -14,14 +14,18 @@ from reference import caffe_oracle  # noqa: E402
 from tests.caffe_files import authors_layout, write_seeded  # noqa: E402
 from tests.caffe_nets import ZOO, zoo_inputs, zoo_weights  # noqa: E402
 
+# double_data is left out: OpenCV's importer reads float blobs only (it asserts raw float data);
+# tests/test_caffe_files.py reads it back.
 ENCODINGS = [dict(version="V2", shapes="blobshape", floats="packed"), dict(version="V2", shapes="legacy"),
-             dict(version="V2", floats="unpacked"), dict(version="V2", floats="double"),
-             dict(version="V1", shapes="legacy"), dict(version="V1", shapes="blobshape", floats="unpacked")]
+             dict(version="V2", floats="unpacked"), dict(version="V1", shapes="legacy"),
+             dict(version="V1", shapes="blobshape", floats="unpacked")]
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS, ids=lambda e: "-".join(e.values()))
 @pytest.mark.parametrize("name", ["conv", "deconv", "batchnorm", "inner_product"])
 def test_feature_opencv_reads_every_encoding_alike(name, encoding, tmp_path):
+    if name == "batchnorm" and encoding["version"] == "V1":
+        pytest.skip("V1 files have no BatchNorm or Scale layer type")
     net = ZOO[name]
     reference = caffe_oracle.opencv_forward(net.prototxt, zoo_weights(tmp_path / "packed.caffemodel", name),
                                             zoo_inputs(name), list(net.tops))
