@@ -7,13 +7,15 @@ each case; native against pydensecrf on every core and per core (native on one t
 native's time per pixel-label across sizes (linear scaling); native on every core and on one
 beside pydensecrf with busy processes on the same cores (a table and a plot of time against
 load); Mask R-CNN's detect() per implementation against matterport's, with its per-stage
-breakdown (a table and stacked bars); the cost of the dense CRF's width gradients against
-its forward pass; which backends were absent and why, and which cases were skipped and why; one
-table per benchmark group (median and interquartile range per backend, speedups against the
-NumPy oracle and pydensecrf); a log-log plot of dense-CRF time against pixels per
-backend; a bar chart of speedups against pydensecrf; and one image with its unary argmax and
-the CRF result side by side (the example runs a CRF, so it needs impls installed). Figures
-are PNG files written next to the report (matplotlib, headless).
+breakdown (a table and stacked bars); the authors' FCN-8s from its Caffe files through
+impls.caffe.Net, OpenCV's dnn, torch and Keras, with the layers where each spends its time; the
+cost of the dense CRF's width gradients against its forward pass; which backends were absent
+and why, and which cases were skipped and why; one table per benchmark group (median and
+interquartile range per backend, speedups against the NumPy oracle and pydensecrf); a log-log
+plot of dense-CRF time against pixels per backend; a bar chart of speedups against
+pydensecrf; and one image with its unary argmax and the CRF result side by side (the example
+runs a CRF, so it needs impls installed). Figures are PNG files written next to the report
+(matplotlib, headless).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ FIGURE_MASKRCNN = "maskrcnn_detect_stages.png"
 MAX_THREADS_RATIO = 1.1
 MIN_LOADED_SPEEDUP = 3.0
 WIDTH_GRADIENT_OP = "crf_width_gradient"
+CAFFE_OP = "caffe_fcn"
+CAFFE_LAYERS_SHOWN = 8
 
 
 def load(path: str | pathlib.Path) -> dict:
@@ -259,6 +263,43 @@ def _maskrcnn(groups):
     return lines
 
 
+def caffe_rows(groups: dict[str, list[dict]]) -> list[dict]:
+    """The rows of the authors' FCN-8s from its Caffe files (bench/test_bench_caffe.py), in order."""
+    return [row for rows in groups.values() for row in rows if row.get("op") == CAFFE_OP]
+
+
+def _caffe(groups):
+    """Each way of running the authors' Caffe FCN-8s against OpenCV's dnn, and where the time goes."""
+    rows = caffe_rows(groups)
+    if not rows:
+        return []
+    lines = ["", "## The authors' FCN-8s from its Caffe files, against OpenCV's dnn", "",
+             f"voc-fcn8s/deploy.prototxt with seeded weights in the layout of fcn8s-heavy-pascal.caffemodel, one "
+             f"{rows[0].get('case', '?')} image, {rows[0].get('threads', '?')} thread(s). impls.caffe is "
+             "impls.caffe.Net (pycaffe's interface on torch); torch and tf are the file loaded into impls.torch.FCN "
+             "and impls.tf.FCN. Each was checked against the row named before it was timed; the speedup is "
+             "OpenCV's median over the row's, from this run.", "",
+             "| implementation | median (s) | IQR (s) | rounds | speedup vs OpenCV | checked against | max error |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for row in rows:
+        lines.append(f"| {row['backend']} | {row['median_ms'] / 1e3:.2f} | {row['iqr_ms'] / 1e3:.2f} | "
+                     f"{row['rounds']} | {_ratio(speedup(rows, row, 'opencv'))} | {row.get('checked_against', '?')} | "
+                     f"{row.get('max_error', float('nan')):.1e} |")
+    breakdowns = [row for row in rows if row.get("stage_s")]
+    if breakdowns:
+        top = sorted({layer for row in breakdowns for layer in row["stage_s"]},
+                     key=lambda layer: -max(row["stage_s"].get(layer, 0) for row in breakdowns))[:CAFFE_LAYERS_SHOWN]
+        lines += ["", "Where the time goes, one call each (seconds per layer; the slowest layers of either, then the "
+                  "rest):", "", "| layer | " + " | ".join(row["backend"] for row in breakdowns) + " |",
+                  "| --- | " + " | ".join("---:" for _ in breakdowns) + " |"]
+        for layer in top:
+            cells = [f"{row['stage_s'][layer]:.3f}" if layer in row["stage_s"] else "n/a" for row in breakdowns]
+            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+        rest = [sum(v for k, v in row["stage_s"].items() if k not in top) for row in breakdowns]
+        lines.append("| the other layers | " + " | ".join(f"{value:.3f}" for value in rest) + " |")
+    return lines
+
+
 def width_gradient_rows(groups: dict[str, list[dict]]) -> list[dict]:
     """The rows of bench/test_bench_crf_widths.py, each with "ratio": its median over the forward's
     of the same case and run (None where the forward did not run)."""
@@ -290,7 +331,7 @@ def render(results: dict, figures: Sequence[str] = ()) -> str:
     """The Markdown report; `figures` are the file names of figures already written next to it."""
     groups = rows_by_group(results)
     lines = _header(results) + _fastest(groups) + _per_core(groups) + _scaling(groups) + _load(groups) + \
-        _sweep(groups) + _maskrcnn(groups) + _width_gradients(groups) + _absent_and_skipped(results)
+        _sweep(groups) + _maskrcnn(groups) + _caffe(groups) + _width_gradients(groups) + _absent_and_skipped(results)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name.removesuffix('.png')}]({name})" for name in figures]
     return "\n".join(lines + _tables(groups)) + "\n"

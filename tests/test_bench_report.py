@@ -193,6 +193,30 @@ def test_feature_no_maskrcnn_section_without_its_cases():
     assert "Mask R-CNN detect()" not in report.render(json.loads(SMALL.read_text()))
 
 
+def _caffe_results():
+    results = json.loads(SMALL.read_text())
+    for name, median, stages in (("impls.caffe", 2.1, {"fc6": 0.4, "conv1_2": 0.3, "relu1_1": 0.01}),
+                                 ("opencv", 2.8, {"fc6": 0.7, "conv1_2": 0.29, "pool1": 0.02}),
+                                 ("torch", 3.4, {})):
+        results["benchmarks"].append({
+            "name": f"test_caffe_fcn8s[{name}]", "group": "caffe fcn8s 500x500",
+            "stats": {"median": median, "iqr": 0.1, "rounds": 5},
+            "extra_info": {"op": "caffe_fcn", "backend": name, "device": "cpu", "case": "500x500", "threads": 2,
+                           "checked_against": "opencv", "max_error": 6e-6, "stage_s": stages}})
+    return results
+
+
+def test_feature_report_compares_the_caffe_fcn_with_opencv_layer_by_layer():
+    section = report.render(_caffe_results()).split("## The authors' FCN-8s from its Caffe files, against OpenCV's "
+                                                    "dnn\n", 1)[1].split("\n## ")[0]
+    assert "| impls.caffe | 2.10 | 0.10 | 5 | 1.33x | opencv | 6.0e-06 |" in section
+    assert "| opencv | 2.80 | 0.10 | 5 | 1.00x | opencv | 6.0e-06 |" in section
+    assert "| torch | 3.40 | 0.10 | 5 | 0.82x | opencv | 6.0e-06 |" in section
+    assert "| layer | impls.caffe | opencv |" in section  # only the arms with a breakdown
+    assert "| fc6 | 0.400 | 0.700 |" in section and "| pool1 | n/a | 0.020 |" in section
+    assert "| the other layers | 0.000 | 0.000 |" in section
+
+
 def _width_gradient_results(variants=(("forward", "native", 0.2), ("backward-values", "native", 0.6),
                                       ("backward-widths", "native", 1.6), ("backward-widths", "torch", 12.0))):
     results = json.loads(SMALL.read_text())
