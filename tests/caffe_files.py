@@ -250,3 +250,17 @@ def write_seeded(path, model: str, *, version: str | None = None, seed: int = SE
 def prototxt(model: str, kind: str = "deploy") -> pathlib.Path:
     """The path of an authors' prototxt stored under reference/caffe/ (see its MANIFEST.md)."""
     return CAFFE_FOLDER / model / f"{kind}.prototxt"
+
+
+def write_readme_files(folder, *, crfasrnn: bool = False) -> None:
+    """The files the README's Caffe recipes name, in `folder`: voc-fcn8s/deploy.prototxt (the
+    authors') and voc-fcn8s/fcn8s-heavy-pascal.caffemodel (seeded, in its layout); with `crfasrnn`,
+    TVG_CRFRNN_COCO_VOC.caffemodel too (seeded, V1 as the real one)."""
+    import shutil
+
+    folder = pathlib.Path(folder)
+    (folder / "voc-fcn8s").mkdir(parents=True, exist_ok=True)
+    shutil.copy(prototxt("voc-fcn8s"), folder / "voc-fcn8s" / "deploy.prototxt")
+    write_seeded(folder / "voc-fcn8s" / "fcn8s-heavy-pascal.caffemodel", "voc-fcn8s")
+    if crfasrnn:
+        write_seeded(folder / "TVG_CRFRNN_COCO_VOC.caffemodel", "crfasrnn")

@@ -65,6 +65,9 @@ def test_feature_both_signatures_and_the_pycaffe_attributes(small, caplog):
     assert (blob.num, blob.channels, blob.height, blob.width) == (1, 2, 4, 5)
     with pytest.raises(AttributeError, match="forward only: blobs have no diff"):
         blob.diff  # noqa: B018
+    with pytest.raises(ValueError, match=r"Blob.reshape: argument 'shape' must be non-negative integers, got "
+                                         r"\(1, -2\)"):
+        blob.reshape(1, -2)
 
 
 def test_feature_data_is_writable_and_read_by_forward(small):

@@ -663,6 +663,33 @@ MODULE_CASES: dict[str, list[Bad]] = {
         Bad("detections", lambda: _module("impls.maskrcnn").unmold_detections(np.zeros(3), np.zeros(3), (1, 1, 3),
                                                                                 (1, 1, 3), (0, 0, 1, 1)))],
     "impls.port.read_keras2_h5": [Bad("path", lambda: _module("impls.port").read_keras2_h5(3))],
+    "impls.port.read_caffemodel": [Bad("path", lambda: _module("impls.port").read_caffemodel(3)),
+                                   Bad("path", lambda: _module("impls.port").read_caffemodel("missing.caffemodel"),
+                                       error=FileNotFoundError)],
+    "impls.port.load_caffemodel": [
+        Bad("model", lambda: _module("impls.port").load_caffemodel(object(), "weights.caffemodel")),
+        Bad("strict", lambda: _module("impls.port").load_caffemodel(__import__("torch").nn.Conv2d(1, 1, 1),
+                                                                    "weights.caffemodel", strict="yes")),
+        Bad("exclude", lambda: _module("impls.port").load_caffemodel(__import__("torch").nn.Conv2d(1, 1, 1),
+                                                                     "weights.caffemodel", exclude="conv1")),
+        Bad("rename", lambda: _module("impls.port").load_caffemodel(__import__("torch").nn.Conv2d(1, 1, 1),
+                                                                    "weights.caffemodel", rename={"conv1": 2})),
+    ],
+    "impls.port.read_prototxt": [Bad("path", lambda: _module("impls.port").read_prototxt(3)),
+                                 Bad("path", lambda: _module("impls.port").read_prototxt("missing.prototxt"),
+                                     error=FileNotFoundError)],
+    "impls.caffe.Net": [
+        Bad("network_file", lambda: _module("impls.caffe").Net(3, 1)),
+        Bad("phase", lambda: _module("impls.caffe").Net("deploy.prototxt", 7)),
+        Bad("weights", lambda: _module("impls.caffe").Net(_caffe_net_file(), _module("impls.caffe").TEST, weights=3)),
+        Bad("strict", lambda: _module("impls.caffe").Net(_caffe_net_file(), _module("impls.caffe").TEST,
+                                                         weights="w.caffemodel", strict=1)),
+        Bad("winograd", lambda: _module("impls.caffe").Net(_caffe_net_file(), _module("impls.caffe").TEST,
+                                                           winograd="yes")),
+    ],
+    "impls.caffe.deploy": [Bad("prototxt", lambda: _module("impls.caffe").deploy(3))],
+    "impls.caffe.set_device": [Bad("index", lambda: _module("impls.caffe").set_device(-1)),
+                               Bad("index", lambda: _module("impls.caffe").set_device("0"))],
     "impls.port.first_difference": [
         Bad("rtol", lambda: _module("impls.port").first_difference({}, {}, rtol=-1)),
         Bad("torch_maps", lambda: _module("impls.port").first_difference([1], {})),
@@ -711,6 +738,11 @@ EXEMPT: dict[str, str] = {
     "impls.accuracy.CrfGain": "a result record (before, after) that crf_gain builds",
     "impls.port.PortReport": "a result record that torch_to_tf and tf_to_torch build",
     "impls.port.Keras2Report": "a result record that load_keras2_h5 builds",
+    "impls.port.LoadReport": "a result record that load_keras2_h5 and load_caffemodel build",
+    "impls.caffe.Blob": "pycaffe's blob, made by the net; Blob.reshape refuses bad dimensions (test_caffe_net)",
+    "impls.caffe.set_mode_cpu": "a mode switch without arguments",
+    "impls.caffe.set_mode_gpu": "a mode switch without arguments; it refuses a machine torch sees no CUDA device on "
+                                "(test_caffe_net)",
     "impls.sweep.SweepResult": "a result record that run builds",
     "impls.sweep.SweepError": "an exception type",
     "impls.sweep.main": "the command line: bad input is exit status 2 and one line on stderr (test_sweep's "
@@ -718,10 +750,21 @@ EXEMPT: dict[str, str] = {
 }
 
 
+def _caffe_net_file():
+    """A small valid net definition (in the temporary folder of the system)."""
+    import pathlib
+    import tempfile
+
+    path = pathlib.Path(tempfile.gettempdir()) / "impls-test-errors-net.prototxt"
+    path.write_text('input: "data" input_dim: 1 input_dim: 1 input_dim: 2 input_dim: 2\n'
+                    'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    return str(path)
+
+
 def _skip_unless_importable(key):
     if key.startswith("impls.native.") and not native.available():
         pytest.skip("impls._native is not built")
-    if key.startswith("impls.port."):
+    if key.startswith("impls.port.") or key.startswith("impls.caffe."):
         pytest.importorskip("torch")
         pytest.importorskip("tensorflow")
 
@@ -742,7 +785,7 @@ def test_exception_lattice_object_filter_refuses_values_of_other_points(backend)
 
 BACKEND_MODULES = ("impls.numpy", "impls.torch", "impls.tf")
 OTHER_MODULES = ("impls.native", "impls.densecrf", "impls.densecrf.utils", "impls.densecrf.eigen", "impls.accuracy",
-                 "impls.port", "impls.sweep", "impls.maskrcnn")
+                 "impls.port", "impls.sweep", "impls.maskrcnn", "impls.caffe")
 
 
 def _entry_points(path):

@@ -91,6 +91,7 @@ EXEMPT = {
     "python3 -m tox -e torchvision": TOX + " (a 5.5 GB env of its own)",
     "tox -e reference": TOX + " (rewrites reference/)",
     "tox -e matterport": TOX + " (matterport's own TF 1 code through tf_keras; not part of the default run)",
+    "tox -e caffe-oracle": TOX + " (OpenCV's dnn as a live oracle; not part of the default run)",
     "tox -e matterport --notest":
         TOX + " (makes matterport's environment for the benchmark; not part of the default run)",
     "python3 -m pip install --no-build-isolation --no-deps -e .":
@@ -124,6 +125,8 @@ RUN = {
     "--output labels.png": "test_feature_readme_crfrnn_demo_segments_a_photo",
     "python -m impls.examples.maskrcnn_splash image.jpg --weights mask_rcnn_coco.h5 --num-classes 81 "
     "--min-confidence 0.7 --output splash.png": "test_feature_readme_maskrcnn_splash_of_a_photo",
+    "python -m impls.examples.fcn_infer image.jpg --prototxt voc-fcn8s/deploy.prototxt --caffemodel "
+    "voc-fcn8s/fcn8s-heavy-pascal.caffemodel --output labels.png": "test_feature_readme_fcn_infer_segments_a_photo",
 }
 
 
@@ -172,6 +175,20 @@ PYTHON_BLOCKS = {
         check="assert set(r) == {'rois', 'class_ids', 'scores', 'masks'} and len(r['class_ids']) > 0",
         needs=("torch", "h5py", "skimage")),
 }
+CAFFE_FILES = (f"import sys\nsys.path.append({str(README.parent)!r})  # the checkout's tests/, behind impls\n"
+               "from tests.caffe_files import write_readme_files\n"
+               "write_readme_files('.')  # the authors' deploy net; seeded weights in their files' layouts\n")
+PYTHON_BLOCKS.update({
+    "from impls import caffe                    # was: import caffe": Block(
+        given=CAFFE_FILES + "import numpy as np, skimage.data\n"
+              "pixels = skimage.data.astronaut()[:90, :120].astype(np.float32)\n"
+              "in_ = (pixels[:, :, ::-1] - np.array((104.00698793, 116.66876762, 122.67891434))).transpose(2, 0, 1)\n",
+        check="assert out.shape == (90, 120) and out.max() < 21", needs=("torch", "skimage")),
+    "import numpy as np, impls.tf, impls.torch": Block(
+        given=CAFFE_FILES + "write_readme_files('.', crfasrnn=True)\n",
+        check="assert crfrnn.get_submodule('crfrnn').compatibility_matrix.abs().sum() > 0",
+        needs=("torch", "tensorflow")),
+})
 GIVEN_ARRAYS = (  # the inputs the NumPy blocks name: unary, image, pred, label
     "import numpy as np\n"
     "rng = np.random.default_rng(0)\n"
@@ -420,6 +437,26 @@ def test_feature_readme_maskrcnn_splash_of_a_photo(tmp_path):
     assert pixels.shape == photo.shape
     grey = (pixels[..., 0] == pixels[..., 1]) & (pixels[..., 1] == pixels[..., 2])
     assert 0 < grey.mean() < 1, "the splash keeps colour where the instances are, grey elsewhere"
+
+
+def test_feature_readme_fcn_infer_segments_a_photo(tmp_path):
+    """The README's fcn_infer command on a photo (a crop of scikit-image's coffee as a JPEG) with
+    seeded weights in the layout of fcn8s-heavy-pascal.caffemodel (which cannot be downloaded here):
+    a VOC palette PNG of the photo's size, every blob of the file loaded."""
+    _require("torch", "skimage")
+    import skimage.data
+    from PIL import Image
+
+    from impls.voc import read_label_png
+    from tests.caffe_files import write_readme_files
+
+    (snippet,) = snippets_run_by("test_feature_readme_fcn_infer_segments_a_photo")
+    Image.fromarray(skimage.data.coffee()[100:220, 150:310]).save(tmp_path / "image.jpg", quality=90)
+    write_readme_files(tmp_path)
+    result = run_shell(snippet.text, tmp_path, timeout=600)
+    assert "39 weight(s) of 21 layer(s) loaded; 0 missing, 0 unused, 0 mismatched" in result.stdout, result.stdout
+    assert "torch: wrote labels.png (160x120)" in result.stdout
+    assert read_label_png(tmp_path / "labels.png").shape == (120, 160)
 
 
 def test_exception_readme_parser_sees_commands_blocks_and_prose():

@@ -111,7 +111,7 @@ class Blob:
         if len(shape) == 1 and isinstance(shape[0], tuple | list):
             shape = tuple(shape[0])
         if not all(isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise ValueError(f"Blob.reshape: dimensions must be non-negative integers, got {shape}")
+            raise ValueError(f"Blob.reshape: argument 'shape' must be non-negative integers, got {shape}")
         shape = tuple(int(d) for d in shape)
         if shape == self.shape:
             return
