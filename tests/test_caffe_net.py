@@ -340,3 +340,20 @@ def test_feature_blobs_follow_the_device_as_caffes_synced_memory(tmp_path):
     assert net.params["scale"][0]._head == "both"  # uploaded, unchanged
     net.params["scale"][0].data[...] = 2.0  # now the host copy is newer: the next forward uploads it
     assert net.params["scale"][0]._head == "host"
+
+
+def test_exception_without_torch_the_engine_names_its_extra():
+    """deploy() and the readers need no torch; Net says which extra to install."""
+    import subprocess
+    import sys
+
+    from tests.inputs import module_env
+
+    script = ("import sys\nsys.modules['torch'] = None  # as if torch were not installed\n"
+              "from impls import caffe\nassert caffe.deploy(sys.argv[1]).startswith('layer')\n"
+              "try:\n    caffe.Net\nexcept ImportError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(prototxt("voc-fcn8s", "val"))], capture_output=True,
+                            text=True, timeout=120, env=module_env())
+    assert result.returncode == 0, result.stderr
+    assert "impls.caffe.Net runs Caffe nets on PyTorch, which is not installed: pip install 'impls[torch]'" in \
+        result.stdout

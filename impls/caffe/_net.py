@@ -335,10 +335,7 @@ class Net:
     def _check_params(self, layer, shapes):
         """The bottoms a layer's weights were made for (a net reshaped to other channels is refused)."""
         if layer.params:
-            try:
-                rebuilt = type(layer)(layer.definition, shapes, self.phase)
-            except ValueError as error:
-                raise error from None
+            rebuilt = type(layer)(layer.definition, shapes, self.phase)
             wrong = [(blob.shape, spec.shape) for blob, spec in zip(self.params[layer.name], rebuilt.params,
                                                                      strict=True) if blob.shape != spec.shape]
             if wrong:

@@ -45,16 +45,11 @@ def preprocess(pixels: np.ndarray) -> np.ndarray:
 
 
 def deploy_message(prototxt, shape):
-    """The prototxt as a deploy net (its Message), made one for `shape` if it reads a dataset."""
+    """The prototxt as a deploy net (its Message): made one, for `shape`, if it reads a dataset."""
     from impls import caffe
-    from impls.caffe._definition import DATA_LAYERS
     from impls.port.prototxt import parse_prototxt, read_prototxt
 
-    message = read_prototxt(prototxt)
-    types = {str(layer.get("type", "")) for layer in message.messages("layer") + message.messages("layers")}
-    if types & DATA_LAYERS or types & {"DATA", "IMAGE_DATA", "HDF5_DATA"}:
-        return parse_prototxt(caffe.deploy(message, shape))
-    return message
+    return parse_prototxt(caffe.deploy(read_prototxt(prototxt), shape))
 
 
 def fcn_variant(message) -> str | None:
