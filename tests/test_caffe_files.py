@@ -130,6 +130,33 @@ def test_exception_not_a_netparameter(content, why, tmp_path):
         port.read_caffemodel(path)
 
 
+def test_exception_corrupted_structure_is_refused(tmp_path):
+    """Bytes overwritten where a layer's tag and length are: refused, not read as other layers.
+    (Values overwritten inside a blob cannot be told: a .caffemodel has no checksum.)"""
+    data = bytearray(_valid(tmp_path).read_bytes())
+    second = data.index(b"conv1") - 6  # the conv1 layer's header, before its name
+    data[second:second + 4] = b"\xff\xff\xff\xff"
+    path = tmp_path / "corrupt.caffemodel"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="read_caffemodel: .*corrupt.caffemodel (is truncated|is not a Caffe "
+                                         "NetParameter)"):
+        port.read_caffemodel(path)
+
+
+def test_feature_reading_needs_numpy_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.inputs import module_env
+
+    path = _valid(tmp_path)
+    script = ("import sys\nfor name in ('torch', 'tensorflow', 'keras', 'h5py'):\n    sys.modules[name] = None\n"
+              "from impls import port\nprint(list(port.read_caffemodel(sys.argv[1])))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                            env=module_env(), timeout=120)
+    assert result.returncode == 0 and "'conv1'" in result.stdout, result.stderr
+
+
 def test_exception_empty_and_missing_files(tmp_path):
     (tmp_path / "empty.caffemodel").write_bytes(b"")
     with pytest.raises(ValueError, match="is empty, not a Caffe NetParameter"):

@@ -343,14 +343,16 @@ def test_feature_blobs_follow_the_device_as_caffes_synced_memory(tmp_path):
 
 
 def test_exception_without_torch_the_engine_names_its_extra():
-    """deploy() and the readers need no torch; Net says which extra to install."""
+    """deploy() and the text reader need no torch (nor read_caffemodel, NumPy alone: test_caffe_files);
+    Net says which extra to install."""
     import subprocess
     import sys
 
     from tests.inputs import module_env
 
     script = ("import sys\nsys.modules['torch'] = None  # as if torch were not installed\n"
-              "from impls import caffe\nassert caffe.deploy(sys.argv[1]).startswith('layer')\n"
+              "from impls import caffe, port\nassert caffe.deploy(sys.argv[1]).startswith('layer')\n"
+              "assert port.read_prototxt(sys.argv[1]).messages('layer')\n"
               "try:\n    caffe.Net\nexcept ImportError as error:\n    print(error)\n")
     result = subprocess.run([sys.executable, "-c", script, str(prototxt("voc-fcn8s", "val"))], capture_output=True,
                             text=True, timeout=120, env=module_env())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Iterable, Mapping
 
 
@@ -160,6 +161,19 @@ def weight_difference(found: Mapping, expected: Mapping) -> str:
     wrong = [f"{weight} {found[weight]} in the file vs {expected[weight]} in the target" for weight in found
              if found[weight] != expected[weight]]
     return ", ".join(wrong)
+
+
+def target_of(model, torch_target, keras_target, *, op: str):
+    """The target of a load into `model`: torch_target(model) for a torch module, keras_target(model)
+    for a Keras layer or model. A model of either kind means its framework is imported already: the
+    other one is never imported (TF takes seconds)."""
+    torch, keras = sys.modules.get("torch"), sys.modules.get("keras")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return torch_target(model)
+    if keras is not None and isinstance(model, keras.layers.Layer):
+        return keras_target(model)
+    raise TypeError(f"{op}: argument 'model' must be a torch.nn.Module or a Keras layer or model "
+                    f"(keras.layers.Layer), got {type(model).__name__}")
 
 
 def check_path(path, *, op: str) -> str:

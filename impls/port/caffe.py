@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import mmap
 import os
-import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -323,7 +322,7 @@ def load_caffemodel(model, path, *, strict: bool = True, exclude=(), rename: Map
     model raises either way. Layer parameters are not read from the file (a BatchNorm's eps keeps the
     model's); float64 blobs (`double_data`) are rounded to the model's dtype."""
     op = "load_caffemodel"
-    target = _caffe_target(model, op=op)
+    target = _loading.target_of(model, _TorchTarget, _KerasTarget, op=op)
     strict = _loading.check_strict(strict, op=op)
     exclude = _loading.check_exclude(exclude, op=op)
     rename = _loading.check_rename(rename, op=op, one_to_one=False)
@@ -331,17 +330,6 @@ def load_caffemodel(model, path, *, strict: bool = True, exclude=(), rename: Map
     layers = {name: file_weights(layer, by_role=True) for name, layer in caffe_model.weights(op=op).items()}
     return _loading.load(layers, target, path=caffe_model.path, op=op, strict=strict, exclude=exclude,
                          rename=rename, merge=True)
-
-
-def _caffe_target(model, *, op):
-    """A torch module or a Keras layer; the other framework is never imported (see keras2)."""
-    torch, keras = sys.modules.get("torch"), sys.modules.get("keras")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return _TorchTarget(model)
-    if keras is not None and isinstance(model, keras.layers.Layer):
-        return _KerasTarget(model)
-    raise TypeError(f"{op}: argument 'model' must be a torch.nn.Module or a Keras layer or model "
-                    f"(keras.layers.Layer), got {type(model).__name__}")
 
 
 @dataclasses.dataclass(frozen=True)

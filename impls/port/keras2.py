@@ -15,7 +15,6 @@ model's group holds its layers' weights ("rpn_conv_shared/kernel:0" under /rpn_m
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -66,7 +65,7 @@ def load_keras2_h5(model, path, *, exclude=(), strict: bool = True,
     1e-5) and momentum keep the target's values. Files of Keras 1 or of the Theano backend (whose
     kernels are flipped) are refused."""
     op = "load_keras2_h5"
-    target = _keras2_target(model, op=op)
+    target = _loading.target_of(model, _TorchTarget, _KerasTarget, op=op)
     strict = _loading.check_strict(strict, op=op)
     rename = _loading.check_rename(rename, op=op)
     exclude = _loading.check_exclude(exclude, op=op)
@@ -170,18 +169,6 @@ def _split_weight_name(group, name):
     if len(parts) == 1:
         return group, parts[0]
     return parts[-2], parts[-1]
-
-
-def _keras2_target(model, *, op):
-    """The target of a load: a torch module or a Keras layer. A model of either kind means its
-    framework is imported already: the other one is never imported (TF takes seconds)."""
-    torch, keras = sys.modules.get("torch"), sys.modules.get("keras")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return _TorchTarget(model)
-    if keras is not None and isinstance(model, keras.layers.Layer):
-        return _KerasTarget(model)
-    raise TypeError(f"{op}: argument 'model' must be a torch.nn.Module or a Keras layer or model "
-                    f"(keras.layers.Layer), got {type(model).__name__}")
 
 
 class _TorchTarget:
