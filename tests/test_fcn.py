@@ -68,7 +68,11 @@ def test_feature_ported_fcn_agrees_at_321(variant):
     assert port.first_difference(*_maps(torch_model, keras_model, images), rtol=PARITY) is None
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+# 8s-atonce is 8s with two per-channel scales, which change no size.
+SIZED_VARIANTS = ("32s", "16s", "8s")
+
+
+@pytest.mark.parametrize("variant", SIZED_VARIANTS)
 def test_cardinality_output_size_equals_input_size_torch(variant):
     model = impls.torch.FCN(variant).to("meta")
     sizes = [(s, s) for s in range(32, 501)] + [(32, 500), (500, 33), (97, 113), (321, 480)]
@@ -77,7 +81,7 @@ def test_cardinality_output_size_equals_input_size_torch(variant):
         assert tuple(out.shape) == (1, 21, height, width), (variant, height, width)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", SIZED_VARIANTS)
 def test_cardinality_output_size_equals_input_size_tf(variant):
     model = impls.tf.FCN(variant)
     for height, width in [(32, 32), (33, 47), (224, 225), (500, 499)]:

@@ -351,6 +351,8 @@ class Net:
                 self._set_input(name, value)
             first, last = self._range(start, end)
             device = current_device()
+            # Blobs and prepared weights outlive the call: plain tensors even under a caller's
+            # inference_mode (whose tensors could not be updated in place later).
             with torch.inference_mode(False), torch.no_grad():
                 for layer in self.layers[first:last + 1]:
                     self._forward_layer(layer, device)
