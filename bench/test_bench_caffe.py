@@ -2,7 +2,8 @@
 tests/caffe_files.py in the layout of fcn8s-heavy-pascal.caffemodel) at 500x500, as infer.py runs
 it: impls.caffe.Net, OpenCV's dnn on the same files (the other way to run Caffe models without
 Caffe; skipped with the reason where OpenCV is not installed), and the file loaded into
-impls.torch.FCN and impls.tf.FCN, in one run, on the same threads.
+impls.torch.FCN and impls.tf.FCN, in one run, on the same threads; and Net on CUDA
+(set_mode_gpu) where torch sees a GPU.
 
 Every arm is checked first: its scores against OpenCV's (or Net's where OpenCV is absent) within
 1e-4 of the largest score, and >= 99.9 % of the labels equal. Each arm then records, from one
@@ -20,7 +21,7 @@ from tests.caffe_files import prototxt, write_seeded
 
 SIZE = 500
 GROUP = f"caffe fcn8s {SIZE}x{SIZE}"
-ARMS = ("impls.caffe", "opencv", "torch", "tf")
+ARMS = ("impls.caffe", "opencv", "torch", "tf", "impls.caffe-cuda")
 TOLERANCE = 1e-4
 MIN_LABELS_EQUAL = 0.999
 
@@ -47,18 +48,28 @@ def _threads():
 
 def _arm(name, weights, image):
     """(run: () -> (1, 21, H, W) scores, breakdown: () -> {stage: seconds})."""
-    if name == "impls.caffe":
+    if name.startswith("impls.caffe"):
+        import torch
+
         from impls import caffe
 
+        cuda = name.endswith("cuda")
+        if cuda and not torch.cuda.is_available():
+            pytest.skip("impls.caffe-cuda: torch sees no CUDA device")
         net = caffe.Net(str(prototxt("voc-fcn8s")), str(weights), caffe.TEST)
         net.blobs["data"].reshape(*image.shape)
 
         def run():
-            net.blobs["data"].data[...] = image
-            net.forward()
-            return net.blobs["score"].data
+            if cuda:
+                caffe.set_mode_gpu()
+            try:
+                net.blobs["data"].data[...] = image
+                net.forward()  # its outputs come back to the host: synchronised
+                return net.blobs["score"].data
+            finally:
+                caffe.set_mode_cpu()
 
-        return run, lambda: _net_layers(net, image)
+        return run, (dict if cuda else lambda: _net_layers(net, image))
     if name == "opencv":
         cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless<5) is not installed")
         cv2.setNumThreads(_threads())
@@ -136,7 +147,8 @@ def test_caffe_fcn8s(benchmark, arm, weights, reference):
     equal = float((scores[0].argmax(0) == expected[0].argmax(0)).mean())
     assert error <= TOLERANCE and equal >= MIN_LABELS_EQUAL, f"{arm} vs {against}: {error:.3g}, labels {equal:.4f}"
     benchmark.group = GROUP
-    benchmark.extra_info.update(op="caffe_fcn", backend=arm, device="cpu", case=f"{SIZE}x{SIZE}",
+    benchmark.extra_info.update(op="caffe_fcn", backend=arm, device="cuda" if arm.endswith("cuda") else "cpu",
+                                case=f"{SIZE}x{SIZE}",
                                 threads=_threads(), checked_against=against, max_error=error, labels_equal=equal,
                                 stage_s=breakdown())
     benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)

@@ -359,3 +359,22 @@ def test_exception_without_torch_the_engine_names_its_extra():
     assert result.returncode == 0, result.stderr
     assert "impls.caffe.Net runs Caffe nets on PyTorch, which is not installed: pip install 'impls[torch]'" in \
         result.stdout
+
+
+def test_feature_gpu_mode_equals_the_cpu(tmp_path):
+    """set_mode_gpu runs the same net on torch's CUDA device (skipped where there is none: the meta
+    test above checks the host/device bookkeeping without one)."""
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    (tmp_path / "bn.prototxt").write_text(ZOO["batchnorm"].prototxt)
+    net = caffe.Net(str(tmp_path / "bn.prototxt"), str(zoo_weights(tmp_path / "w.caffemodel", "batchnorm")),
+                    caffe.TEST)
+    x = zoo_inputs("batchnorm")["data"]
+    cpu = net.forward(data=x)["scale"].copy()
+    caffe.set_mode_gpu()
+    try:
+        gpu = net.forward(data=x)["scale"]
+        assert net.blobs["scale"]._device_tensor is not None  # it ran there
+    finally:
+        caffe.set_mode_cpu()
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-5)
