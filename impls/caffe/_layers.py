@@ -187,9 +187,8 @@ class Convolution(_Convolutions):
             return [_winograd.convolve(x, params[0], bias, self.pad) for x in bottoms]
         if self._as_matrix_product:
             return [self._matrix_product(x, params[0], bias) for x in bottoms]
-        return [F.conv2d(channels_last(x), params[0].reshape(params[0].shape[0], -1, *self.kernel)
-                         if params[0].dim() == 2 else params[0], bias, self.stride, self.pad, self.dilation,
-                         self.group) for x in bottoms]
+        return [F.conv2d(channels_last(x), params[0], bias, self.stride, self.pad, self.dilation, self.group)
+                for x in bottoms]
 
     def _matrix_product(self, x, weight, bias):
         batch, _, height, width = x.shape
