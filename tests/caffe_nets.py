@@ -23,8 +23,8 @@ class ZooNet:
     blobs: dict  # {layer: [blob shapes]}
     tops: tuple  # the blobs compared (OpenCV names outputs by layer: these are layer names too)
     # OpenCV runs it as Caffe does; else it is checked against Caffe's formula in NumPy: OpenCV has
-    # no ArgMax, ignores InnerProduct's transpose, and drops the window past the edge that Caffe's
-    # pooling keeps (-FLT_MAX) when the stride exceeds the kernel.
+    # no ArgMax, ignores InnerProduct's transpose and Interp's shrink_factor and pads, and drops the
+    # window past the edge that Caffe's pooling keeps (-FLT_MAX) when the stride exceeds the kernel.
     opencv: bool = True
 
     @property
@@ -126,6 +126,19 @@ ZOO = {
                                              "bias_term: false }\n"),
                                       {"data": X}, {"inner_product_transpose": [(297, 5)]},
                                       ("inner_product_transpose",), opencv=False),
+    "interp_size": ZooNet(_layer("interp_size", "Interp", ["data"], "  interp_param { height: 20 width: 7 }\n"),
+                          {"data": (1, 3, 13, 9)}, {}, ("interp_size",)),
+    "interp_zoom": ZooNet(_layer("interp_zoom", "Interp", ["data"], "  interp_param { zoom_factor: 3 }\n"),
+                          {"data": (1, 3, 13, 9)}, {}, ("interp_zoom",)),
+    # OpenCV reads Interp's height, width and zoom_factor only: these against Caffe's formula.
+    "interp_shrink": ZooNet(_layer("interp_shrink", "Interp", ["data"], "  interp_param { shrink_factor: 2 }\n"),
+                            {"data": (1, 3, 13, 9)}, {}, ("interp_shrink",), opencv=False),
+    "interp_shrink_zoom": ZooNet(_layer("interp_shrink_zoom", "Interp", ["data"],
+                                        "  interp_param { shrink_factor: 4 zoom_factor: 3 }\n"),
+                                 {"data": (1, 3, 13, 9)}, {}, ("interp_shrink_zoom",), opencv=False),
+    "interp_crop": ZooNet(_layer("interp_crop", "Interp", ["data"],
+                                 "  interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -2 }\n"),
+                          {"data": (1, 3, 13, 9)}, {}, ("interp_crop",), opencv=False),
     "silence": ZooNet(_layer("relu", "ReLU", ["data"]) + 'layer {\n  name: "silence"\n  type: "Silence"\n'
                       '  bottom: "data2"\n}\n', {"data": X, "data2": X}, {}, ("relu",)),
 }

@@ -627,6 +627,58 @@ class Silence(Layer):
         return []
 
 
+class Interp(Layer):
+    """DeepLab's Interp (deeplab-public-ver2): bilinear resizing with aligned corners (the corner
+    pixels of input and output coincide; source = dest * (in - 1) / (out - 1) in float32), to
+    `height` x `width`, or by `shrink_factor` s to (H - 1) / s + 1 and `zoom_factor` z to
+    H + (H - 1)(z - 1) (shrink first when both are given), after cropping -pad_beg and -pad_end
+    pixels (0 or negative)."""
+
+    type = "Interp"
+
+    def setup(self, params, bottom_shapes):
+        interp = params.message("interp_param")
+        self.pad = (interp.int("pad_beg", 0), interp.int("pad_end", 0))
+        if max(self.pad) > 0:
+            raise self.error(f"has pad_beg/pad_end {self.pad}: Interp only crops (0 or negative pads)")
+        self.shrink = interp.int("shrink_factor", 1, minimum=1) if "shrink_factor" in interp else None
+        self.zoom = interp.int("zoom_factor", 1, minimum=1) if "zoom_factor" in interp else None
+        self.size = (interp.int("height", minimum=1), interp.int("width", minimum=1)) \
+            if "height" in interp and "width" in interp else None
+        if self.shrink is None and self.zoom is None and self.size is None:
+            raise self.error("needs interp_param's shrink_factor, zoom_factor, or height and width")
+        _four_d(self, bottom_shapes[0])
+
+    def output_size(self, size):
+        """Caffe's InterpLayer::Reshape along one axis of `size` pixels (after the crop)."""
+        if self.shrink is not None or self.zoom is not None:
+            out = size if self.shrink is None else (size - 1) // self.shrink + 1
+            return out if self.zoom is None else out + (out - 1) * (self.zoom - 1)
+        return None
+
+    def forward(self, bottoms, params):
+        x = bottoms[0]
+        begin, end = -self.pad[0], -self.pad[1]
+        if begin or end:
+            x = x[:, :, begin:x.shape[2] - end, begin:x.shape[3] - end]
+        height, width = x.shape[2:]
+        # Caffe's precedence: one factor alone, then height and width, then both factors.
+        one_factor = (self.shrink is None) != (self.zoom is None)
+        size = self.size if self.size is not None and not one_factor else \
+            (self.output_size(height), self.output_size(width))
+        if size[0] < 1 or size[1] < 1 or height < 1 or width < 1:
+            raise self.error(f"resizes {height}x{width} to {size[0]}x{size[1]}: both must be positive")
+        return [resize_aligned(x, size)]
+
+
+def resize_aligned(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resizing with aligned corners as Caffe's caffe_cpu_interp2 computes it (its float32
+    source positions and weights), to `size` (h, w): a copy where the size is the input's."""
+    if tuple(size) == tuple(x.shape[2:]):
+        return x.clone()
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+
+
 MEANFIELD_MODES = ("POTTS",)
 
 
@@ -682,7 +734,7 @@ def _constant(value: float) -> Message:
 
 LAYER_TYPES = {cls.type: cls for cls in (Convolution, Deconvolution, Pooling, ReLU, Dropout, Crop, Eltwise,
                                          BatchNorm, Scale, Concat, Split, Softmax, ArgMax, InnerProduct, Silence,
-                                         MultiStageMeanfield)}
+                                         Interp, MultiStageMeanfield)}
 
 
 # ---- Fillers: a parameter's values when no file sets them ---------------------------------------
