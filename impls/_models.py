@@ -4,8 +4,10 @@ original Caffe definitions, and the argument checks."""
 
 from __future__ import annotations
 
+import fractions
 import math
 import numbers
+import typing
 
 from impls import _checks
 
@@ -25,6 +27,23 @@ FCN_CROPS = {"32s": {"score": 19}, "16s": {"score_pool4c": 5, "score": 27},
 # FCN-8s at-once (voc-fcn8s-atonce) scales the pool4 and pool3 skips by these fixed factors
 # (Caffe Scale layers with lr_mult 0) before scoring them, which conditions learning all at once.
 FCN_ATONCE_SCALES = {"scale_pool4": ("pool4", 512, 0.01), "scale_pool3": ("pool3", 256, 0.0001)}
+
+class LargeFOVBlock(typing.NamedTuple):
+    """One block of DeepLab-LargeFOV's VGG-16: its 3x3 convolutions [(name, channels)], their
+    dilation (and pad), and the 3x3 max pool after them (pad 1, rounding up) with its stride."""
+
+    layers: list
+    dilation: int
+    pool: str
+    stride: int
+
+
+LARGEFOV_VGG16 = [LargeFOVBlock([("conv1_1", 64), ("conv1_2", 64)], 1, "pool1", 2),
+                  LargeFOVBlock([("conv2_1", 128), ("conv2_2", 128)], 1, "pool2", 2),
+                  LargeFOVBlock([("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256)], 1, "pool3", 2),
+                  LargeFOVBlock([("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512)], 1, "pool4", 1),
+                  LargeFOVBlock([("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512)], 2, "pool5", 1)]
+LARGEFOV_SCORE = "fc8_voc12"
 
 # DeepLab-v2's ResNet-101: (stage, blocks, bottleneck width, output channels, stride, dilation).
 RESNET101 = [(2, 3, 64, 256, 1, 1), (3, 4, 128, 512, 2, 1), (4, 23, 256, 1024, 1, 2), (5, 3, 512, 2048, 1, 4)]
@@ -81,7 +100,8 @@ class ASPPDoc:
         **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
             name (kept as `.name`).
 
-    Layer names: aspp_r{rate} (fc1_c0..c3 in the Caffe net).
+    Layer names are the Caffe net's (and DrSleep's TensorFlow port's): fc1_voc12_c0 ... c3, one per
+    rate in order. (The torch module loads a state_dict of the older names, aspp_r{rate}.)
     """
 
 
@@ -90,29 +110,70 @@ class DeepLabV2Doc:
     ASPP on top, and multi-scale inputs fused by an element-wise max.
 
     ResNet-101 follows DeepLab's Caffe net: conv1 7x7/2 (pad 3) + BatchNorm + ReLU, 3x3/2 max
-    pool (pad 1) rounding up, as the widely used PyTorch ports of DeepLab-v2 do, so that a
-    321x321 input gives DeepLab's 41x41 scores; bottleneck blocks with the stride on the first 1x1 convolution
-    (res3a), res4 with dilation 2 and res5 with dilation 4 instead of strides; convolutions
-    without bias, BatchNorm with epsilon 1e-5 in inference mode (running statistics; the
-    Keras model sets epsilon 1e-5 and momentum 1 - torch's momentum so that ported weights give
-    the same numbers). Layer names follow the Caffe net (conv1, bn_conv1, res2a_branch2a,
-    bn2a_branch2a, ..., res4b22_branch2c).
+    pool (pad 1) rounding up, so that a 321x321 input gives DeepLab's 41x41 scores; bottleneck
+    blocks with the stride on the first 1x1 convolution (res3a), res4 with dilation 2 and res5
+    with dilation 4 instead of strides; convolutions without bias, BatchNorm in inference mode
+    (running statistics); ASPP's branches fc1_voc12_c0 ... c3 summed into fc1_voc12. Layer names
+    follow the Caffe net (conv1, bn_conv1, res2a_branch2a, bn2a_branch2a, ..., res4b22_branch2c,
+    fc1_voc12_c0), which impls.port's loaders match (the Caffe BatchNorm + Scale pairs load into
+    one BatchNorm layer).
 
-    Multi-scale: for each scale s the image is resized to ceil(s H) x ceil(s W) (s = 1 uses the
-    image as is), run through the network, and its logits resized to the size of the scale-1
-    logits; the output is their element-wise max. Resizing is bilinear with half-pixel centres
-    (torch `interpolate(align_corners=False)`, TF `image.resize`): Caffe's Interp layer aligns
-    corners, but TF 2 has no such resize, and parity between the frameworks comes first.
+    Multi-scale: each scale s after the first is the image resized, run through the same network,
+    and its logits resized to the first scale's logits' size; the output is their element-wise
+    max. How the authors' model and DrSleep's TensorFlow port resize differ, and each file
+    reproduces its users' outputs only with its own (`resize`):
+
+    - "caffe" (the authors' test prototxt, the default): Caffe's Interp, bilinear with aligned
+      corners; a scale z / s (0.75 = 3 / 4) gives (H - 1) // s * z + 1 pixels (Interp's shrink
+      before zoom: 513 gives 385 and 257);
+    - "tf1" (DrSleep's evaluate_msc.py): int(s H) pixels and TF1's resize_images (bilinear, source
+      = destination x in / out, no half pixel, no aligned corners);
+    - "half_pixel": ceil(s H) pixels, half-pixel centres (torch interpolate(align_corners=False),
+      TF 2's image.resize): this model's resizing before it followed a source.
+
+    `padding` "caffe" pads conv1 by 3 and pool1 by 1 on every side, as Caffe; "same" is TF's
+    "SAME" of DrSleep's port (more on the bottom and right where the size is even; equal to
+    Caffe's for sizes 8k + 1 such as 321 and 513). `batchnorm_epsilon`: Caffe's 1e-5, or slim's
+    1e-3 that DrSleep's port ran with. All three are attributes that may be set after
+    construction; impls.port.load_tf_checkpoint sets DrSleep's and reports it.
 
     Args:
         num_classes: C.
         scales: input scales, the first is the base size (default 1.0, 0.75, 0.5).
+        resize: "caffe", "tf1" or "half_pixel" (above).
+        batchnorm_epsilon: BatchNorm's epsilon (default 1e-5, Caffe's).
+        padding: "caffe" or "same" (above).
         **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
             name (kept as `.name`).
 
     Call with images (N, 3, H, W) torch or (N, H, W, 3) Keras, float; returns the fused logits at
     output stride 8, (N, C, h, w) or its NHWC twin, where h is H after the trunk's three
     roundings up (exactly (H - 1) / 8 + 1 for sizes 8k + 1 such as DeepLab's 321 and 513).
+    `feature_maps(x)` returns the first scale's trunk outputs, each scale's logits at the fused size
+    ("fc1_voc12@1.0", ...) and "fused".
+    """
+
+
+class DeepLabLargeFOVDoc:
+    """DeepLab-LargeFOV (Chen et al., ICLR 2015; the VGG-16 model of the DeepLab-v2 release): VGG-16
+    with output stride 8 and a large field of view, as its Caffe deploy net defines it.
+
+    conv1_1 ... conv5_3 (3x3, pad 1, ReLU) with 3x3 max pools rounding up: pool1-pool3 stride 2
+    pad 1, pool4 stride 1 pad 1; conv5_x dilated by 2 (pad 2), pool5 3x3 stride 1 pad 1; pool5a, a
+    3x3 average pool, stride 1, pad 1, whose divisor counts the padding (always 9, as Caffe); fc6,
+    3x3 dilated by 12 (pad 12) to 1024 channels, ReLU and dropout; fc7, 1x1 to 1024, ReLU and
+    dropout (active only in training); fc8_voc12, 1x1 to the classes. A 513x513 input gives 65x65
+    logits, (H - 1) / 8 + 1 for sizes 8k + 1. Layer names are the Caffe net's, which
+    impls.port.load_caffemodel matches.
+
+    Args:
+        num_classes: C (21 for PASCAL VOC).
+        **kwargs: layer options: Keras takes its own (name, dtype, trainable, ...), torch only
+            name (kept as `.name`).
+
+    Call with images (N, 3, H, W) torch or (N, H, W, 3) Keras, float (the authors' input: BGR, the
+    mean subtracted); returns the logits fc8_voc12, (N, C, h, w) or its NHWC twin.
+    `feature_maps(x)` returns every named layer's output in order.
     """
 
 
@@ -139,11 +200,39 @@ def check_aspp(in_channels, num_classes, rates):
     return in_channels, _classes(num_classes, op="ASPP"), rates
 
 
+DEEPLAB_RESIZES = ("caffe", "tf1", "half_pixel")
+DEEPLAB_PADDINGS = ("caffe", "same")
+ASPP_OLD_NAME = "aspp_r{rate}"  # the torch module's names before they were the Caffe net's
+
+
+def aspp_names(rates) -> list[str]:
+    """The Caffe net's names of ASPP's branches, one per rate in order."""
+    return [f"fc1_voc12_c{index}" for index in range(len(rates))]
+
+
 def check_deeplab(num_classes, scales):
     scales = tuple(scales)
     if not scales or not all(isinstance(s, numbers.Real) and 0 < s <= 4 for s in scales):
         raise ValueError(f"DeepLabV2: argument 'scales' must be numbers in (0, 4], got {scales!r}")
     return _classes(num_classes, op="DeepLabV2"), tuple(float(s) for s in scales)
+
+
+def check_deeplab_resize(resize):
+    return _checks.one_of(resize, DEEPLAB_RESIZES, op="DeepLabV2", name="resize")
+
+
+def check_deeplab_padding(padding):
+    return _checks.one_of(padding, DEEPLAB_PADDINGS, op="DeepLabV2", name="padding")
+
+
+def check_batchnorm_epsilon(epsilon, *, op="DeepLabV2"):
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not 0 < epsilon < 1:
+        raise ValueError(f"{op}: argument 'batchnorm_epsilon' must be a number in (0, 1), got {epsilon!r}")
+    return float(epsilon)
+
+
+def check_largefov(num_classes):
+    return _classes(num_classes, op="DeepLabLargeFOV")
 
 
 def deeplab_min_size(scales):
@@ -152,8 +241,25 @@ def deeplab_min_size(scales):
     return math.ceil(2 / min(scales))
 
 
-def scaled_size(size, scale):
-    return size if scale == 1.0 else max(1, math.ceil(size * scale))
+def scaled_size(size, scale, resize="half_pixel"):
+    """The side of a scaled input: Caffe's Interp with the scale as zoom / shrink ("caffe"),
+    int(s H) ("tf1"), ceil(s H) ("half_pixel"); the size itself at scale 1."""
+    if scale == 1.0:
+        return size
+    if resize == "caffe":
+        fraction = fractions.Fraction(scale).limit_denominator(64)
+        return max(1, (size - 1) // fraction.denominator * fraction.numerator + 1)
+    if resize == "tf1":
+        return max(1, int(size * scale))
+    return max(1, math.ceil(size * scale))
+
+
+def same_padding(size, kernel, stride):
+    """(before, after) of TF's "SAME" along one axis: the output ceil(size / stride), the padding
+    split with the extra pixel after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
 
 def check_images(shape, dtype_name, *, op, layout, min_size=1):

@@ -57,6 +57,19 @@ def resize_weights(source: int, target: int) -> np.ndarray:
     return weights[:, 1:-1]
 
 
+def tf1_resize_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(low, high, fraction) of TF1's resize_bilinear along one axis (align_corners and half pixel
+    off, DrSleep's tf.image.resize_images): output pixel i samples source coordinate
+    i x source / target, computed in float32 as TF's kernel, between pixels floor and ceil (the
+    last pixel where that is beyond the edge)."""
+    scale = np.float32(source) / np.float32(target)
+    positions = np.arange(target, dtype=np.float32) * scale
+    low = np.floor(positions)
+    fraction = (positions - low).astype(np.float32)
+    high = np.minimum(np.ceil(positions), source - 1).astype(np.int64)
+    return np.maximum(low, 0).astype(np.int64), high, fraction
+
+
 class RoiSamples(NamedTuple):
     """One box's separable RoIAlign weights over its support: rows (out_h, len(row_span)) and
     columns (out_w, len(column_span)) sum each bin's bilinear sample weights; `count` samples

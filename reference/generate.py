@@ -104,7 +104,9 @@ def seeded_models() -> dict[str, np.ndarray]:
     """Outputs of small seeded configurations in both frameworks: torch initialises the weights
     (torch.manual_seed(0); BatchNorm statistics drawn too), impls.port copies them into Keras,
     and both run on the same seeded input. FCN-32s/16s/8s with 3 classes on 37x41, ASPP(16, 3)
-    on 9x11, DeepLabV2(3, scales (1, 0.5)) on 41x45, CrfRnn(3) with random matrices on 17x19."""
+    on 9x11, DeepLabV2(3, scales (1, 0.5)) on 41x45 with the Caffe model's settings and with DrSleep's
+    (TF1 resize, SAME padding, epsilon 1e-3), CrfRnn(3) with random matrices on 17x19,
+    DeepLabLargeFOV(3) on 42x38."""
     import tensorflow as tf
     import torch
 
@@ -148,6 +150,12 @@ def seeded_models() -> dict[str, np.ndarray]:
     run_both("crfrnn", crfrnn, lambda: impls.tf.CrfRnn(3), logits, extra=(crop,))
     arrays["inputs_fcn"], arrays["inputs_aspp"], arrays["inputs_deeplabv2"] = image, features, deeplab_image
     arrays["inputs_crfrnn_logits"], arrays["inputs_crfrnn_image"] = logits, crop
+    drsleep = {"resize": "tf1", "padding": "same", "batchnorm_epsilon": 1e-3}
+    run_both("deeplabv2_drsleep", lambda: impls.torch.DeepLabV2(3, (1.0, 0.5), **drsleep),
+             lambda: impls.tf.DeepLabV2(3, (1.0, 0.5), **drsleep), deeplab_image)
+    arrays["inputs_largefov"] = (rng.random((1, 42, 38, 3)) * 255 - 120).astype(np.float32)
+    run_both("largefov", lambda: impls.torch.DeepLabLargeFOV(3), lambda: impls.tf.DeepLabLargeFOV(3),
+             arrays["inputs_largefov"])
     return arrays
 
 
@@ -179,7 +187,8 @@ PRODUCERS = {
     "pydensecrf_examples.npz": (pydensecrf_examples, "pydensecrf example recipe on im1-3; DenseCRF2D on astronaut",
                                 True),
     "synthetic_scenes.npz": (synthetic_scenes, "impls.synthetic.synthetic_set(**GATE_SET)", True),
-    "seeded_models.npz": (seeded_models, "seeded FCN-32s/16s/8s, ASPP, DeepLabV2, CrfRnn in torch and Keras", False),
+    "seeded_models.npz": (seeded_models,
+                          "seeded FCN-32s/16s/8s, ASPP, DeepLabV2, CrfRnn, DeepLabLargeFOV in torch and Keras", False),
     # exp and log of NumPy's SIMD loops may round differently on another CPU.
     "mask_rcnn_postprocessing.npz": (
         mask_rcnn_postprocessing, "impls.numpy proposal_layer and detection_layer on detection_inputs(seed=0)", False),

@@ -9,6 +9,7 @@ bottoms of its own), so that OpenCV and Caffe read it alike."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import zlib
 
 import numpy as np
@@ -179,3 +180,20 @@ def zoo_weights(path, name: str, **encoding):
     """The .caffemodel of a zoo net's weights, or None for a net without any."""
     layers = zoo_layers(name)
     return write_caffemodel(path, layers, **encoding) if layers else None
+
+
+def caffe_interp(x, height, width):
+    """deeplab-public-ver2's caffe_cpu_interp2, loop by loop in float32: source positions
+    (in - 1) / (out - 1) * out index, the next pixel clamped at the edge."""
+    channels, height_in, width_in = x.shape[1:]
+    ratios = [np.float32(np.float32(size_in - 1) / np.float32(size - 1)) if size > 1 else np.float32(0)
+              for size_in, size in ((height_in, height), (width_in, width))]
+    out = np.zeros((x.shape[0], channels, height, width), np.float32)
+    for i, j in itertools.product(range(height), range(width)):
+        (hi, hl), (wi, wl) = [(int(r), np.float32(r - np.float32(int(r)))) for r in
+                              (np.float32(ratios[0] * np.float32(i)), np.float32(ratios[1] * np.float32(j)))]
+        hp, wp = int(hi < height_in - 1), int(wi < width_in - 1)
+        top = (1 - wl) * x[:, :, hi, wi] + wl * x[:, :, hi, wi + wp]
+        bottom = (1 - wl) * x[:, :, hi + hp, wi] + wl * x[:, :, hi + hp, wi + wp]
+        out[:, :, i, j] = (1 - hl) * top + hl * bottom
+    return out

@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tests.caffe_nets import ZOO, zoo_inputs, zoo_layers, zoo_weights
+from tests.caffe_nets import ZOO, caffe_interp, zoo_inputs, zoo_layers, zoo_weights
 
 torch = pytest.importorskip("torch")
 
@@ -149,23 +149,6 @@ def test_feature_pooling_window_past_the_edge_is_caffes(tmp_path):
     out = zoo_net("pool_stride_over_kernel", tmp_path).forward(data=x)["pool_stride_over_kernel"]
     np.testing.assert_array_equal(out, caffe_pool(x, 1, 2, 0, "MAX"))
     assert (out[:, :, -1] == -FLT_MAX).all()  # the third row of windows starts past the 4-pixel height
-
-
-def caffe_interp(x, height, width):
-    """deeplab-public-ver2's caffe_cpu_interp2, loop by loop in float32: source positions
-    (in - 1) / (out - 1) * out index, the next pixel clamped at the edge."""
-    channels, height_in, width_in = x.shape[1:]
-    ratios = [np.float32(np.float32(size_in - 1) / np.float32(size - 1)) if size > 1 else np.float32(0)
-              for size_in, size in ((height_in, height), (width_in, width))]
-    out = np.zeros((x.shape[0], channels, height, width), np.float32)
-    for i, j in itertools.product(range(height), range(width)):
-        (hi, hl), (wi, wl) = [(int(r), np.float32(r - np.float32(int(r)))) for r in
-                              (np.float32(ratios[0] * np.float32(i)), np.float32(ratios[1] * np.float32(j)))]
-        hp, wp = int(hi < height_in - 1), int(wi < width_in - 1)
-        top = (1 - wl) * x[:, :, hi, wi] + wl * x[:, :, hi, wi + wp]
-        bottom = (1 - wl) * x[:, :, hi + hp, wi] + wl * x[:, :, hi + hp, wi + wp]
-        out[:, :, i, j] = (1 - hl) * top + hl * bottom
-    return out
 
 
 def test_feature_interp_sizes_and_values_as_deeplab(tmp_path):

@@ -426,6 +426,13 @@ LAYER_CASES: dict[str, list[Bad]] = {
     "DeepLabV2": [
         Bad("scales", lambda b: b.module.DeepLabV2(scales=())),
         Bad("num_classes", lambda b: b.module.DeepLabV2(0)),
+        Bad("resize", lambda b: b.module.DeepLabV2(resize="bicubic")),
+        Bad("padding", lambda b: b.module.DeepLabV2(padding="valid")),
+        Bad("batchnorm_epsilon", lambda b: b.module.DeepLabV2(batchnorm_epsilon=-1e-5)),
+    ],
+    "DeepLabLargeFOV": [
+        Bad("num_classes", lambda b: b.module.DeepLabLargeFOV(0)),
+        Bad("images", lambda b: b.module.DeepLabLargeFOV(3)(_t(b, _IMAGE[..., :1].astype(np.float32)))),
     ],
 }
 

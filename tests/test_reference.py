@@ -56,7 +56,7 @@ def test_feature_inexact_goldens_regenerate_bit_identically_on_one_machine(tmp_p
 
 def test_feature_seeded_model_goldens_agree_across_frameworks():
     golden = _golden("seeded_models.npz")
-    for name in ("fcn32s", "fcn16s", "fcn8s", "aspp", "deeplabv2", "crfrnn"):
+    for name in ("fcn32s", "fcn16s", "fcn8s", "aspp", "deeplabv2", "deeplabv2_drsleep", "crfrnn", "largefov"):
         torch_out, tf_out = golden[f"{name}_torch"], golden[f"{name}_tf"]
         relative = np.abs(torch_out - tf_out).max() / np.abs(tf_out).max()
         assert relative <= 1e-4, f"{name}: torch and TF goldens differ by {relative:.2e} (relative max)"

@@ -19,7 +19,7 @@ from impls.tf.boxes import (  # noqa: E402
 from impls.tf.crf import dense_crf  # noqa: E402
 from impls.tf.crfrnn import CrfRnn  # noqa: E402
 from impls.tf.crfrnnnet import CrfRnnNet  # noqa: E402
-from impls.tf.deeplab import ASPP, DeepLabV2  # noqa: E402
+from impls.tf.deeplab import ASPP, DeepLabLargeFOV, DeepLabV2  # noqa: E402
 from impls.tf.detection import detection_layer, proposal_layer  # noqa: E402
 from impls.tf.fcn import FCN  # noqa: E402
 from impls.tf.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter  # noqa: E402
@@ -39,7 +39,7 @@ __all__ = [
     "pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas", "clip_boxes", "box_iou",
     "nms", "crop_and_resize", "roi_align", "pyramid_roi_align", "unmold_mask", "color_splash",
     "proposal_layer", "detection_layer",
-    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "MaskRCNN",
+    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "DeepLabLargeFOV", "MaskRCNN",
 ]
 # Trainable layers and models of the frameworks, with no NumPy counterpart.
-LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "MaskRCNN"]
+LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "DeepLabLargeFOV", "MaskRCNN"]

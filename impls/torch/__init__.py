@@ -13,7 +13,7 @@ from impls.torch.boxes import (
 from impls.torch.crf import dense_crf
 from impls.torch.crfrnn import CrfRnn
 from impls.torch.crfrnnnet import CrfRnnNet
-from impls.torch.deeplab import ASPP, DeepLabV2
+from impls.torch.deeplab import ASPP, DeepLabLargeFOV, DeepLabV2
 from impls.torch.detection import detection_layer, proposal_layer
 from impls.torch.fcn import FCN
 from impls.torch.lattice import PermutohedralLattice, gaussian_filter_exact, permutohedral_filter
@@ -33,7 +33,7 @@ __all__ = [
     "pyramid_anchors", "norm_boxes", "denorm_boxes", "box_refinement", "apply_box_deltas", "clip_boxes", "box_iou",
     "nms", "crop_and_resize", "roi_align", "pyramid_roi_align", "unmold_mask", "color_splash",
     "proposal_layer", "detection_layer",
-    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "MaskRCNN",
+    "CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "DeepLabLargeFOV", "MaskRCNN",
 ]
 # Trainable layers and models of the frameworks, with no NumPy counterpart.
-LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "MaskRCNN"]
+LAYERS = ["CrfRnn", "CrfRnnNet", "FCN", "ASPP", "DeepLabV2", "DeepLabLargeFOV", "MaskRCNN"]
